@@ -1,0 +1,107 @@
+"""Label definitions: Russell's quadrants, the modes Ar/Va/4Q, and the rules between them.
+
+This is the only place that knows which quadrant is high on which axis, so training targets,
+dataset adapters and the labels output can never disagree about it.
+
+    Q2 A+V-  angry, tense   |  Q1 A+V+  joyful, powerful
+    ------------------------+------------------------- valence
+    Q3 A-V-  sad, bitter    |  Q4 A-V+  tender, peaceful
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+Mode = Literal["Ar", "Va", "4Q"]
+MODES: tuple[str, ...] = ("Ar", "Va", "4Q")
+QUADRANTS: tuple[str, ...] = ("Q1", "Q2", "Q3", "Q4")
+QUADRANT_DESCRIPTIONS: dict[str, str] = {
+    "Q1": "A+V+ joyful, powerful",
+    "Q2": "A+V- angry, tense",
+    "Q3": "A-V- sad, bitter",
+    "Q4": "A-V+ tender, peaceful",
+}
+# Class names of the binary modes, index 0 = low, 1 = high.
+AXIS_CLASSES: tuple[str, ...] = ("low", "high")
+
+
+def check_mode(mode: str) -> str:
+    """Return `mode` if it is one of Ar, Va, 4Q; raise a ValueError naming the valid ones otherwise."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+def class_names(mode: str) -> list[str]:
+    """The output classes of a model trained in `mode`, in logit order."""
+    check_mode(mode)
+    return list(QUADRANTS) if mode == "4Q" else list(AXIS_CLASSES)
+
+
+def num_classes(mode: str) -> int:
+    return len(class_names(mode))
+
+
+def check_quadrant(quadrant: int) -> int:
+    """Quadrants are numbered 1..4 in manifests; anything else is a data error."""
+    if isinstance(quadrant, bool) or int(quadrant) != quadrant or not 1 <= int(quadrant) <= 4:
+        raise ValueError(f"quadrant must be an integer 1..4, got {quadrant!r}")
+    return int(quadrant)
+
+
+def parse_quadrant(value: object) -> int:
+    """Accept 1..4, '1'..'4' or 'Q1'..'Q4' (any case) and return 1..4."""
+    text = str(value).strip().upper()
+    if text.startswith("Q"):
+        text = text[1:]
+    if text not in {"1", "2", "3", "4"}:
+        raise ValueError(f"not a quadrant: {value!r} (expected Q1..Q4 or 1..4)")
+    return int(text)
+
+
+def is_high(value: float, midpoint: float = 0.0) -> bool:
+    """'High' on an axis means strictly above the dataset's midpoint; the midpoint itself is low."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError("cannot place a missing valence/arousal value on an axis")
+    return float(value) > midpoint
+
+
+def quadrant_from_va(valence: float, arousal: float, midpoint: float = 0.0) -> int:
+    """Quadrant 1..4 from valence and arousal on a scale whose midpoint is `midpoint`."""
+    valence_high = is_high(valence, midpoint)
+    arousal_high = is_high(arousal, midpoint)
+    if arousal_high:
+        return 1 if valence_high else 2
+    return 4 if valence_high else 3
+
+
+def arousal_high(quadrant: int) -> bool:
+    """Q1 and Q2 are high-arousal."""
+    return check_quadrant(quadrant) in (1, 2)
+
+
+def valence_high(quadrant: int) -> bool:
+    """Q1 and Q4 are high-valence."""
+    return check_quadrant(quadrant) in (1, 4)
+
+
+def target_for_mode(quadrant: int, mode: str) -> int:
+    """The class index a song of `quadrant` has when training in `mode`."""
+    check_mode(mode)
+    if mode == "4Q":
+        return check_quadrant(quadrant) - 1
+    high = arousal_high(quadrant) if mode == "Ar" else valence_high(quadrant)
+    return int(high)
+
+
+def quadrant_probs_to_axes(probs: "list[float] | tuple[float, ...]") -> tuple[float, float]:
+    """(P(arousal high), P(valence high)) from the four quadrant probabilities Q1..Q4."""
+    if len(probs) != 4:
+        raise ValueError(f"expected 4 quadrant probabilities, got {len(probs)}")
+    q1, q2, q3, q4 = (float(p) for p in probs)
+    return q1 + q2, q1 + q4
+
+
+def quadrant_name(quadrant: int) -> str:
+    return QUADRANTS[check_quadrant(quadrant) - 1]

@@ -1,0 +1,179 @@
+"""The data contracts: catalogue (input), training manifest, labels (output).
+
+They are the interface the recommender's ETL depends on (see README "Data contracts"), so each is
+written once here as an Arrow schema, and `validate` checks a table or a Parquet schema against one
+before any work starts, naming every missing or mistyped column in a single error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from labeler.labels import QUADRANTS
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a contract: its Arrow type, whether it must be present, whether nulls are allowed."""
+
+    name: str
+    type: pa.DataType
+    required: bool = True
+    nullable: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    columns: tuple[Column, ...]
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The full Arrow schema (required and optional columns), in contract order."""
+        return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns])
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+class SchemaError(ValueError):
+    """A table does not follow a contract; the message names every offending column."""
+
+
+CATALOGUE = Contract(
+    "catalogue",
+    (
+        Column("song_id", pa.string(), nullable=False, doc="unique track id"),
+        Column("audio_uri", pa.string(), doc="local path, file:// or s3://; may be null"),
+        Column("lyrics", pa.string(), doc="plain or LRC text; null or empty for instrumentals"),
+        Column("chorus_start_s", pa.float64(), required=False, doc="chorus start; found automatically when absent"),
+        Column("chorus_end_s", pa.float64(), required=False, doc="chorus end"),
+    ),
+)
+
+MANIFEST = Contract(
+    "manifest",
+    (
+        Column("song_id", pa.string(), nullable=False, doc="unique across datasets, e.g. 'pmemo:1001'"),
+        Column("dataset", pa.string(), nullable=False, doc="adapter name: 4q, pmemo, bimodal, deezer, moodylyrics4q, generic, synth"),
+        Column("audio_uri", pa.string()),
+        Column("lyrics", pa.string()),
+        Column("valence", pa.float64(), doc="rescaled so that 0 is the dataset's midpoint; null where not given"),
+        Column("arousal", pa.float64(), doc="rescaled so that 0 is the dataset's midpoint; null where not given"),
+        Column("quadrant", pa.int8(), nullable=False, doc="1..4"),
+        Column("fold", pa.int8(), nullable=False, doc="0..K-1 (see README: folds)"),
+        Column("chorus_start_s", pa.float64(), required=False),
+        Column("chorus_end_s", pa.float64(), required=False),
+        Column("artist", pa.string(), required=False, doc="provenance"),
+        Column("title", pa.string(), required=False, doc="provenance"),
+        Column("source_id", pa.string(), required=False, doc="the id inside its dataset"),
+        Column("also_in", pa.string(), required=False, doc="other datasets holding the same song"),
+    ),
+)
+
+_PROB_COLUMNS = tuple(
+    Column(f"prob_{q.lower()}", pa.float32(), doc=f"P({q})") for q in QUADRANTS
+)
+
+LABELS = Contract(
+    "labels",
+    (
+        Column("song_id", pa.string(), nullable=False),
+        Column("quadrant", pa.string(), doc="Q1..Q4; null when error is set"),
+        *_PROB_COLUMNS,
+        Column("arousal", pa.string(), doc="'high' or 'low'"),
+        Column("arousal_prob", pa.float32(), doc="P(arousal high)"),
+        Column("valence", pa.string(), doc="'high' or 'low'"),
+        Column("valence_prob", pa.float32(), doc="P(valence high)"),
+        Column("arousal_score", pa.float32(), doc="continuous arousal (0 = midpoint) where the model regresses it"),
+        Column("valence_score", pa.float32(), doc="continuous valence (0 = midpoint) where the model regresses it"),
+        Column("modalities", pa.string(), doc="'audio+lyrics', 'audio', 'lyrics', or null with error"),
+        Column("audio_error", pa.string(), doc="why the audio was not used, when it was not (e.g. 'missing_file: ...')"),
+        Column("model_id", pa.string(), nullable=False),
+        Column("model_version", pa.string(), nullable=False),
+        Column("labelled_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        Column("error", pa.string(), doc="null when labelled; '<kind>: <reason>' otherwise"),
+    ),
+)
+
+CONTRACTS: dict[str, Contract] = {c.name: c for c in (CATALOGUE, MANIFEST, LABELS)}
+
+
+def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Accept the physical variants writers produce for the same logical type."""
+    if actual.equals(expected):
+        return True
+    if pa.types.is_string(expected):
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or pa.types.is_null(actual)
+    if pa.types.is_floating(expected):
+        return pa.types.is_floating(actual) or pa.types.is_integer(actual) or pa.types.is_null(actual)
+    if pa.types.is_integer(expected):
+        return pa.types.is_integer(actual)
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(actual)
+    return False
+
+
+def validate(schema: pa.Schema, contract: Contract, where: str = "") -> None:
+    """Raise SchemaError naming every missing or mistyped column of `schema` against `contract`."""
+    problems: list[str] = []
+    missing = [c.name for c in contract.columns if c.required and c.name not in schema.names]
+    if missing:
+        problems.append(f"missing required column(s): {', '.join(missing)}")
+    for c in contract.columns:
+        if c.name in schema.names:
+            actual = schema.field(c.name).type
+            if not _compatible(actual, c.type):
+                problems.append(f"column {c.name!r} has type {actual}, expected {c.type}")
+    if problems:
+        source = f" {where}" if where else ""
+        raise SchemaError(f"{contract.name}{source} does not follow the contract: " + "; ".join(problems))
+
+
+def conform(table: pa.Table, contract: Contract, keep_extra: bool = False) -> pa.Table:
+    """Validate, then cast to the contract's types and order, adding absent optional columns as nulls."""
+    validate(table.schema, contract)
+    arrays, fields = [], []
+    for c in contract.columns:
+        if c.name in table.column_names:
+            arrays.append(table.column(c.name).cast(c.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, c.type))
+        fields.append(pa.field(c.name, c.type, nullable=c.nullable))
+    if keep_extra:
+        for name in table.column_names:
+            if name not in contract.schema.names:
+                arrays.append(table.column(name))
+                fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def check_unique_ids(table: pa.Table, column: str = "song_id", where: str = "") -> None:
+    """song_id is the join key of every contract: duplicates or nulls are a data error."""
+    ids = table.column(column)
+    if ids.null_count:
+        raise SchemaError(f"{where or 'table'}: {ids.null_count} row(s) have a null {column}")
+    counts = pc.value_counts(ids)
+    dup = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
+    if dup:
+        shown = ", ".join(map(repr, dup[:5]))
+        raise SchemaError(f"{where or 'table'}: {len(dup)} duplicate {column} value(s), e.g. {shown}")
+
+
+def markdown_table(contract: Contract) -> str:
+    """The contract as a Markdown table, for the README."""
+    lines = ["| column | type | required | nullable | meaning |", "|---|---|---|---|---|"]
+    for c in contract.columns:
+        lines.append(f"| `{c.name}` | {c.type} | {'yes' if c.required else 'no'} | {'yes' if c.nullable else 'no'} | {c.doc} |")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Training: dataset adapters, manifest and folds, feature cache, Ray Train loops, evaluation."""
