@@ -1,0 +1,59 @@
+"""cluster.yaml is checked with Ray's own autoscaler validation (the same steps `ray up` runs)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+
+
+@pytest.fixture()
+def cluster_config() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def test_cluster_yaml_passes_ray_validation(cluster_config):
+    validate_config(prepare_config(copy.deepcopy(cluster_config)))
+
+
+def test_head_schedules_but_does_no_heavy_work(cluster_config):
+    head = cluster_config["available_node_types"][cluster_config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}
+    start = " ".join(cluster_config["head_start_ray_commands"])
+    assert "--num-cpus=0" in start
+
+
+def test_gpu_and_cpu_worker_types_autoscale(cluster_config):
+    types = cluster_config["available_node_types"]
+    assert types["gpu_worker"]["node_config"]["InstanceType"].startswith(("g", "p"))
+    assert types["cpu_worker"]["node_config"]["InstanceType"].startswith("c")
+    for name in ("gpu_worker", "cpu_worker"):
+        assert types[name]["min_workers"] == 0 and types[name]["max_workers"] > 0
+
+
+def test_dashboard_stays_private_and_no_keys_in_file(cluster_config):
+    start = " ".join(cluster_config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start
+    text = CLUSTER_YAML.read_text()
+    assert "AWS_SECRET_ACCESS_KEY" not in text and "aws_secret_access_key" not in text
+    for node_type in cluster_config["available_node_types"].values():
+        assert node_type["node_config"]["IamInstanceProfile"]["Name"]
+
+
+def test_image_matches_pinned_ray():
+    import ray
+
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    assert f"ray:{ray.__version__}-" in config["docker"]["image"]
+
+
+def test_broken_config_is_rejected(cluster_config):
+    broken = copy.deepcopy(cluster_config)
+    broken["max_workers"] = "many"
+    with pytest.raises(Exception, match="max_workers"):
+        validate_config(prepare_config(broken))

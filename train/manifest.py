@@ -1,0 +1,244 @@
+"""The training manifest: the union of the dataset adapters' rows, one row per song, with folds.
+
+`prepare` runs each adapter, concatenates their rows in the manifest schema, merges the same song
+found in several datasets into one row, assigns the cross-validation folds once (`train.folds`) and
+returns the table with a report. `labeler prepare` is its command line; it writes Parquet locally or
+to S3.
+
+Same song across datasets: rows whose normalised artist + title match (`common.song_key`) are one
+song. The row of the dataset listed *first* is kept, with its label; it takes the duplicate's audio
+(with its chorus times) or lyrics when it has none, and lists the duplicates' song ids in `also_in`.
+Valence/arousal are never merged: each dataset rates on its own scale. Duplicates, and those whose
+quadrants disagree, are in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import time
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from labeler import storage
+from labeler.labels import QUADRANTS
+from labeler.schemas import MANIFEST, check_unique_ids, conform, validate
+from train.datasets.bimodal import prepare_bimodal
+from train.datasets.common import adapter_stats, song_key
+from train.datasets.deezer import prepare_deezer
+from train.datasets.fourq import prepare_4q
+from train.datasets.generic import prepare_generic
+from train.datasets.moodylyrics4q import prepare_moodylyrics4q
+from train.datasets.pmemo import prepare_pmemo
+from train.folds import assign_folds, check_k, format_fold_summary, parse_cv
+
+log = logging.getLogger(__name__)
+
+ADAPTERS: dict[str, Callable[..., pa.Table]] = {
+    "4q": prepare_4q,
+    "pmemo": prepare_pmemo,
+    "bimodal": prepare_bimodal,
+    "deezer": prepare_deezer,
+    "moodylyrics4q": prepare_moodylyrics4q,
+    "generic": prepare_generic,
+}
+
+Source = tuple[str, str, dict[str, Any]]
+
+
+@dataclass
+class PrepareReport:
+    """What `prepare` did: per-dataset adapter stats, duplicates merged, rows per dataset and quadrant."""
+
+    k: int
+    cv: str
+    seed: int
+    rows: int = 0
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    fold_table: str = ""
+    seconds: float = 0.0
+
+    @property
+    def label_conflicts(self) -> int:
+        return sum(1 for d in self.duplicates if not d["same_quadrant"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "label_conflicts": self.label_conflicts}
+
+    def format(self) -> str:
+        """The printed summary: rows, rows with audio, rows with lyrics per dataset and quadrant."""
+        lines = [f"{'dataset':<16}{'quadrant':<10}{'rows':>8}{'audio':>8}{'lyrics':>8}"]
+        for r in self.summary:
+            lines.append(f"{r['dataset']:<16}{r['quadrant']:<10}{r['rows']:>8}{r['with_audio']:>8}{r['with_lyrics']:>8}")
+        for name, stats in self.datasets.items():
+            skipped = ", ".join(f"{n} {reason}" for reason, n in stats.get("skipped", {}).items())
+            extra = f"; join match rate {stats['match_rate']:.1%}" if "match_rate" in stats else ""
+            if skipped or extra:
+                lines.append(f"{name}: {skipped or 'nothing skipped'}{extra}")
+        lines.append(
+            f"{len(self.duplicates)} duplicate song(s) merged across datasets"
+            f" ({self.label_conflicts} with different quadrants)"
+        )
+        for d in self.duplicates[:10]:
+            lines.append(f"  {d['kept']} <- {d['merged']} ({d['key']})")
+        lines.append(f"folds (k={self.k}, cv={self.cv}, seed={self.seed}):")
+        lines.append(self.fold_table)
+        lines.append(f"{self.rows} rows in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def _merge_duplicates(table: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """One row per song key; the first row wins and takes missing audio/lyrics from the others."""
+    rows = table.to_pylist()
+    kept: list[dict[str, Any]] = []
+    first_by_key: dict[str, dict[str, Any]] = {}
+    duplicates: list[dict[str, Any]] = []
+    for row in rows:
+        key = song_key(row.get("artist"), row.get("title"))
+        first = first_by_key.get(key) if key else None
+        if first is None:
+            if key:
+                first_by_key[key] = row
+            kept.append(row)
+            continue
+        if not first.get("audio_uri") and row.get("audio_uri"):
+            first["audio_uri"] = row["audio_uri"]
+            first["chorus_start_s"], first["chorus_end_s"] = row.get("chorus_start_s"), row.get("chorus_end_s")
+        if not first.get("lyrics") and row.get("lyrics"):
+            first["lyrics"] = row["lyrics"]
+        first["also_in"] = ",".join(filter(None, [first.get("also_in"), row["song_id"]]))
+        duplicates.append(
+            {"key": key, "kept": first["song_id"], "merged": row["song_id"], "same_quadrant": first["quadrant"] == row["quadrant"]}
+        )
+    merged = pa.Table.from_pylist(kept, schema=table.schema) if kept else table.slice(0, 0)
+    return merged, duplicates
+
+
+def _summary(table: pa.Table) -> list[dict[str, Any]]:
+    counts: dict[tuple[str, int], list[int]] = {}
+    for ds, q, audio, text in zip(
+        table.column("dataset").to_pylist(), table.column("quadrant").to_pylist(),
+        table.column("audio_uri").to_pylist(), table.column("lyrics").to_pylist(),
+    ):
+        c = counts.setdefault((ds, q), [0, 0, 0])
+        c[0] += 1
+        c[1] += bool(audio)
+        c[2] += bool(text)
+    return [
+        {"dataset": ds, "quadrant": QUADRANTS[q - 1], "rows": c[0], "with_audio": c[1], "with_lyrics": c[2]}
+        for (ds, q), c in sorted(counts.items())
+    ]
+
+
+def prepare(sources: list[Source], k: int = 5, cv: str = "ALL", seed: int = 8848) -> tuple[pa.Table, PrepareReport]:
+    """Run the adapters named in `sources` ((name, path, options) each) and build the manifest."""
+    started = time.perf_counter()
+    k = check_k(k)
+    holdout = parse_cv(cv)
+    if not sources:
+        raise ValueError("no dataset given: pass at least one NAME=PATH")
+    report = PrepareReport(k=k, cv=cv, seed=seed)
+    tables = []
+    for name, path, options in sources:
+        if name not in ADAPTERS:
+            raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(ADAPTERS)}")
+        log.info("preparing %s from %s", name, storage.describe(str(path)))
+        table = ADAPTERS[name](path, **options)
+        stats = adapter_stats(table)
+        label = stats.get("dataset", name)
+        if label in report.datasets:
+            raise ValueError(f"dataset {label!r} given twice (for a second generic table, set its dataset= option)")
+        report.datasets[label] = stats
+        tables.append(conform(table, MANIFEST))
+    union = pa.concat_tables(tables)
+    if holdout is not None and holdout not in report.datasets:
+        raise ValueError(f"cv {cv!r}: dataset {holdout!r} is not among those prepared ({', '.join(report.datasets)})")
+    check_unique_ids(union, where="manifest")
+    union, report.duplicates = _merge_duplicates(union)
+    if report.duplicates:
+        log.info("%d duplicate song(s) merged across datasets", len(report.duplicates))
+    manifest = assign_folds(union, k=k, seed=seed, cv=cv)
+    manifest = conform(manifest, MANIFEST, keep_extra=False)
+    validate(manifest.schema, MANIFEST, where="(prepared)")
+    report.rows = manifest.num_rows
+    report.summary = _summary(manifest)
+    report.fold_table = format_fold_summary(manifest)
+    report.seconds = time.perf_counter() - started
+    return manifest, report
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _coerce(func: Callable[..., Any], name: str, key: str, value: str) -> Any:
+    """A --option value as the adapter's keyword expects it (bool, int, float or str)."""
+    params = inspect.signature(func).parameters
+    if key not in params or key == "path":
+        valid = ", ".join(p for p in params if p != "path")
+        raise ValueError(f"unknown option {name}.{key}: {name} takes {valid}")
+    hint = typing.get_type_hints(func).get(key, str)
+    kinds = set(typing.get_args(hint)) or {hint}
+    if bool in kinds:
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"option {name}.{key} expects true or false, got {value!r}")
+        return lowered in ("true", "1", "yes")
+    for kind in (int, float):
+        if kind in kinds:
+            try:
+                return kind(value)
+            except ValueError:
+                raise ValueError(f"option {name}.{key} expects a {kind.__name__}, got {value!r}") from None
+    return value
+
+
+def parse_sources(datasets: list[str], options: list[str]) -> list[Source]:
+    """['4q=/data/4q'], ['4q.lyrics=/data/4q_lyrics'] -> [('4q', '/data/4q', {'lyrics': ...})]."""
+    sources: list[Source] = []
+    for item in datasets:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--dataset expects NAME=PATH, got {item!r}")
+        if name not in ADAPTERS:
+            raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(ADAPTERS)}")
+        sources.append((name, path, {}))
+    by_name = {name: opts for name, _, opts in sources}
+    for item in options:
+        target, sep, value = item.partition("=")
+        name, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(f"--option expects NAME.key=value, got {item!r}")
+        if name not in by_name:
+            raise ValueError(f"--option {item!r}: dataset {name!r} is not among --dataset")
+        by_name[name][key] = _coerce(ADAPTERS[name], name, key, value)
+    return sources
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH", required=True,
+                        help=f"a dataset folder (or table, for generic); NAME one of {', '.join(ADAPTERS)}; repeatable, first wins on duplicates")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME.key=value",
+                        help="an adapter option, e.g. deezer.join=lyrics.parquet, generic.song_id=id, pmemo.require_inputs=false")
+    parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds k (>= 3)")
+    parser.add_argument("--cv", default="ALL", help="ALL (each dataset split into k folds), PME or holdout:<dataset> (that dataset is fold 0)")
+    parser.add_argument("--seed", type=int, default=8848, help="seed of the fold shuffle")
+    parser.add_argument("--output", required=True, help="manifest Parquet URI (local path or s3://)")
+    parser.add_argument("--report", default=None, help="optional JSON report URI")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    sources = parse_sources(args.dataset, args.option)
+    table, report = prepare(sources, k=args.folds, cv=args.cv, seed=args.seed)
+    storage.write_parquet(table, args.output)
+    if args.report:
+        storage.write_text(args.report, json.dumps(report.to_dict(), indent=2))
+    print(report.format())
+    print(f"wrote {table.num_rows} rows to {storage.describe(args.output)}")
+    return 0
