@@ -1,0 +1,353 @@
+"""The model bundle: the one directory (local or S3) that training hands to labelling.
+
+```
+<bundle>/config.json          model/featuriser/lyrics configs, mode, classes, temperature, stats, files
+<bundle>/model.safetensors    the EmotionModel state dict
+<bundle>/encoder/config.json  the lyrics encoder's Hugging Face config (when there is a lyrics branch)
+<bundle>/tokenizer/...        the tokenizer files (when there is a lyrics branch)
+```
+
+Why this shape: labelling must compute exactly the features training saw (the featuriser config is
+in the bundle, not in two places) and must never run code from a file it downloaded, so weights are
+safetensors, configs are JSON, the encoder is rebuilt from its config class (no `trust_remote_code`,
+no hub access) and every file is checked against the sha256 recorded in config.json. `model_version`
+is a content hash: same weights + same configs -> same version, in every labels row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labeler import storage
+from labeler.labels import class_names
+from labeler.models import EmotionModel, ModelConfig
+
+FORMAT = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ENCODER_DIR = "encoder"
+TOKENIZER_DIR = "tokenizer"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be trusted or read; the message names the bundle and the file."""
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model (eval mode, on its device) and everything needed to feed it."""
+
+    model: EmotionModel
+    config: dict
+    featurizer: Any  # labeler.audio.FeaturizerConfig
+    lyrics: Any  # labeler.lyrics.LyricsConfig
+    tokenizer: Any | None
+    model_id: str
+    model_version: str
+    mode: str
+    classes: list[str]
+    temperature: float = 1.0
+    descriptor_stats: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ hashing
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace: the same config always hashes the same."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def compute_model_version(config: dict) -> str:
+    """16 hex chars of sha256 over the weights' sha256, the other files' sha256 and the canonical config.
+
+    The config is taken without `model_version` and `files`; encoder and tokenizer hashes are included
+    as well as the weights', because a different tokenizer changes predictions just as new weights do.
+    """
+    files = dict(config.get("files") or {})
+    if WEIGHTS_FILE not in files:
+        raise BundleError(f"config.json lists no {WEIGHTS_FILE}")
+    body = {k: v for k, v in config.items() if k not in ("model_version", "files")}
+    others = "".join(f"{name}={files[name]};" for name in sorted(files) if name != WEIGHTS_FILE)
+    text = files[WEIGHTS_FILE] + "|" + others + "|" + canonical_json(body)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------- saving
+
+
+def _dedup_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Contiguous CPU tensors, one per storage view; tied weights become `alias -> kept name`.
+
+    safetensors refuses tensors that share memory; a tied pair is written once and restored on load.
+    """
+    kept: dict[str, torch.Tensor] = {}
+    seen: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}
+    for name in sorted(state):
+        tensor = state[name].detach()
+        key = (tensor.device, tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor),
+               tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+        if tensor.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        kept[name] = tensor.to("cpu").contiguous().clone()
+    return kept, aliases
+
+
+def _load_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)):
+        return tokenizer
+    from labeler.pretrained import load_tokenizer  # noqa: PLC0415
+
+    return load_tokenizer(str(tokenizer))
+
+
+def _check_compatible(model: EmotionModel, featurizer: Any, lyrics: Any, tokenizer: Any, temperature: float) -> None:
+    cfg = model.config
+    if not (isinstance(temperature, (int, float)) and temperature > 0 and temperature < float("inf")):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    if cfg.uses_audio:
+        if featurizer is None:
+            raise ValueError("a model with an audio branch needs its FeaturizerConfig in the bundle")
+        if int(featurizer.n_mels) != int(cfg.audio.n_mels):
+            raise ValueError(f"featurizer n_mels={featurizer.n_mels} but the audio model expects n_mels={cfg.audio.n_mels}")
+        if bool(cfg.audio.descriptor_dim) != bool(getattr(featurizer, "descriptors", False)):
+            raise ValueError(
+                f"audio descriptor_dim={cfg.audio.descriptor_dim} but featurizer descriptors="
+                f"{getattr(featurizer, 'descriptors', False)}: the Hybrid branch and descriptor featurising go together"
+            )
+    if cfg.uses_lyrics:
+        if tokenizer is None:
+            raise ValueError("a model with a lyrics branch needs its tokenizer in the bundle")
+        if lyrics is None:
+            raise ValueError("a model with a lyrics branch needs its LyricsConfig in the bundle")
+        vocab = int(getattr(model.encoder_config, "vocab_size", 0) or 0)
+        if vocab and len(tokenizer) > vocab:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens, the lyrics encoder only {vocab}")
+
+
+def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tokenizer: Any = None,
+                model_id: str | None = None, provenance: dict | None = None, metrics: dict | None = None,
+                temperature: float = 1.0, descriptor_stats: dict | None = None) -> str:
+    """Write a bundle to a local directory or an s3:// prefix; return its model_version.
+
+    `tokenizer` is a tokenizer object or anything `labeler.pretrained.resolve_encoder` takes.
+    `descriptor_stats` ({"mean": [...], "std": [...]}) is copied into the model's descriptor buffers
+    before saving, so weights and config.json agree; without it the buffers' values are recorded.
+    On S3 the files are written to a temporary directory and uploaded one by one, config.json last,
+    so a reader never sees a config whose files are not there yet.
+    """
+    tokenizer = _load_tokenizer(tokenizer)
+    _check_compatible(model, featurizer, lyrics, tokenizer, temperature)
+    cfg: ModelConfig = model.config
+    if cfg.uses_audio and cfg.audio.descriptor_dim > 0:
+        if descriptor_stats is not None:
+            model.audio_encoder.set_descriptor_stats(descriptor_stats["mean"], descriptor_stats["std"])
+        descriptor_stats = {
+            "mean": model.audio_encoder.descriptor_mean.tolist(),
+            "std": model.audio_encoder.descriptor_std.tolist(),
+        }
+    elif descriptor_stats is not None:
+        raise ValueError("descriptor_stats given, but the model has no Hybrid audio branch (descriptor_dim=0)")
+
+    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
+        root = Path(tmp)
+        state, aliases = _dedup_state_dict(model.state_dict())
+        from safetensors.torch import save_file  # noqa: PLC0415
+
+        save_file(state, str(root / WEIGHTS_FILE), metadata={"format": "pt"})
+        if cfg.uses_lyrics:
+            (root / ENCODER_DIR).mkdir()
+            encoder_dict = model.encoder_config.to_dict()
+            (root / ENCODER_DIR / "config.json").write_text(json.dumps(encoder_dict, indent=2, sort_keys=True))
+            tokenizer.save_pretrained(str(root / TOKENIZER_DIR))
+        files = {
+            p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file()
+        }
+        config: dict[str, Any] = {
+            "format": FORMAT,
+            "model_id": model_id or cfg.short_name(),
+            "mode": cfg.mode,
+            "classes": class_names(cfg.mode),
+            "model": cfg.to_dict(),
+            "featurizer": featurizer.to_dict() if featurizer is not None else None,
+            "lyrics": lyrics.to_dict() if lyrics is not None else None,
+            "temperature": float(temperature),
+            "descriptor_stats": descriptor_stats,
+            "tied_weights": aliases,
+            "provenance": dict(provenance or {}),
+            "metrics": dict(metrics or {}),
+            "files": files,
+        }
+        try:
+            canonical_json(config)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bundle config is not plain JSON (provenance/metrics must be JSON values, no NaN): {exc}") from exc
+        config["model_version"] = compute_model_version(config)
+        (root / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+
+        if storage.is_remote(uri):
+            for name in files:
+                storage.write_bytes(storage.join(uri, name), (root / name).read_bytes())
+            storage.write_bytes(storage.join(uri, CONFIG_FILE), (root / CONFIG_FILE).read_bytes())
+        else:
+            _copy_local(root, Path(storage.strip_scheme(uri)), [*files, CONFIG_FILE])
+    return config["model_version"]
+
+
+def _copy_local(src: Path, dst: Path, names: list[str]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    stale = dst / CONFIG_FILE
+    if stale.exists():
+        stale.unlink()  # a half-overwritten bundle must not look valid
+    for name in names:
+        target = dst / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((src / name).read_bytes())
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def read_bundle_config(uri: str) -> dict:
+    """config.json only (cheap: the pipeline driver reads mode, featuriser and tokenizer settings)."""
+    config_uri = storage.join(uri, CONFIG_FILE)
+    try:
+        text = storage.read_text(config_uri)
+    except FileNotFoundError as exc:
+        raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} not found") from exc
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} has format "
+                          f"{config.get('format') if isinstance(config, dict) else None!r}, expected {FORMAT}")
+    for key in ("model", "files", "model_version", "mode"):
+        if key not in config:
+            raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} has no {key!r}")
+    return config
+
+
+def _verify_files(uri: str, local_root: Path, config: dict) -> None:
+    files: dict[str, str] = config["files"]
+    for name, expected in sorted(files.items()):
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} lists an unsafe path {name!r}")
+        path = local_root / name
+        if not path.is_file():
+            raise BundleError(f"bundle {storage.describe(uri)}: {name} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(f"bundle {storage.describe(uri)}: {name} has sha256 {actual[:16]}..., "
+                              f"{CONFIG_FILE} records {expected[:16]}... (tampered or corrupted)")
+    version = compute_model_version(config)
+    if version != config["model_version"]:
+        raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} does not match its model_version "
+                          f"{config['model_version']} (recomputed {version}): the config was edited")
+    tokenizer_dir = local_root / TOKENIZER_DIR
+    if tokenizer_dir.is_dir():  # only listed (verified) files may be read by the tokenizer loader
+        extra = sorted(p.relative_to(local_root).as_posix() for p in tokenizer_dir.rglob("*")
+                       if p.is_file() and p.relative_to(local_root).as_posix() not in files)
+        if extra:
+            raise BundleError(f"bundle {storage.describe(uri)}: unlisted file(s) {', '.join(extra)}")
+
+
+def _encoder_config(uri: str, path: Path):
+    """Rebuild the HF config from JSON through the built-in config class of its model_type (no code, no hub)."""
+    from transformers import AutoConfig  # noqa: PLC0415
+
+    d = json.loads(path.read_text())
+    model_type = d.pop("model_type", None)
+    d.pop("auto_map", None)
+    try:
+        return AutoConfig.for_model(model_type, **d)
+    except (ValueError, KeyError) as exc:
+        raise BundleError(f"bundle {storage.describe(uri)}: {ENCODER_DIR}/config.json has model_type "
+                          f"{model_type!r}, not a built-in transformers architecture") from exc
+
+
+def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
+    """Load and verify a bundle; the model comes back in eval mode on `device`.
+
+    Every file listed in config.json is checked against its sha256 and the config against its
+    model_version before anything is parsed beyond JSON; a mismatch or a missing file raises
+    BundleError naming the file. Weights load with `safetensors` (never pickle) and strict=True.
+    """
+    config = read_bundle_config(uri)
+    if storage.is_remote(uri):
+        with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
+            root = Path(tmp)
+            for name in config["files"]:
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} lists an unsafe path {name!r}")
+                target = root / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    target.write_bytes(storage.read_bytes(storage.join(uri, name)))
+                except FileNotFoundError as exc:
+                    raise BundleError(f"bundle {storage.describe(uri)}: {name} is missing") from exc
+            return _load_verified(uri, root, config, device)
+    return _load_verified(uri, Path(storage.strip_scheme(uri)), config, device)
+
+
+def _load_verified(uri: str, root: Path, config: dict, device) -> Bundle:
+    _verify_files(uri, root, config)
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"bundle {storage.describe(uri)}: model config is invalid: {exc}") from exc
+    encoder_config = _encoder_config(uri, root / ENCODER_DIR / "config.json") if model_config.uses_lyrics else None
+    model = EmotionModel(model_config, encoder_config=encoder_config)
+    state = load_file(str(root / WEIGHTS_FILE))
+    for alias, name in (config.get("tied_weights") or {}).items():
+        state[alias] = state[name]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"bundle {storage.describe(uri)}: {WEIGHTS_FILE} does not fit the model config: {exc}") from exc
+    model.to(device).eval()
+
+    tokenizer = None
+    if model_config.uses_lyrics:
+        from transformers import AutoTokenizer  # noqa: PLC0415
+
+        tokenizer = AutoTokenizer.from_pretrained(str(root / TOKENIZER_DIR), trust_remote_code=False)
+    featurizer = lyrics = None
+    if config.get("featurizer") is not None:
+        from labeler.audio import FeaturizerConfig  # noqa: PLC0415
+
+        featurizer = FeaturizerConfig.from_dict(config["featurizer"])
+    if config.get("lyrics") is not None:
+        from labeler.lyrics import LyricsConfig  # noqa: PLC0415
+
+        lyrics = LyricsConfig.from_dict(config["lyrics"])
+    return Bundle(
+        model=model, config=config, featurizer=featurizer, lyrics=lyrics, tokenizer=tokenizer,
+        model_id=config["model_id"], model_version=config["model_version"], mode=config["mode"],
+        classes=list(config.get("classes") or class_names(config["mode"])),
+        temperature=float(config.get("temperature", 1.0)), descriptor_stats=config.get("descriptor_stats"),
+        extra={"provenance": config.get("provenance", {}), "metrics": config.get("metrics", {})},
+    )
