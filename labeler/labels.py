@@ -62,7 +62,7 @@ def parse_quadrant(value: object) -> int:
 
 def is_high(value: float, midpoint: float = 0.0) -> bool:
     """'High' on an axis means strictly above the dataset's midpoint; the midpoint itself is low."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or math.isnan(float(value)):  # float(): numpy float32 NaN is not a Python float
         raise ValueError("cannot place a missing valence/arousal value on an axis")
     return float(value) > midpoint
 

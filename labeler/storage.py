@@ -144,6 +144,8 @@ def _to_uri(base_uri: str, fs_path: str) -> str:
         return "s3://" + fs_path.lstrip("/")
     if base_uri.startswith("memory://"):
         return "memory://" + fs_path.lstrip("/")
+    if base_uri.startswith("file://"):
+        return "file://" + fs_path
     return fs_path
 
 
@@ -180,7 +182,11 @@ def write_parquet(table: pa.Table, uri: str) -> None:
 
 def describe(uri: str) -> str:
     """A URI fit for logs: never holds credentials (URIs with user:password@ are masked)."""
-    if "@" in uri and "://" in uri:
+    if "://" in uri:
         scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        userinfo, at, host_and_path = rest.partition("@")
+        # user@host, or user:secret@host where the secret may hold '/' (AWS secret keys do); an '@' in
+        # a plain path ("s3://bucket/artist@live.mp3") is no credential and stays readable.
+        if at and ("/" not in userinfo or ":" in userinfo):
+            return f"{scheme}://***@{host_and_path}"
     return uri
