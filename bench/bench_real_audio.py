@@ -1,0 +1,178 @@
+"""Real-data audio benchmark: 5-fold CV on the 160 4Q clips, Cnn6 from scratch vs Hybrid vs log-mel stats + LR.
+
+Data: the 4Q slice in ../shared/data/4q (160 30-s MP3 clips, 40 a quadrant), read by the project's
+adapter (train.datasets.fourq), folds by train.folds.assign_folds (k=5, seed 8848, stratified). Each
+test fold is scored once; the next fold is the validation fold (early stopping, checkpoint choice
+and temperature); the other three (96 clips) train.
+
+Features: the project's Featurizer with the `cpu-small` geometry (16 kHz, 8-s chorus found
+automatically, window 512, hop 320, 64 mels -> 401 frames) plus the handcrafted descriptors for the
+Hybrid branch, computed once for all models (2 processes). Networks follow `cpu-small` (quarter-width
+Cnn6, embedding 128, AdamW 1e-3, warmup + cosine, SpecAugment, class weights) with 12 epochs,
+patience 4 by default (about 1.2 CPU-seconds per 16-clip step). The Hybrid branch is the same Cnn6
+plus the descriptor vector, standardised with the training rows' mean and std. The baseline
+(train.baselines.audio_baseline) is fitted on the same training rows.
+
+    MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_real_audio.py
+    .venv/bin/python bench/bench_real_audio.py --data ../shared/data --epochs 4 --report-dir /tmp/audio
+    .venv/bin/python bench/bench_real_audio.py --models logmel_stats_lr --features-cache /tmp/4q_feats.npz
+
+Prints progress, then a Markdown table (macro-F1 mean ± std over folds, accuracy, ECE, wall and CPU
+time of each model; featurisation time separately). 160 clips are a development slice: the spread
+over folds is wide, and the figures are not the models' accuracy on real catalogues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
+
+from bench.realdata_cv import cv_baseline, cv_network, markdown_table, preset_summary, report_results  # noqa: E402
+from labeler.labels import class_names  # noqa: E402
+
+
+MODELS = ("cnn6_scratch", "hybrid", "logmel_stats_lr")
+
+
+def featurizer_config(preset, clip_seconds: float):
+    from labeler.audio import FeaturizerConfig
+
+    return FeaturizerConfig(sample_rate=preset.sample_rate, clip_seconds=clip_seconds, window_size=preset.window_size,
+                            hop_size=preset.hop_size, n_mels=preset.n_mels, fmin=preset.fmin, fmax=preset.fmax,
+                            descriptors=True)
+
+
+def _featurise_chunk(args: tuple[dict, list[str], list[str]]) -> dict:
+    from labeler.audio import Featurizer
+
+    config, song_ids, uris = args
+    torch.set_num_threads(1)
+    return Featurizer(config)({"song_id": np.asarray(song_ids, dtype=object), "audio_uri": np.asarray(uris, dtype=object)})
+
+
+def featurise(table, config, workers: int) -> dict[str, np.ndarray]:
+    """log_mel, descriptors and audio_error for every row, in row order, with `workers` processes."""
+    ids, uris = table.column("song_id").to_pylist(), table.column("audio_uri").to_pylist()
+    chunks = [(config.to_dict(), ids[i:i + 8], uris[i:i + 8]) for i in range(0, len(ids), 8)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(_featurise_chunk, chunks))
+    return {key: np.concatenate([p[key] for p in parts]) for key in ("log_mel", "descriptors", "audio_error")}
+
+
+def cached_features(path: str | None, table, config, workers: int) -> dict[str, np.ndarray]:
+    """Featurise, or reuse an .npz written by an earlier run with the same featurizer and songs."""
+    ids = np.asarray(table.column("song_id").to_pylist(), dtype=object)
+    if path and Path(path).exists():
+        with np.load(path, allow_pickle=False) as cached:
+            if str(cached["fingerprint"]) == config.fingerprint() and cached["song_id"].tolist() == ids.tolist():
+                print(f"features reused from {path}")
+                errors = cached["audio_error"]
+                return {"log_mel": cached["log_mel"], "descriptors": cached["descriptors"],
+                        "audio_error": np.asarray([e or None for e in errors.tolist()], dtype=object)}
+            print(f"{path} was made with other settings or songs: featurising again")
+    feats = featurise(table, config, workers)
+    if path:
+        np.savez(path, fingerprint=config.fingerprint(), song_id=ids.astype(str), log_mel=feats["log_mel"],
+                 descriptors=feats["descriptors"], audio_error=np.asarray([e or "" for e in feats["audio_error"]], dtype=str))
+    return feats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA", "../shared/data"))
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--clip-seconds", type=float, default=8.0)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads and featurising processes")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
+    parser.add_argument("--features-cache", default=None,
+                        help="an .npz to reuse the featurised clips from (written when absent; keyed by the featurizer fingerprint)")
+    parser.add_argument("--report-dir", default=None, help="also write train.evaluate's report (JSON, Markdown, plots) here")
+    args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown or not models:
+        parser.error(f"unknown model(s) {', '.join(unknown) or '(none given)'}: expected some of {', '.join(MODELS)}")
+
+    from labeler.audio import DESCRIPTOR_DIM
+    from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
+    from train.baselines import audio_baseline
+    from train.datasets.fourq import prepare_4q
+    from train.folds import assign_folds
+    from train.presets import get_preset
+
+    torch.set_num_threads(args.threads)
+    preset = get_preset("cpu-small", epochs=args.epochs, patience=args.patience, clip_seconds=args.clip_seconds)
+    classes = class_names("4Q")
+    k = 5
+    started = time.perf_counter()
+    table = assign_folds(prepare_4q(Path(args.data) / "4q"), k=k, seed=preset.seed)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    config = featurizer_config(preset, args.clip_seconds)
+    feats = cached_features(args.features_cache, table, config, workers=args.threads)
+    feat_seconds = time.perf_counter() - t0
+    errors = [e for e in feats["audio_error"] if e]
+    print(f"featurised {table.num_rows} clips ({config.n_frames} frames x {config.n_mels} mels + {DESCRIPTOR_DIM} descriptors) "
+          f"in {feat_seconds:.0f} s wall; {len(errors)} errors {errors[:3]}")
+    ok = np.asarray([not e for e in feats["audio_error"]])
+    log_mel = feats["log_mel"][ok].astype(np.float32)
+    descriptors = feats["descriptors"][ok].astype(np.float32)
+    y = np.asarray(table.column("quadrant").to_pylist(), dtype=np.int64)[ok] - 1
+    folds = np.asarray(table.column("fold").to_pylist(), dtype=np.int64)[ok]
+    print(f"4Q: {len(y)} clips, per quadrant {np.bincount(y, minlength=4).tolist()}, k={k}")
+
+    def audio_config(descriptor_dim: int) -> ModelConfig:
+        cnn = AudioCnnConfig(arch="Cnn6", n_mels=preset.n_mels, width=preset.audio_width,
+                             embedding_dim=preset.audio_embedding_dim, dropout=preset.audio_dropout,
+                             spec_augment=preset.spec_augment, descriptor_dim=descriptor_dim)
+        return ModelConfig(branch="audio", mode="4Q", audio=cnn, lyrics=None, dropout=preset.head_dropout)
+
+    def descriptor_stats(model, train_idx):
+        d = descriptors[train_idx]
+        model.audio_encoder.set_descriptor_stats(d.mean(axis=0), d.std(axis=0))
+
+    note = f"{args.clip_seconds:g}-s clips, width {preset.audio_width}, <= {preset.epochs} epochs"
+    results = []
+    if "cnn6_scratch" in models:
+        results.append(cv_network("cnn6_scratch", lambda: EmotionModel(audio_config(0)), {"log_mel": log_mel},
+                                  y, folds, k, preset, classes))
+        results[-1].note = note
+    if "hybrid" in models:
+        results.append(cv_network("hybrid", lambda: EmotionModel(audio_config(DESCRIPTOR_DIM)),
+                                  {"log_mel": log_mel, "descriptors": descriptors}, y, folds, k, preset, classes,
+                                  prepare=descriptor_stats))
+        results[-1].note = note + f", + {DESCRIPTOR_DIM} descriptors"
+    if "logmel_stats_lr" in models:
+        results.append(cv_baseline("logmel_stats_lr", audio_baseline, log_mel, y, folds, k, classes))
+        results[-1].note = "mean/std/delta-std per mel band"
+
+    total = time.perf_counter() - started
+    print()
+    print(f"## 4Q audio, {k}-fold CV ({len(y)} clips, torch threads {args.threads}, total {total:.0f} s, "
+          f"featurising {feat_seconds:.0f} s wall / {time.process_time() - c0:.0f} s CPU in the main process)")
+    print()
+    print(markdown_table(results))
+    if args.report_dir:
+        from train.evaluate import write_report
+
+        provenance = {"benchmark": "bench/bench_real_audio.py", "clips": len(y), "k": k, "seconds": round(total, 1),
+                      "featurise_seconds": round(feat_seconds, 1), "featurizer": config.to_dict(),
+                      "preset": preset_summary(preset, ("name", "audio_width", "audio_embedding_dim", "epochs", "patience",
+                                                        "lr_audio", "lr_head", "batch_size", "seed"))}
+        write_report(args.report_dir, report_results(results, classes, provenance))
+        print(f"\nreport written to {args.report_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

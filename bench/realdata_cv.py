@@ -1,0 +1,211 @@
+"""Shared k-fold cross-validation for the real-data benchmarks (bench_real_lyrics.py, bench_real_audio.py).
+
+Why an in-process loop instead of `train.run` (Ray Train): on two shared CPU cores the benchmarks
+must finish in minutes, and Ray Train's per-trial start-up and the feature cache would dominate a
+160-clip run. The parts that decide what is learnt are the training code's own: the preset
+(`train.presets`), folds (`train.folds.assign_folds`, `split_for`: val = fold (test+1) % k), parameter
+groups and learning rates, AdamW, warmup + cosine schedule, encoder freezing, balanced class weights
+(`train.loop`), temperature scaling on the validation fold (`train.calibration`), scoring and
+fold summaries (`train.evaluate`). Checkpoint selection and early stopping use the validation fold
+only; the test fold is scored once, with the selected weights.
+
+Baselines are fitted on the same training rows as the networks (the validation fold is not used:
+they select nothing).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from train.calibration import apply_temperature, fit_temperature
+from train.evaluate import classification_metrics, summarise_folds
+from train.folds import split_for
+from train.loop import class_weights_from_counts, freeze_lyrics_layers, make_optimizer, make_scheduler, param_groups
+from train.presets import TrainPreset
+
+TENSOR_DTYPES = {"log_mel": torch.float32, "descriptors": torch.float32, "input_ids": torch.long, "attention_mask": torch.long}
+
+
+@dataclass
+class ModelResult:
+    """One model's cross-validation: per-fold test metrics, curves, summary and wall time."""
+
+    name: str
+    kind: str  # "branch" | "baseline"
+    folds: dict[str, dict] = field(default_factory=dict)
+    curves: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0      # wall clock
+    cpu_seconds: float = 0.0  # process CPU time (all threads): comparable across loaded and idle machines
+    note: str = ""
+
+    @property
+    def summary(self) -> dict:
+        return summarise_folds(list(self.folds.values()))
+
+
+def splits(folds: np.ndarray, k: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(test_fold, train_idx, val_idx, test_idx) for every test fold."""
+    for test_fold in range(k):
+        role = split_for(folds, test_fold, k)
+        yield test_fold, np.flatnonzero(role == "train"), np.flatnonzero(role == "val"), np.flatnonzero(role == "test")
+
+
+def _tensors(inputs: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(np.asarray(v[idx]), dtype=TENSOR_DTYPES[k]) for k, v in inputs.items()}
+
+
+def logits_of(model, inputs: dict[str, np.ndarray], idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(idx), batch_size):
+            out.append(model(**_tensors(inputs, idx[start:start + batch_size])).logits.float().numpy())
+    return np.concatenate(out)
+
+
+def _macro_f1(logits: np.ndarray, y: np.ndarray, classes: list[str]) -> float:
+    return classification_metrics(y, apply_temperature(logits, 1.0), classes)["macro_f1"]
+
+
+def train_network(build: Callable[[], torch.nn.Module], inputs: dict[str, np.ndarray], y: np.ndarray,
+                  train_idx: np.ndarray, val_idx: np.ndarray, preset: TrainPreset, classes: list[str],
+                  seed: int, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, dict, float]:
+    """Train on train_idx, keep the epoch with the best validation macro-F1 (early stopping on it).
+
+    Returns (model with the best weights, curves {epoch, train_loss, val_macro_f1}, temperature fitted
+    on the validation fold's logits).
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    preset_dict = preset.to_dict()
+    model = build()
+    freeze_lyrics_layers(model, preset_dict)
+    batch = preset.batch_size
+    steps = preset.epochs * max(1, len(train_idx) // batch)
+    optimizer = make_optimizer(param_groups(model, preset_dict, {}), preset_dict)
+    scheduler = make_scheduler(optimizer, steps, preset.warmup_fraction)
+    weights = None
+    if preset.class_weights:
+        weights = torch.tensor(class_weights_from_counts(np.bincount(y[train_idx], minlength=len(classes))), dtype=torch.float32)
+    curves: dict[str, list] = {"epoch": [], "train_loss": [], "val_macro_f1": []}
+    best_f1, best_state, bad = -1.0, None, 0
+    for epoch in range(1, preset.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        order = rng.permutation(train_idx)
+        total, seen = 0.0, 0
+        for start in range(0, len(order), batch):
+            rows = order[start:start + batch]
+            if len(rows) < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            target = torch.as_tensor(y[rows], dtype=torch.long)
+            out = model(**_tensors(inputs, rows), labels=target, class_weights=weights)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if preset.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += float(out.loss.detach()) * len(rows)
+            seen += len(rows)
+        val_f1 = _macro_f1(logits_of(model, inputs, val_idx), y[val_idx], classes)
+        curves["epoch"].append(epoch)
+        curves["train_loss"].append(total / max(1, seen))
+        curves["val_macro_f1"].append(val_f1)
+        log(f"    epoch {epoch}: train loss {total / max(1, seen):.3f}, val macro-F1 {val_f1:.3f} "
+            f"({time.perf_counter() - started:.0f} s)")
+        if val_f1 > best_f1 + 1e-9:
+            best_f1, best_state, bad = val_f1, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= preset.patience:
+                break
+    model.load_state_dict(best_state)
+    temperature = fit_temperature(logits_of(model, inputs, val_idx), y[val_idx])
+    return model, curves, temperature
+
+
+def cv_network(name: str, build: Callable[[], torch.nn.Module], inputs: dict[str, np.ndarray], y: np.ndarray,
+               folds: np.ndarray, k: int, preset: TrainPreset, classes: list[str],
+               prepare: Callable[[torch.nn.Module, np.ndarray], None] | None = None,
+               log: Callable[[str], None] = print) -> ModelResult:
+    """k-fold CV of one network; `prepare(model, train_idx)` runs before training (e.g. descriptor stats)."""
+    result = ModelResult(name, "branch")
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for test_fold, train_idx, val_idx, test_idx in splits(folds, k):
+        log(f"  {name} fold {test_fold}: train {len(train_idx)}, val {len(val_idx)}, test {len(test_idx)}")
+
+        def built(train_idx=train_idx):
+            model = build()
+            if prepare is not None:
+                prepare(model, train_idx)
+            return model
+
+        model, curves, temperature = train_network(built, inputs, y, train_idx, val_idx, preset, classes,
+                                                   seed=preset.seed + test_fold, log=log)
+        probs = apply_temperature(logits_of(model, inputs, test_idx), temperature)
+        metrics = classification_metrics(y[test_idx], probs, classes)
+        metrics["temperature"] = temperature
+        result.folds[str(test_fold)] = metrics
+        result.curves[str(test_fold)] = curves
+        log(f"  {name} fold {test_fold}: test macro-F1 {metrics['macro_f1']:.3f} (T={temperature:.2f})")
+    result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu_started
+    return result
+
+
+def cv_baseline(name: str, fit_predict: Callable, features, y: np.ndarray, folds: np.ndarray, k: int,
+                classes: list[str], log: Callable[[str], None] = print) -> ModelResult:
+    """k-fold CV of a baseline `fit_predict(train_X, y_train, test_X, n_classes=...) -> probs`."""
+    result = ModelResult(name, "baseline")
+    started, cpu_started = time.perf_counter(), time.process_time()
+    take = (lambda idx: [features[i] for i in idx]) if isinstance(features, list) else (lambda idx: features[idx])
+    for test_fold, train_idx, _val_idx, test_idx in splits(folds, k):
+        probs = fit_predict(take(train_idx), y[train_idx], take(test_idx), n_classes=len(classes))
+        result.folds[str(test_fold)] = classification_metrics(y[test_idx], probs, classes)
+        log(f"  {name} fold {test_fold}: test macro-F1 {result.folds[str(test_fold)]['macro_f1']:.3f}")
+    result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu_started
+    return result
+
+
+def _pm(stat: dict) -> str:
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat.get("std") is not None else f"{stat['mean']:.3f}"
+
+
+def markdown_table(results: list[ModelResult]) -> str:
+    lines = ["| model | kind | folds | macro-F1 (mean ± std) | accuracy | ECE | wall (s) | CPU (s) | notes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        s = r.summary
+        lines.append(f"| {r.name} | {r.kind} | {s['n_folds']} | {_pm(s['macro_f1'])} | {_pm(s['accuracy'])} | "
+                     f"{_pm(s['ece'])} | {r.seconds:.0f} | {r.cpu_seconds:.0f} | {r.note} |")
+    return "\n".join(lines)
+
+
+def report_results(results: list[ModelResult], classes: list[str], provenance: dict) -> dict:
+    """The `results` dict train.evaluate.write_report takes (see its docstring)."""
+    def entry(r: ModelResult) -> dict:
+        return {"folds": r.folds, "summary": r.summary, "curves": r.curves}
+
+    return {
+        "mode": "4Q",
+        "classes": classes,
+        "branches": {r.name: entry(r) for r in results if r.kind == "branch"},
+        "baselines": {r.name: entry(r) for r in results if r.kind == "baseline"},
+        "calibration": {r.name: {f: {"temperature": m["temperature"], "ece_after": m["ece"]} for f, m in r.folds.items()}
+                        for r in results if r.kind == "branch"},
+        "provenance": provenance,
+    }
+
+
+def preset_summary(preset: TrainPreset, keys: tuple[str, ...]) -> dict:
+    d = dataclasses.asdict(preset)
+    return {k: d[k] for k in keys}

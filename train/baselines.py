@@ -1,0 +1,129 @@
+"""Non-neural baselines, trained on exactly the same split as the networks.
+
+A network is only worth its training cost if it beats these, so the report shows them beside the
+branches:
+
+- audio: logistic regression on log-mel statistics. For each mel band: the mean and the std of
+  the log-mel over time, and the std of its first time-derivative (librosa delta; how much a band
+  moves, a rough rhythm/onset-strength cue). 3 x n_mels numbers per clip, standardised, then
+  multinomial logistic regression with balanced class weights.
+- lyrics: TF-IDF of word 1-2 grams (sublinear tf, min_df 2) on cleaned lyrics
+  (labeler.lyrics.clean_lyrics: LRC tags, [Chorus] and Genius residue removed), then logistic
+  regression with balanced class weights.
+
+Each is an sklearn Pipeline (`make_audio_baseline()` / `make_lyrics_baseline()`, with `fit` and
+`predict_proba`); `audio_baseline` / `lyrics_baseline` fit on the training rows and return test
+probabilities with one column per class index 0..n_classes-1, even for a class the training fold
+lacks (its column is 0), so they line up with the networks' probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import librosa
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from labeler.lyrics import clean_lyrics
+
+DELTA_WIDTH = 9  # librosa's default delta window (frames)
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Hyper-parameters of both baselines (defaults are the documented ones; none is tuned)."""
+
+    C: float = 1.0                 # inverse L2 strength of the logistic regression
+    max_iter: int = 2000
+    ngram_max: int = 2             # lyrics: word 1..ngram_max grams
+    min_df: int = 2                # lyrics: a term must occur in >= min_df training songs
+    seed: int = 8848
+
+
+def logmel_stats(log_mel: np.ndarray) -> np.ndarray:
+    """(n, n_frames, n_mels) log-mel clips -> (n, 3 * n_mels): band means, band stds, band delta stds.
+
+    A single clip (n_frames, n_mels) gives a (1, 3 * n_mels) row.
+    """
+    x = np.asarray(log_mel, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"log_mel must be (n, n_frames, n_mels) or (n_frames, n_mels), got shape {x.shape}")
+    n_frames = x.shape[1]
+    if n_frames < 3:
+        raise ValueError(f"log_mel needs at least 3 frames for deltas, got {n_frames}")
+    width = min(DELTA_WIDTH, n_frames if n_frames % 2 else n_frames - 1)
+    delta = librosa.feature.delta(x, width=width, axis=1)
+    return np.concatenate([x.mean(axis=1), x.std(axis=1), delta.std(axis=1)], axis=1)
+
+
+def _clean_texts(texts: Sequence[str | None]) -> list[str]:
+    return [clean_lyrics(t) for t in texts]
+
+
+def _logistic(config: BaselineConfig) -> LogisticRegression:
+    return LogisticRegression(C=config.C, class_weight="balanced", max_iter=config.max_iter, random_state=config.seed)
+
+
+def make_audio_baseline(config: BaselineConfig | None = None) -> Pipeline:
+    """log-mel stats -> standardise -> balanced logistic regression; fit(X=(n, frames, mels), y)."""
+    config = config or BaselineConfig()
+    return Pipeline([
+        ("stats", FunctionTransformer(logmel_stats)),
+        ("scale", StandardScaler()),
+        ("logreg", _logistic(config)),
+    ])
+
+
+def make_lyrics_baseline(config: BaselineConfig | None = None) -> Pipeline:
+    """clean -> TF-IDF word 1-2 grams (sublinear tf, min_df 2) -> balanced logistic regression."""
+    config = config or BaselineConfig()
+    return Pipeline([
+        ("clean", FunctionTransformer(_clean_texts)),
+        ("tfidf", TfidfVectorizer(ngram_range=(1, config.ngram_max), sublinear_tf=True, min_df=config.min_df)),
+        ("logreg", _logistic(config)),
+    ])
+
+
+def _check_labels(y: Sequence[int], n_rows: int, n_classes: int | None) -> tuple[np.ndarray, int]:
+    y = np.asarray(y).astype(np.int64)
+    if y.ndim != 1 or len(y) != n_rows:
+        raise ValueError(f"y_train must have one label per training row: {len(y)} labels for {n_rows} rows")
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"a baseline needs at least 2 classes in the training rows, got {np.unique(y).tolist()}")
+    n_classes = int(n_classes if n_classes is not None else y.max() + 1)
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"class indices must be in 0..{n_classes - 1}, got {y.min()}..{y.max()}")
+    return y, n_classes
+
+
+def _aligned_proba(model: Pipeline, test_x, n_classes: int) -> np.ndarray:
+    """predict_proba with one column per class index, zeros for classes unseen in training."""
+    proba = model.predict_proba(test_x)
+    out = np.zeros((proba.shape[0], n_classes), dtype=np.float64)
+    out[:, model.classes_.astype(np.int64)] = proba
+    return out
+
+
+def audio_baseline(train_feats: np.ndarray, y_train: Sequence[int], test_feats: np.ndarray,
+                   n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
+    """Fit the log-mel-statistics baseline on (n, frames, mels) clips; (n_test, n_classes) probabilities."""
+    train_feats = np.asarray(train_feats)
+    y, n_classes = _check_labels(y_train, len(train_feats), n_classes)
+    model = make_audio_baseline(config).fit(train_feats, y)
+    return _aligned_proba(model, np.asarray(test_feats), n_classes)
+
+
+def lyrics_baseline(train_texts: Sequence[str | None], y_train: Sequence[int], test_texts: Sequence[str | None],
+                    n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
+    """Fit the TF-IDF baseline on raw lyrics (None/"" allowed); (n_test, n_classes) probabilities."""
+    train_texts = list(train_texts)
+    y, n_classes = _check_labels(y_train, len(train_texts), n_classes)
+    model = make_lyrics_baseline(config).fit(train_texts, y)
+    return _aligned_proba(model, list(test_texts), n_classes)
