@@ -1,0 +1,133 @@
+"""Featurisation throughput: windowed decode (labeler.audio) vs librosa.load of the whole file.
+
+Not a test. One process, one thread (the budget of one Ray CPU worker); rates are per CPU-second
+(= per core), measured as process CPU time so they hold on a shared machine. For each file both paths produce the same 30-s PANNs log-mel:
+
+  ours      featurise_track(path, start, None, cfg): soundfile seeks to the window, streams it
+            through soxr (HQ), log-mel with the default STFT backend
+  baseline  librosa.load(path, sr=32000) of the whole file (soxr_hq), slice the window, same log-mel
+
+Sets: the 4Q 30-s MP3 clips (window = whole clip, so this measures decode/resample overhead) and,
+with --long, the longer real recordings (PMEmo chorus MP3s 45-60 s, librosa OGGs up to 133 s) with a
+window from 15 s, where reading only the window pays. Also times the STFT backends on one clip.
+
+    MOOD_LABELER_DATA=/work/shared/data .venv/bin/python bench/bench_featurise.py [--files 24] [--long]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core, as a Ray CPU worker gets
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import librosa  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from labeler.audio import DEFAULT_STFT_BACKEND, FeaturizerConfig, featurise_track, log_mel  # noqa: E402
+
+
+def _baseline(path: Path, start: float, cfg: FeaturizerConfig) -> np.ndarray:
+    y, _ = librosa.load(str(path), sr=cfg.sample_rate, mono=True, res_type="soxr_hq")
+    first = int(start * cfg.sample_rate)
+    return log_mel(y[first:first + cfg.clip_samples], cfg.sample_rate, cfg)
+
+
+def _ours(path: Path, start: float, cfg: FeaturizerConfig) -> np.ndarray:
+    return featurise_track(str(path), start, None, cfg).log_mel
+
+
+def _time(fn, files: list[Path], start: float, cfg: FeaturizerConfig, repeats: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds), each the best of `repeats` passes over all files.
+
+    The process runs one thread, so its CPU time is what one core spends, and unlike wall time it
+    stays meaningful on a shared, loaded machine.
+    """
+    fn(files[0], start, cfg)  # warm-up: lazy imports, filterbank cache
+    best_cpu = best_wall = float("inf")
+    for _ in range(repeats):
+        cpu, wall = time.process_time(), time.perf_counter()
+        for path in files:
+            fn(path, start, cfg)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+    return best_cpu, best_wall
+
+
+def _row(name: str, timing: tuple[float, float], n_files: int, audio_s: float) -> str:
+    cpu, wall = timing
+    return f"| {name:<34} | {n_files:>5} | {cpu:>7.2f} | {wall:>8.2f} | {audio_s / cpu:>14.1f} | {n_files / cpu:>12.2f} |"
+
+
+def _compare(title: str, files: list[Path], start: float, cfg: FeaturizerConfig, repeats: int) -> None:
+    audio_s = sum(min(cfg.clip_seconds, sf.info(str(p)).duration - start) for p in files)
+    total_s = sum(sf.info(str(p)).duration for p in files)
+    ours = _time(_ours, files, start, cfg, repeats)
+    base = _time(_baseline, files, start, cfg, repeats)
+    print(f"\n{title}: {len(files)} files, {total_s:.0f} s of audio in all, {audio_s:.0f} s featurised (window from {start:g} s)")
+    print("| path                               | files | CPU (s) | wall (s) | audio s/CPU-s  | songs/CPU-s  |")
+    print("|---|---|---|---|---|---|")
+    print(_row("ours: seek + stream resample", ours, len(files), audio_s))
+    print(_row("librosa.load whole file + slice", base, len(files), audio_s))
+    print(f"speed-up (baseline CPU time / ours): {base[0] / ours[0]:.2f}x (wall: {base[1] / ours[1]:.2f}x)")
+
+
+def _stft_backends(path: Path, cfg: FeaturizerConfig, repeats: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    clip = featurise_track(str(path), 0.0, None, cfg)  # warm-up decode
+    y = librosa.load(str(path), sr=cfg.sample_rate, duration=cfg.clip_seconds)[0]
+    print(f"\nlog-mel of one {cfg.clip_seconds:g}-s clip ({clip.log_mel.shape}), one thread, best of {repeats * 5} (CPU ms):")
+    for backend in ("librosa", "torch"):
+        log_mel(y, cfg.sample_rate, cfg, backend=backend)
+        best = float("inf")
+        for _ in range(repeats * 5):
+            began = time.process_time()
+            log_mel(y, cfg.sample_rate, cfg, backend=backend)
+            best = min(best, time.process_time() - began)
+        print(f"  {backend:<8} {best * 1000:7.1f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA"), help="shared data folder (default $MOOD_LABELER_DATA)")
+    parser.add_argument("--files", type=int, default=24, help="4Q clips to use (spread over the sample rates)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--long", action="store_true", help="also time 30-s windows of the longer recordings")
+    args = parser.parse_args()
+    if not args.data or not Path(args.data).is_dir():
+        parser.error("give --data or set MOOD_LABELER_DATA to the shared data folder")
+    data = Path(args.data)
+    cfg = FeaturizerConfig()
+    print(f"STFT backend for both paths: {DEFAULT_STFT_BACKEND}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (best of {args.repeats}; CPU time is the robust figure)")
+
+    by_rate: dict[int, list[Path]] = {}
+    for path in sorted(data.glob("4q/Q*/*.mp3")):
+        by_rate.setdefault(sf.info(str(path)).samplerate, []).append(path)
+    files: list[Path] = []
+    while len(files) < args.files and any(by_rate.values()):
+        for rate in sorted(by_rate):
+            if by_rate[rate] and len(files) < args.files:
+                files.append(by_rate[rate].pop(0))
+    rates = sorted({sf.info(str(p)).samplerate for p in files})
+    _compare(f"4Q MP3 clips at {rates} Hz", files, 0.0, cfg, args.repeats)
+    if args.long:
+        long_files = sorted(data.glob("pmemo/chorus/*.mp3")) + [p for p in sorted(data.glob("audio/*.ogg")) if sf.info(str(p)).duration > 45]
+        _compare("longer recordings (PMEmo MP3, librosa OGG)", long_files, 15.0, cfg, args.repeats)
+    _stft_backends(files[0], cfg, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
