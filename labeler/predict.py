@@ -201,11 +201,13 @@ def _batch_len(batch: dict[str, np.ndarray]) -> int:
 
 
 def _column(batch: dict[str, np.ndarray], name: str, n: int) -> list:
+    """An error column as str | None per row. Ray Data turns an object column that is None in every
+    row into float NaN (numpy or Python), so NaN and "" both mean 'no error'."""
     if name not in batch:
         return [None] * n
     values = []
     for v in batch[name]:
-        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v):
+        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) or (isinstance(v, str) and not v):
             values.append(None)
         else:
             values.append(str(v))

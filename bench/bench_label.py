@@ -1,0 +1,197 @@
+"""Benchmark (not a test): the labelling job against a plain one-song-at-a-time loop, and its memory.
+
+Throughput: the same synthetic catalogue, the same featuriser, tokenizer and predictor, timed twice in
+one run: (1) a single-process loop that featurises, tokenises and predicts one song after another, as
+the seed's test scripts did; (2) `labeler.pipeline.label_catalogue` on a local Ray with `--cpus` CPUs.
+Memory: the peak of the summed PSS (proportional set size: shared pages split between the processes
+that map them, so the object store is not counted once per worker) of the whole process tree (driver,
+GCS, raylet, workers), sampled every 0.2 s while the job runs. Streaming means the peak for 5,000
+songs stays within ~15% of the peak for 1,000.
+
+The bundle has the `cpu-small` architecture (quarter-width Cnn6 on 8-s 16-kHz chorus clips, MiniLM-L6
+with 128 tokens) with untrained heads unless --bundle is given: weights do not change the cost.
+
+    python bench/bench_label.py --songs 1000 --seconds 30              # loop vs job, 2 CPUs
+    python bench/bench_label.py --songs 1000 --skip-loop --json        # job only: peak memory at 1,000
+    python bench/bench_label.py --songs 5000 --skip-loop --json        # ... and at 5,000
+    python bench/bench_label.py --songs 200 --loop-songs 60            # the reduced version
+
+Songs are synthesised once into --workdir (default /tmp/bench_label) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def make_catalogue(workdir: Path, songs: int, seconds: float) -> str:
+    """A synthetic catalogue of `songs` songs (reused when it already exists)."""
+    from labeler.synth import SynthConfig, synthesise
+
+    out = workdir / f"synth-{songs}x{seconds:g}s"
+    catalogue = out / "catalogue.parquet"
+    if not catalogue.exists():
+        t0 = time.perf_counter()
+        synthesise(SynthConfig(songs=songs, seconds=seconds, output=str(out), formats=("wav", "flac", "ogg", "mp3")))
+        print(f"synthesised {songs} songs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return str(catalogue)
+
+
+def make_bundle(workdir: Path) -> str:
+    """A bundle with the cpu-small architecture (MiniLM from the offline package, untrained heads)."""
+    from labeler.audio import FeaturizerConfig
+    from labeler.bundle import save_bundle
+    from labeler.lyrics import LyricsConfig
+    from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
+    from labeler.pretrained import load_tokenizer
+    from train.presets import get_preset
+
+    uri = workdir / "bundle-cpu-small-untrained"
+    if (uri / "config.json").exists():
+        return str(uri)
+    p = get_preset("cpu-small")
+    config = ModelConfig(
+        branch="fusion", mode="4Q",
+        audio=AudioCnnConfig(arch=p.audio_arch, n_mels=p.n_mels, width=p.audio_width, embedding_dim=p.audio_embedding_dim),
+        lyrics=LyricsEncoderConfig(name_or_path=p.lyrics_encoder), hidden_dim=p.hidden_dim,
+    )
+    model = EmotionModel.from_pretrained_branches(config)
+    featurizer = FeaturizerConfig(sample_rate=p.sample_rate, clip_seconds=p.clip_seconds, window_size=p.window_size,
+                                  hop_size=p.hop_size, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax)
+    save_bundle(str(uri), model, featurizer, LyricsConfig(max_tokens=p.max_tokens, long_policy=p.long_policy),
+                tokenizer=load_tokenizer(p.lyrics_encoder), model_id="bench-cpu-small-untrained")
+    return str(uri)
+
+
+def plain_loop(catalogue: str, bundle: str, limit: int) -> dict:
+    """The seed's way: one process, one song after another (batch of one), same components."""
+    import pyarrow.parquet as pq
+
+    from labeler.audio import Featurizer
+    from labeler.bundle import read_bundle_config
+    from labeler.lyrics import LyricsTokenizer
+    from labeler.predict import Predictor
+    from labeler import storage
+
+    rows = pq.read_table(catalogue).slice(0, limit).to_pylist()
+    config = read_bundle_config(bundle)
+    featurizer = Featurizer(config["featurizer"])
+    tokenizer = LyricsTokenizer(storage.join(bundle, "tokenizer"), config["lyrics"])
+    predictor = Predictor(bundle, batch_size=1)
+    import numpy as np
+
+    t0 = time.perf_counter()
+    errors = 0
+    for row in rows:
+        batch = {k: np.array([v], dtype=object) for k, v in row.items()}
+        out = predictor(tokenizer(featurizer(batch)))
+        errors += out["error"][0] is not None
+    seconds = time.perf_counter() - t0
+    return {"songs": len(rows), "seconds": round(seconds, 2), "songs_per_second": round(len(rows) / seconds, 3),
+            "errors": int(errors)}
+
+
+class TreeMemorySampler:
+    """Peak of the summed PSS of this process and all its descendants (Ray's GCS, raylet, workers)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import psutil
+
+        self.root = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        total = 0
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            try:
+                total += proc.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "TreeMemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_job(catalogue: str, bundle: str, workdir: Path, cpus: int, extra: dict) -> dict:
+    import ray
+
+    from labeler.pipeline import LabelJobConfig, label_catalogue
+
+    output = workdir / "labels-bench"
+    shutil.rmtree(output, ignore_errors=True)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        baseline = TreeMemorySampler()._sample()
+        with TreeMemorySampler() as sampler:
+            t0 = time.perf_counter()
+            summary = label_catalogue(catalogue, bundle, str(output), LabelJobConfig(**extra))
+            seconds = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    return {"songs": summary.written, "seconds": round(seconds, 2), "songs_per_second": round(summary.written / seconds, 3),
+            "pipeline_songs_per_second": round(summary.songs_per_second, 3), "errors": summary.errors,
+            "peak_pss_mib": round(sampler.peak / 2**20), "idle_cluster_pss_mib": round(baseline / 2**20)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--songs", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each synthetic song")
+    parser.add_argument("--loop-songs", type=int, default=None, help="songs timed in the plain loop (default: all)")
+    parser.add_argument("--skip-loop", action="store_true")
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--workdir", default="/tmp/bench_label")
+    parser.add_argument("--bundle", default=None, help="a trained bundle (default: untrained cpu-small architecture)")
+    parser.add_argument("--featurise-cpus", type=float, default=None)
+    parser.add_argument("--featurise-batch-size", type=int, default=None)
+    parser.add_argument("--predict-batch-size", type=int, default=None)
+    parser.add_argument("--max-actors", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    catalogue = make_catalogue(workdir, args.songs, args.seconds)
+    bundle = args.bundle or make_bundle(workdir)
+    result: dict = {"songs": args.songs, "song_seconds": args.seconds, "cpus": args.cpus, "nproc": os.cpu_count()}
+    if not args.skip_loop:
+        result["loop"] = plain_loop(catalogue, bundle, args.loop_songs or args.songs)
+    extra = {k: v for k, v in {"featurise_cpus": args.featurise_cpus, "featurise_batch_size": args.featurise_batch_size,
+                               "predict_batch_size": args.predict_batch_size, "max_actors": args.max_actors}.items()
+             if v is not None}
+    result["job"] = run_job(catalogue, bundle, workdir, args.cpus, extra)
+    if "loop" in result:
+        result["speedup"] = round(result["job"]["songs_per_second"] / result["loop"]["songs_per_second"], 2)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""`ray job submit -- python -m jobs.label_catalogue --catalogue URI --bundle URI --output URI [...]`.
+
+Same flags as `labeler label` (see labeler/pipeline.py); this entry point parses nothing itself.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from labeler.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["label", *sys.argv[1:]]))

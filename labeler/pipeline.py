@@ -1,0 +1,736 @@
+"""The labelling job: catalogue Parquet in, one label row per song out, with Ray Data.
+
+    read_parquet (needed columns only) -> drop songs already labelled by this model version
+    -> featurise audio + tokenise lyrics (CPU tasks) -> Predictor (actor pool; GPU actors where the
+    cluster has GPUs) -> label rows (LABELS contract) -> commit Parquet parts -> completion record
+
+Output layout (readable as one dataset by pandas, pyarrow, DuckDB and Spark)::
+
+    <output>/version=<model_version>/part-<hash>.parquet   committed label parts of one model version
+    <output>/version=<model_version>/_SUCCESS.json         completion record of that version (written last)
+    <output>/_SUCCESS.json                                 copy of the record of the latest completed run
+    <output>/_staging/version=<model_version>/<run_id>/    parts being written (ignored by readers: '_' prefix)
+
+Why this layout:
+
+- Every model version labels the whole catalogue into its own Hive-style partition, side by side, so
+  a new model can be compared with, or rolled back to, the previous one. The partition key is named
+  `version` (not `model_version`) because each part file also carries the full LABELS contract,
+  `model_version` included; a partition key with the same name as a file column makes pyarrow
+  refuse to merge the schemas.
+- Parts are committed in chunks: a worker writes a part into the run's staging directory and renames
+  it into the partition (atomic locally; on S3 an object appears whole or not at all). A part's name
+  is a hash of its song ids, so a retried task overwrites its own part instead of duplicating rows.
+  A killed run keeps its committed parts; its staging directory is discarded by the next run.
+- A re-run anti-joins the catalogue against the song ids already committed in the partition and
+  labels only the rest (new songs, or what a killed run did not finish). An unchanged re-run writes
+  nothing. Before committing anything the run removes the version's `_SUCCESS.json`; it writes it
+  again, last, after checking that the partition holds exactly one row per catalogue song. ETL waits
+  for that file. One run per output and model version at a time (no lock is taken).
+- Songs removed from the catalogue keep their old labels in the partition (they are harmless to a
+  join on song_id); the completion record counts the partition's rows and the catalogue's.
+
+Label columns by bundle mode: a 4Q bundle fills quadrant (argmax), prob_q1..q4 and both axes (their
+probabilities summed from the quadrants). An Ar or Va bundle fills only its axis (and its
+probability); quadrant, prob_q* and the other axis stay null. Continuous scores are filled where the
+model has a regression head.
+
+Audio bytes are read on the workers only: the driver handles URIs, song ids and the small
+per-part commit records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from labeler import storage
+from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS, quadrant_probs_to_axes
+from labeler.schemas import CATALOGUE, LABELS, SchemaError, check_unique_ids, conform, validate
+
+log = logging.getLogger(__name__)
+
+SUCCESS_FILE = "_SUCCESS.json"
+STAGING_DIR = "_staging"
+PARTITION_KEY = "version"
+TOKENIZER_DIR = "tokenizer"  # labeler.bundle.TOKENIZER_DIR, repeated to keep torch out of the driver's imports
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class LabelJobConfig:
+    """Knobs of one labelling run; None means 'derive from the cluster's resources'."""
+
+    address: str | None = None  # Ray cluster address; None: RAY_ADDRESS, else a local Ray
+    featurise_batch_size: int | None = None  # songs per featurise batch (and per input block)
+    predict_batch_size: int | None = None  # songs per Predictor call
+    featurise_cpus: float | None = None  # CPUs reserved by one featurise task (fractions allowed)
+    min_actors: int | None = None  # Predictor actor pool size
+    max_actors: int | None = None
+    use_gpu: bool | None = None  # None: GPU actors when the cluster has GPUs
+    rows_per_part: int = 2048  # rows per committed Parquet part (the resume granularity)
+    plot: str | None = None  # PNG of the quadrant distribution and the valence-arousal scatter
+
+    def __post_init__(self) -> None:
+        for name in ("featurise_batch_size", "predict_batch_size", "min_actors", "max_actors", "rows_per_part"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.featurise_cpus is not None and not self.featurise_cpus > 0:
+            raise ValueError(f"featurise_cpus must be > 0, got {self.featurise_cpus!r}")
+        if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The concrete sizes a run uses, after defaults were derived from the cluster."""
+
+    featurise_batch_size: int
+    predict_batch_size: int
+    featurise_cpus: float
+    min_actors: int
+    max_actors: int
+    use_gpu: bool
+
+
+def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Resources:
+    """Fill unset knobs from `ray.cluster_resources()`.
+
+    With GPUs: one Predictor actor per GPU (the pool grows from one), batches of 64, and one CPU per
+    featurise task. CPU only: featurising dominates (decoding and the chorus search cost several
+    times a batched CNN + MiniLM pass), so Predictor actors are few (one per 8 CPUs, one CPU each)
+    and featurise tasks reserve less than a CPU, so that one task per CPU still fits beside the
+    actors, which sit idle most of the time.
+    """
+    cpus = max(1, int(cluster.get("CPU", 1)))
+    gpus = int(cluster.get("GPU", 0))
+    use_gpu = (gpus > 0) if config.use_gpu is None else config.use_gpu
+    if use_gpu and gpus == 0:
+        raise ValueError("use_gpu requested but the Ray cluster has no GPU")
+    max_default = max(1, gpus) if use_gpu else max(1, cpus // 8)
+    max_actors = config.max_actors or max(max_default, config.min_actors or 1)
+    min_actors = config.min_actors or 1
+    if min_actors > max_actors:
+        raise ValueError(f"min_actors ({min_actors}) > max_actors ({max_actors})")
+    if config.featurise_cpus is not None:
+        featurise_cpus = config.featurise_cpus
+    elif use_gpu:
+        featurise_cpus = 1.0
+    else:
+        featurise_cpus = max(0.25, round((cpus - max_actors) / cpus, 2))
+    return Resources(
+        featurise_batch_size=config.featurise_batch_size or 8,
+        predict_batch_size=config.predict_batch_size or (64 if use_gpu else 16),
+        featurise_cpus=featurise_cpus,
+        min_actors=min_actors,
+        max_actors=max_actors,
+        use_gpu=use_gpu,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the bundle, as the driver sees it
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What the driver and the CPU stages need from a bundle's config.json (weights stay unread)."""
+
+    uri: str
+    model_id: str
+    model_version: str
+    mode: str
+    classes: tuple[str, ...]
+    branch: str
+    featurizer: dict
+    lyrics: dict
+    tokenizer_uri: str | None
+
+    @property
+    def uses_audio(self) -> bool:
+        return self.branch in ("audio", "fusion")
+
+    @property
+    def uses_lyrics(self) -> bool:
+        return self.branch in ("lyrics", "fusion")
+
+    @classmethod
+    def from_config(cls, uri: str, config: dict) -> "BundleInfo":
+        model = config.get("model") or {}
+        branch = model.get("branch", "fusion")
+        uses_lyrics = branch in ("lyrics", "fusion")
+        return cls(
+            uri=uri,
+            model_id=str(config["model_id"]),
+            model_version=str(config["model_version"]),
+            mode=str(config.get("mode") or model.get("mode", "4Q")),
+            classes=tuple(config["classes"]),
+            branch=branch,
+            featurizer=dict(config.get("featurizer") or {}),
+            lyrics=dict(config.get("lyrics") or {}),
+            tokenizer_uri=storage.join(uri, TOKENIZER_DIR) if uses_lyrics else None,
+        )
+
+
+def read_bundle_info(bundle_uri: str) -> BundleInfo:
+    from labeler.bundle import read_bundle_config  # noqa: PLC0415 - imports torch: only when a run starts
+
+    uri = storage.absolute_uri(bundle_uri)
+    return BundleInfo.from_config(uri, read_bundle_config(uri))
+
+
+# --------------------------------------------------------------------------------------------------
+# output layout
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where one model version's labels, staging files and completion records live."""
+
+    output_uri: str
+    model_version: str
+
+    @property
+    def partition_uri(self) -> str:
+        return storage.join(self.output_uri, f"{PARTITION_KEY}={self.model_version}")
+
+    @property
+    def success_uri(self) -> str:
+        return storage.join(self.partition_uri, SUCCESS_FILE)
+
+    @property
+    def root_success_uri(self) -> str:
+        return storage.join(self.output_uri, SUCCESS_FILE)
+
+    @property
+    def staging_root(self) -> str:
+        """Per version, so that runs of two model versions into one output never touch each other's files."""
+        return storage.join(self.output_uri, STAGING_DIR, f"{PARTITION_KEY}={self.model_version}")
+
+    def staging_uri(self, run_id: str) -> str:
+        return storage.join(self.staging_root, run_id)
+
+    def part_uris(self) -> list[str]:
+        return [u for u in storage.listdir(self.partition_uri) if _basename(u).startswith("part-") and u.endswith(".parquet")]
+
+
+def _basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def part_name(song_ids: list[str]) -> str:
+    """A part's name from its content, so that a retried task rewrites the same file."""
+    digest = hashlib.sha256("\n".join(sorted(song_ids)).encode("utf-8")).hexdigest()[:20]
+    return f"part-{digest}.parquet"
+
+
+def read_partition(layout: OutputLayout, columns: list[str]) -> pa.Table:
+    """The committed label rows of one version (only `columns`); empty when there are none."""
+    if not layout.part_uris():
+        return pa.table({c: pa.array([], LABELS.schema.field(c).type) for c in columns})
+    return storage.read_parquet(layout.partition_uri, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------------
+# worker-side stages
+
+
+def error_kind(error: str | None) -> str | None:
+    """The kind of a row error: the text before the first colon ('missing_file: x' -> 'missing_file')."""
+    if error is None:
+        return None
+    return str(error).split(":", 1)[0].strip() or "unknown"
+
+
+def _drop_done(batch: pa.Table, done_ref: list) -> pa.Table:
+    """Anti-join: keep the rows whose song_id has no committed label yet."""
+    import ray  # noqa: PLC0415
+
+    done = ray.get(done_ref[0])
+    if len(done) == 0:
+        return batch
+    return batch.filter(pc.invert(pc.is_in(batch.column("song_id"), value_set=done)))
+
+
+@functools.lru_cache(maxsize=4)
+def _lyrics_tokenizer(tokenizer_uri: str, lyrics_json: str):
+    """One tokenizer per worker process and bundle: Ray Data tasks are stateless but worker
+    processes are reused, so this memo loads the tokenizer files once instead of once a batch."""
+    from labeler.lyrics import LyricsTokenizer  # noqa: PLC0415
+
+    return LyricsTokenizer(tokenizer_uri, json.loads(lyrics_json))
+
+
+def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, tokenizer_uri: str | None,
+                    lyrics_json: str) -> dict[str, np.ndarray]:
+    """CPU stage: decode + chorus + log-mel (when the bundle uses audio), tokenise (when it uses lyrics).
+
+    The Featurizer and LyricsTokenizer turn a bad song into a row error themselves; this stage only
+    adds the columns a single-branch Predictor does not get from the skipped step.
+    """
+    if featurizer is not None:
+        from labeler.audio import Featurizer  # noqa: PLC0415
+
+        batch = Featurizer(featurizer)(batch)
+    else:
+        batch = dict(batch)
+        batch["audio_error"] = np.array([None] * len(batch["song_id"]), dtype=object)
+    if tokenizer_uri is not None:
+        batch = _lyrics_tokenizer(tokenizer_uri, lyrics_json)(batch)
+    for name in ("audio_error", "lyrics_error"):
+        if name in batch:
+            batch[name] = _no_error_as_empty(batch[name])
+    # The catalogue's text and URIs are not needed after this point: do not ship them to the actors.
+    for name in ("lyrics", "audio_uri"):
+        batch.pop(name, None)
+    return batch
+
+
+def featurise_memory_bytes(featurizer: dict | None, batch_size: int) -> int:
+    """Memory one featurise task reserves: a worker's baseline, one decoded search window (with room for
+    resampling and the STFT), and the batch's float16 log-mels.
+
+    The reservation also keeps the stages apart: Ray Data fuses a task map into a following actor map
+    only when their remote args are equal, and fused, featurising would run inside the few Predictor
+    actors one song after another instead of in tasks on every free CPU.
+    """
+    baseline = 512 * 2**20
+    if not featurizer:
+        return baseline
+    from labeler.audio import FeaturizerConfig  # noqa: PLC0415
+
+    cfg = FeaturizerConfig.from_dict(featurizer)
+    window = int(cfg.chorus_search_seconds * cfg.sample_rate) * 4
+    return baseline + 3 * window + batch_size * cfg.n_frames * cfg.n_mels * 2 * 2
+
+
+def _is_missing(value: Any) -> bool:
+    """None, NaN of any float type, or "" (Ray Data turns an all-None object column into float NaN)."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return isinstance(value, str) and not value
+
+
+def _nullable_str(values: Any, n: int) -> list[str | None]:
+    if values is None:
+        return [None] * n
+    return [None if _is_missing(v) else str(v) for v in values]
+
+
+def _no_error_as_empty(values: np.ndarray) -> np.ndarray:
+    """Error columns leave this stage as strings, "" for none.
+
+    Ray Data stores an object column that is None in every row as float NaN, which a consumer
+    checking `isinstance(v, float)` would then report as the error "nan"; "" never changes type.
+    """
+    return np.array(["" if _is_missing(v) else str(v) for v in values], dtype=object)
+
+
+def _nullable_float(values: Any, n: int, ok: np.ndarray) -> pa.Array:
+    if values is None:
+        return pa.nulls(n, pa.float32())
+    arr = np.asarray(values, dtype=np.float32).reshape(n)
+    return pa.array(arr, type=pa.float32(), mask=~ok | np.isnan(arr))
+
+
+def label_rows(batch: dict[str, np.ndarray], info: BundleInfo, labelled_at: datetime) -> pa.Table:
+    """Predictor output -> label rows in the LABELS contract (see the module docstring per mode)."""
+    song_ids = [str(s) for s in batch["song_id"]]
+    n = len(song_ids)
+    errors = _nullable_str(batch.get("error"), n)
+    ok = np.array([e is None for e in errors], dtype=bool)
+    probs = np.asarray(batch["probs"], dtype=np.float32).reshape(n, len(info.classes)) if n else np.zeros((0, len(info.classes)), np.float32)
+    columns: dict[str, Any] = {"song_id": pa.array(song_ids, pa.string())}
+    empty_str = pa.nulls(n, pa.string())
+    empty_f = pa.nulls(n, pa.float32())
+    for name in ("quadrant", "arousal", "valence"):
+        columns[name] = empty_str
+    for name in ("arousal_prob", "valence_prob", *(f"prob_{q.lower()}" for q in QUADRANTS)):
+        columns[name] = empty_f
+
+    def side(p_high: np.ndarray) -> pa.Array:
+        return pa.array(np.where(p_high > 0.5, "high", "low"), pa.string(), mask=~ok)
+
+    if info.mode == "4Q":
+        argmax = probs.argmax(axis=1) if n else np.zeros(0, int)
+        columns["quadrant"] = pa.array([info.classes[i] for i in argmax], pa.string(), mask=~ok)
+        for j, q in enumerate(QUADRANTS):
+            columns[f"prob_{q.lower()}"] = pa.array(probs[:, j], pa.float32(), mask=~ok)
+        axes = np.array([quadrant_probs_to_axes(p) for p in probs], dtype=np.float32).reshape(n, 2)
+        columns["arousal_prob"] = pa.array(axes[:, 0], pa.float32(), mask=~ok)
+        columns["valence_prob"] = pa.array(axes[:, 1], pa.float32(), mask=~ok)
+        columns["arousal"] = side(axes[:, 0])
+        columns["valence"] = side(axes[:, 1])
+    else:
+        axis = "arousal" if info.mode == "Ar" else "valence"
+        p_high = probs[:, list(info.classes).index("high")]
+        columns[f"{axis}_prob"] = pa.array(p_high, pa.float32(), mask=~ok)
+        columns[axis] = side(p_high)
+    columns["arousal_score"] = _nullable_float(batch.get("arousal_score"), n, ok)
+    columns["valence_score"] = _nullable_float(batch.get("valence_score"), n, ok)
+    columns["modalities"] = pa.array(_nullable_str(batch.get("modalities"), n), pa.string())
+    columns["audio_error"] = pa.array(_nullable_str(batch.get("audio_error"), n), pa.string())
+    columns["model_id"] = pa.array([info.model_id] * n, pa.string())
+    columns["model_version"] = pa.array([info.model_version] * n, pa.string())
+    columns["labelled_at"] = pa.array([labelled_at] * n, pa.timestamp("us", tz="UTC"))
+    columns["error"] = pa.array(errors, pa.string())
+    return conform(pa.table(columns), LABELS)
+
+
+def _counts_json(values: list[str | None]) -> str:
+    return json.dumps(dict(Counter(v for v in values if v is not None)), sort_keys=True)
+
+
+def commit_part(batch: dict[str, np.ndarray], info: BundleInfo, staging_uri: str, partition_uri: str) -> pa.Table:
+    """Write one chunk of label rows into staging, rename it into the partition, return its record."""
+    table = label_rows(batch, info, datetime.now(timezone.utc))
+    ids = table.column("song_id").to_pylist()
+    name = part_name(ids)
+    staged, final = storage.join(staging_uri, name), storage.join(partition_uri, name)
+    storage.write_parquet(table, staged)
+    storage.makedirs(partition_uri)
+    storage.move(staged, final)
+    errors = table.column("error").to_pylist()
+    return pa.table({
+        "file": [final],
+        "rows": [table.num_rows],
+        "labelled": [sum(e is None for e in errors)],
+        "errors": [_counts_json([error_kind(e) for e in errors])],
+        "audio_errors": [_counts_json([error_kind(e) for e in table.column("audio_error").to_pylist()])],
+    })
+
+
+# --------------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class LabelSummary:
+    """What one run did; printed at the end and returned to callers (the demo, tests, benchmarks)."""
+
+    catalogue_uri: str
+    output_uri: str
+    partition_uri: str
+    model_id: str
+    model_version: str
+    run_id: str
+    catalogue_rows: int
+    already_labelled: int
+    written: int = 0  # label rows committed by this run
+    labelled: int = 0  # of which labelled (error is null)
+    errors: dict[str, int] = field(default_factory=dict)  # this run's row errors by kind
+    audio_errors: dict[str, int] = field(default_factory=dict)  # labelled without audio, by kind
+    files: list[str] = field(default_factory=list)  # parts committed by this run
+    partition_rows: int = 0
+    quadrants: dict[str, int] = field(default_factory=dict)  # over the whole partition
+    seconds: float = 0.0
+    plot: str | None = None
+
+    @property
+    def nothing_new(self) -> bool:
+        return self.written == 0
+
+    @property
+    def songs_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(nothing_new=self.nothing_new, songs_per_second=round(self.songs_per_second, 3))
+        return d
+
+    def to_text(self) -> str:
+        lines = [f"labels of model {self.model_id} version {self.model_version} -> {storage.describe(self.partition_uri)}"]
+        if self.nothing_new:
+            lines.append(f"nothing new: all {self.catalogue_rows} catalogue songs already labelled by this version; wrote nothing")
+        else:
+            lines.append(
+                f"rows: {self.catalogue_rows} in catalogue, {self.already_labelled} already labelled, "
+                f"{self.written} written in {len(self.files)} part(s): {self.labelled} labelled, "
+                f"{self.written - self.labelled} errors"
+            )
+            if self.errors:
+                lines.append("errors by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(self.errors.items())))
+            if self.audio_errors:
+                lines.append("labelled without audio, by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(self.audio_errors.items())))
+            lines.append(f"time: {self.seconds:.1f} s, {self.songs_per_second:.2f} songs/s")
+        if self.quadrants:
+            total = sum(self.quadrants.values())
+            dist = ", ".join(f"{q}={self.quadrants.get(q, 0)} ({100 * self.quadrants.get(q, 0) / total:.0f}%)" for q in QUADRANTS)
+            lines.append(f"quadrants ({self.partition_rows} rows in version): {dist}")
+        if self.plot:
+            lines.append(f"plot: {self.plot}")
+        return "\n".join(lines)
+
+
+def ensure_ray(address: str | None) -> None:
+    """Connect to the cluster at `address` (or RAY_ADDRESS), or start a local Ray when neither is set."""
+    import ray  # noqa: PLC0415
+
+    if not ray.is_initialized():
+        ray.init(address=address)
+
+
+def _catalogue_columns(schema: pa.Schema) -> list[str]:
+    return [c.name for c in CATALOGUE.columns if c.name in schema.names]
+
+
+def _validated_catalogue(catalogue_uri: str) -> tuple[list[str], pa.Array]:
+    """Check the contract and the ids before any work; return the columns to read and all song ids."""
+    try:
+        schema = storage.read_parquet_schema(catalogue_uri)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"catalogue not found: {storage.describe(catalogue_uri)}") from exc
+    validate(schema, CATALOGUE, where=storage.describe(catalogue_uri))
+    ids = storage.read_parquet(catalogue_uri, columns=["song_id"])
+    check_unique_ids(ids, where=f"catalogue {storage.describe(catalogue_uri)}")
+    return _catalogue_columns(schema), ids.column("song_id").combine_chunks().cast(pa.string())
+
+
+def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: BundleInfo, res: Resources,
+                  rows_per_part: int, staging_uri: str, partition_uri: str):
+    """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part)."""
+    import ray  # noqa: PLC0415
+    from labeler.predict import Predictor  # noqa: PLC0415
+
+    fs, path = storage.filesystem(catalogue_uri)
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(columns)
+    if len(done):
+        ds = ds.map_batches(_drop_done, batch_format="pyarrow", fn_kwargs={"done_ref": [ray.put(done)]}, batch_size=None)
+    ds = ds.repartition(target_num_rows_per_block=res.featurise_batch_size)
+    ds = ds.map_batches(
+        featurise_batch,
+        batch_format="numpy",
+        batch_size=res.featurise_batch_size,
+        num_cpus=res.featurise_cpus,
+        memory=featurise_memory_bytes(info.featurizer if info.uses_audio else None, res.featurise_batch_size),
+        fn_kwargs={
+            "featurizer": info.featurizer if info.uses_audio else None,
+            "tokenizer_uri": info.tokenizer_uri,
+            "lyrics_json": json.dumps(info.lyrics, sort_keys=True),
+        },
+    )
+    actor_resources = {"num_gpus": 1} if res.use_gpu else {"num_cpus": 1}
+    ds = ds.map_batches(
+        Predictor,
+        fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size},
+        batch_format="numpy",
+        batch_size=res.predict_batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        **actor_resources,
+    )
+    # Committing a part is one small write and a rename: it reserves no CPU, so it never waits behind
+    # featurise tasks that hold every CPU (Ray Data otherwise warns that the job may hang).
+    return ds.map_batches(
+        commit_part,
+        batch_format="numpy",
+        batch_size=rows_per_part,
+        num_cpus=0,
+        fn_kwargs={"info": info, "staging_uri": staging_uri, "partition_uri": partition_uri},
+    )
+
+
+def _ids_in(ids: pa.Array, value_set: pa.Array) -> int:
+    if len(value_set) == 0 or len(ids) == 0:
+        return 0
+    return int(pc.sum(pc.is_in(ids, value_set=value_set)).as_py() or 0)
+
+
+def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
+                    config: LabelJobConfig | None = None) -> LabelSummary:
+    """Label every catalogue song that this bundle's model version has not labelled yet.
+
+    The catalogue's contract and its song ids are checked before any work (SchemaError naming the
+    columns). Returns the run's summary; raises RuntimeError, without writing the completion record,
+    if the committed partition does not hold exactly one row per catalogue song.
+    """
+    config = config or LabelJobConfig()
+    started_at = datetime.now(timezone.utc)
+    catalogue_uri = storage.absolute_uri(catalogue_uri)
+    output_uri = storage.absolute_uri(output_uri)
+    columns, ids = _validated_catalogue(catalogue_uri)
+    info = read_bundle_info(bundle_uri)
+    layout = OutputLayout(output_uri, info.model_version)
+    done = pc.unique(read_partition(layout, ["song_id"]).column("song_id").combine_chunks())
+    run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    summary = LabelSummary(
+        catalogue_uri=catalogue_uri, output_uri=output_uri, partition_uri=layout.partition_uri,
+        model_id=info.model_id, model_version=info.model_version, run_id=run_id,
+        catalogue_rows=len(ids), already_labelled=_ids_in(ids, done),
+    )
+    todo = summary.catalogue_rows - summary.already_labelled
+    log.info("catalogue %s: %d songs, %d already labelled by version %s, %d to label",
+             storage.describe(catalogue_uri), len(ids), summary.already_labelled, info.model_version, todo)
+    if todo == 0 and storage.exists(layout.success_uri):
+        return _finish(layout, summary, ids, started_at, config.plot, write_record=False)
+
+    t0 = time.perf_counter()
+    if todo:
+        import ray  # noqa: PLC0415
+
+        ensure_ray(config.address)
+        res = resolve_resources(config, ray.cluster_resources())
+        log.info("resources: %s", res)
+        storage.remove(layout.staging_root, recursive=True)  # parts of killed runs were never committed
+        storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
+        staging = layout.staging_uri(run_id)
+        records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging, layout.partition_uri)
+        errors: Counter = Counter()
+        audio_errors: Counter = Counter()
+        for record in records.iter_rows():
+            summary.files.append(record["file"])
+            summary.written += int(record["rows"])
+            summary.labelled += int(record["labelled"])
+            errors.update(json.loads(record["errors"]))
+            audio_errors.update(json.loads(record["audio_errors"]))
+            log.info("committed %s (%d rows; %d/%d this run)", _basename(record["file"]), record["rows"], summary.written, todo)
+        summary.errors, summary.audio_errors = dict(errors), dict(audio_errors)
+        storage.remove(staging, recursive=True)
+    summary.seconds = time.perf_counter() - t0
+    return _finish(layout, summary, ids, started_at, config.plot, write_record=True)
+
+
+def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_at: datetime,
+            plot: str | None, write_record: bool) -> LabelSummary:
+    """Check one row per catalogue song, fill the partition-wide figures, write the record last."""
+    table = read_partition(layout, ["song_id", "quadrant", "error", "arousal_prob", "valence_prob"])
+    summary.partition_rows = table.num_rows
+    try:
+        check_unique_ids(table, where=f"labels {storage.describe(layout.partition_uri)}")
+    except SchemaError as exc:
+        raise RuntimeError(f"{exc}; not writing {SUCCESS_FILE} (was another run writing the same output?)") from exc
+    missing = len(ids) - _ids_in(ids, table.column("song_id").combine_chunks())
+    if missing:
+        raise RuntimeError(f"{missing} catalogue song(s) have no label row in {storage.describe(layout.partition_uri)}; "
+                           f"not writing {SUCCESS_FILE}")
+    quadrants = Counter(q for q in table.column("quadrant").to_pylist() if q is not None)
+    summary.quadrants = {q: quadrants.get(q, 0) for q in QUADRANTS} if quadrants else {}
+    if plot:
+        summary.plot = plot_labels(table, plot, f"{summary.model_id} {summary.model_version}")
+    if write_record:
+        partition_errors = [error_kind(e) for e in table.column("error").to_pylist()]
+        record = {
+            "model_id": summary.model_id,
+            "model_version": summary.model_version,
+            "partition": layout.partition_uri,
+            "catalogue": summary.catalogue_uri,
+            "catalogue_rows": summary.catalogue_rows,
+            "rows": table.num_rows,
+            "errors": sum(e is not None for e in partition_errors),
+            "errors_by_kind": dict(Counter(e for e in partition_errors if e is not None)),
+            "quadrants": summary.quadrants,
+            "run_id": summary.run_id,
+            "written_this_run": summary.written,
+            "started_at": started_at.isoformat(),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "files": sorted(_basename(u) for u in layout.part_uris()),
+        }
+        text = json.dumps(record, indent=2, sort_keys=True)
+        storage.write_text(layout.success_uri, text)
+        storage.write_text(layout.root_success_uri, text)
+    return summary
+
+
+def plot_labels(table: pa.Table, path: str, title: str) -> str:
+    """PNG: the quadrant distribution and the valence-arousal scatter of the labelled songs."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    quadrants = [q for q in table.column("quadrant").to_pylist()]
+    counts = Counter(q for q in quadrants if q is not None)
+    valence = np.array(table.column("valence_prob").to_pylist(), dtype=float)
+    arousal = np.array(table.column("arousal_prob").to_pylist(), dtype=float)
+    colours = {"Q1": "tab:orange", "Q2": "tab:red", "Q3": "tab:blue", "Q4": "tab:green"}
+    fig, (ax_bar, ax_sc) = plt.subplots(1, 2, figsize=(11, 4.8))
+    ax_bar.bar(list(QUADRANTS), [counts.get(q, 0) for q in QUADRANTS], color=[colours[q] for q in QUADRANTS])
+    ax_bar.set_title("songs per quadrant")
+    ax_bar.set_ylabel("songs")
+    for i, q in enumerate(QUADRANTS):
+        ax_bar.annotate(str(counts.get(q, 0)), (i, counts.get(q, 0)), ha="center", va="bottom")
+    both = ~np.isnan(valence) & ~np.isnan(arousal)
+    for q in QUADRANTS:
+        sel = both & np.array([x == q for x in quadrants], dtype=bool)
+        ax_sc.scatter(valence[sel], arousal[sel], s=12, alpha=0.7, color=colours[q], label=q)
+    for q, (x, y) in {"Q1": (0.98, 0.98), "Q2": (0.02, 0.98), "Q3": (0.02, 0.02), "Q4": (0.98, 0.02)}.items():
+        ax_sc.text(x, y, f"{q} {QUADRANT_DESCRIPTIONS[q].split()[0]}", transform=ax_sc.transAxes, fontsize=8,
+                   color=colours[q], ha="right" if x > 0.5 else "left", va="top" if y > 0.5 else "bottom")
+    ax_sc.axhline(0.5, color="grey", lw=0.8)
+    ax_sc.axvline(0.5, color="grey", lw=0.8)
+    ax_sc.set_xlim(0, 1)
+    ax_sc.set_ylim(0, 1)
+    ax_sc.set_xlabel("P(valence high)")
+    ax_sc.set_ylabel("P(arousal high)")
+    ax_sc.set_title("valence-arousal")
+    if both.any():
+        ax_sc.legend(loc="center right", fontsize=8)
+    fig.suptitle(f"labels: {title} ({table.num_rows} songs, {int(both.sum())} with both axes)")
+    fig.tight_layout()
+    if storage.is_remote(path):
+        import io  # noqa: PLC0415
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        storage.write_bytes(path, buf.getvalue())
+    else:
+        storage.makedirs(storage.parent(storage.absolute_uri(path)))
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# command line
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalogue", required=True, metavar="URI", help="catalogue Parquet file or directory (local or s3://)")
+    parser.add_argument("--bundle", required=True, metavar="URI", help="model bundle directory (local or s3://)")
+    parser.add_argument("--output", required=True, metavar="URI", help="labels root; writes <output>/version=<model_version>/")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--featurise-batch-size", type=int, default=None, help="songs per featurise batch (default 8)")
+    parser.add_argument("--predict-batch-size", type=int, default=None, help="songs per model call (default 64 GPU / 16 CPU)")
+    parser.add_argument("--featurise-cpus", type=float, default=None, help="CPUs per featurise task (default: 1 with GPUs; CPU only, what fits one task per CPU beside the actors)")
+    parser.add_argument("--min-actors", type=int, default=None, help="smallest Predictor pool (default 1)")
+    parser.add_argument("--max-actors", type=int, default=None, help="largest Predictor pool (default: GPUs, or CPUs/8)")
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", dest="use_gpu", action="store_const", const=True, default=None, help="Predictor on GPU actors")
+    gpu.add_argument("--no-gpu", dest="use_gpu", action="store_const", const=False, help="Predictor on CPU actors")
+    parser.add_argument("--rows-per-part", type=int, default=LabelJobConfig.rows_per_part,
+                        help="rows per committed part file, the unit a killed run resumes from (default %(default)s)")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="also draw the quadrant distribution and V-A scatter")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
+    return LabelJobConfig(
+        address=args.address, featurise_batch_size=args.featurise_batch_size, predict_batch_size=args.predict_batch_size,
+        featurise_cpus=args.featurise_cpus, min_actors=args.min_actors, max_actors=args.max_actors,
+        use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot,
+    )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    summary = label_catalogue(args.catalogue, args.bundle, args.output, config_from_args(args))
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.to_text(), flush=True)
+    return 0

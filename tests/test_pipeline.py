@@ -1,0 +1,321 @@
+"""The labelling job end to end on real Ray, real Parquet, real audio files and a real S3-API server.
+
+Bundles here hold random weights (a quarter-width Cnn6 and a 2-layer BERT from tests/tiny_models.py):
+the tests check plumbing, contracts and resumability, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from labeler import storage
+from labeler.labels import quadrant_probs_to_axes
+from labeler.pipeline import (
+    BundleInfo,
+    LabelJobConfig,
+    OutputLayout,
+    error_kind,
+    label_catalogue,
+    label_rows,
+    resolve_resources,
+)
+from labeler.schemas import LABELS, SchemaError, validate
+from tests.tiny_models import tiny_bert_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = LabelJobConfig(featurise_batch_size=4, predict_batch_size=8, rows_per_part=8, max_actors=1)
+
+
+def make_bundle(root: Path, mode: str = "4Q", model_id: str = "test-fusion", seed: int = 0) -> str:
+    """A fused bundle with random weights (the seed makes a different model_version)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from labeler.audio import FeaturizerConfig
+    from labeler.bundle import save_bundle
+    from labeler.lyrics import LyricsConfig
+    from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
+
+    bert = tiny_bert_dir(root)
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        branch="fusion", mode=mode,
+        audio=AudioCnnConfig(arch="Cnn6", n_mels=32, width=0.125, embedding_dim=16),
+        lyrics=LyricsEncoderConfig(name_or_path=bert), hidden_dim=16,
+    )
+    model = EmotionModel(config, encoder_config=AutoConfig.from_pretrained(bert))
+    featurizer = FeaturizerConfig(sample_rate=16000, clip_seconds=4.0, window_size=512, n_mels=32, fmax=8000.0,
+                                  chorus_search_seconds=30.0)
+    uri = str(root / f"bundle-{mode}-{model_id}-{seed}")
+    save_bundle(uri, model, featurizer, LyricsConfig(max_tokens=32), tokenizer=AutoTokenizer.from_pretrained(bert),
+                model_id=model_id)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> str:
+    return make_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """12 synthetic 6-s songs (WAV and FLAC) plus the synthesiser's broken rows."""
+    from labeler.synth import SynthConfig, synthesise
+
+    root = tmp_path_factory.mktemp("synth")
+    return synthesise(SynthConfig(songs=12, seconds=6.0, formats=("wav", "flac"), corrupt=True, output=str(root)))
+
+
+def _catalogue_with_edge_rows(synth, tmp_path: Path, shared_data: Path | None) -> tuple[str, pa.Table]:
+    """The synthetic catalogue plus rows for every bad-row case (and a few real recordings when present)."""
+    table = pq.read_table(synth.catalogue_uri)
+    good_audio = synth.songs[0].audio_uri
+    corrupt = tmp_path / "corrupt.mp3"
+    corrupt.write_bytes(b"ID3" + os.urandom(3000))
+    extra = [
+        {"song_id": "edge-both-missing", "audio_uri": None, "lyrics": None},
+        {"song_id": "edge-empty-lyrics", "audio_uri": good_audio, "lyrics": ""},
+        {"song_id": "edge-corrupt-audio", "audio_uri": str(corrupt), "lyrics": "love sunshine dance happy joy"},
+        {"song_id": "edge-missing-file-no-lyrics", "audio_uri": str(tmp_path / "nope.wav"), "lyrics": "   "},
+    ]
+    if shared_data is not None:
+        for path in sorted((shared_data / "4q").rglob("*.mp3"))[:2]:
+            extra.append({"song_id": f"real-4q-{path.stem}", "audio_uri": str(path), "lyrics": None})
+        for path in sorted((shared_data / "audio").glob("*.ogg"))[:1]:
+            extra.append({"song_id": f"real-ogg-{path.stem}", "audio_uri": str(path), "lyrics": "tears alone cry"})
+    rows = pa.Table.from_pylist(extra, schema=pa.schema([(n, pa.string()) for n in ("song_id", "audio_uri", "lyrics")]))
+    rows = rows.append_column("chorus_start_s", pa.nulls(len(extra), pa.float64()))
+    rows = rows.append_column("chorus_end_s", pa.nulls(len(extra), pa.float64()))
+    table = pa.concat_tables([table.select(rows.column_names), rows.cast(table.select(rows.column_names).schema)])
+    uri = str(tmp_path / "catalogue.parquet")
+    pq.write_table(table, uri)
+    return uri, table
+
+
+@pytest.fixture()
+def maybe_shared_data(request) -> Path | None:
+    try:
+        return request.getfixturevalue("shared_data")
+    except pytest.skip.Exception:
+        return None
+
+
+# ------------------------------------------------------------------------------------- without Ray
+
+
+def _info(mode: str) -> BundleInfo:
+    classes = ("Q1", "Q2", "Q3", "Q4") if mode == "4Q" else ("low", "high")
+    return BundleInfo(uri="/b", model_id="m", model_version="v1", mode=mode, classes=classes, branch="fusion",
+                      featurizer={}, lyrics={}, tokenizer_uri=None)
+
+
+def test_label_rows_4q_fills_quadrant_axes_and_leaves_error_rows_empty():
+    probs = np.array([[0.1, 0.2, 0.6, 0.1], [0.7, 0.1, 0.1, 0.1], [np.nan] * 4], dtype=np.float32)
+    batch = {
+        "song_id": np.array(["a", "b", "c"], dtype=object), "probs": probs,
+        "modalities": np.array(["audio+lyrics", "lyrics", None], dtype=object),
+        "audio_error": np.array([None, "corrupt: x", "no_audio: null"], dtype=object),
+        "error": np.array([None, None, "no_audio: null; no_lyrics: null"], dtype=object),
+        "valence_score": np.full(3, np.nan, np.float32), "arousal_score": np.full(3, np.nan, np.float32),
+    }
+    table = label_rows(batch, _info("4Q"), datetime.now(timezone.utc))
+    validate(table.schema, LABELS)
+    rows = table.to_pylist()
+    assert [r["quadrant"] for r in rows] == ["Q3", "Q1", None]
+    arousal, valence = quadrant_probs_to_axes(probs[0])
+    assert rows[0]["arousal_prob"] == pytest.approx(arousal) and rows[0]["valence_prob"] == pytest.approx(valence)
+    assert (rows[0]["arousal"], rows[0]["valence"]) == ("low", "low")  # Q3 = A-V-
+    assert (rows[1]["arousal"], rows[1]["valence"]) == ("high", "high")
+    assert rows[1]["modalities"] == "lyrics" and rows[1]["audio_error"] == "corrupt: x"
+    assert rows[2]["error"].startswith("no_audio") and rows[2]["prob_q1"] is None and rows[2]["arousal"] is None
+    assert rows[0]["arousal_score"] is None  # no regression head -> null, not NaN
+    assert error_kind(rows[2]["error"]) == "no_audio"
+
+
+def test_label_rows_axis_bundle_fills_only_its_axis():
+    batch = {"song_id": np.array(["a"], dtype=object), "probs": np.array([[0.2, 0.8]], np.float32),
+             "error": np.array([None], dtype=object)}
+    row = label_rows(batch, _info("Ar"), datetime.now(timezone.utc)).to_pylist()[0]
+    assert row["arousal"] == "high" and row["arousal_prob"] == pytest.approx(0.8)
+    assert row["quadrant"] is None and row["valence"] is None and row["prob_q1"] is None
+
+
+def test_resources_follow_the_cluster_and_flags():
+    cpu = resolve_resources(LabelJobConfig(), {"CPU": 2})
+    assert (cpu.use_gpu, cpu.min_actors, cpu.max_actors, cpu.featurise_cpus) == (False, 1, 1, 0.5)
+    assert resolve_resources(LabelJobConfig(), {"CPU": 32}).max_actors == 4
+    gpu = resolve_resources(LabelJobConfig(), {"CPU": 16, "GPU": 2})
+    assert (gpu.use_gpu, gpu.max_actors, gpu.predict_batch_size) == (True, 2, 64)
+    assert resolve_resources(LabelJobConfig(max_actors=3, featurise_cpus=0.5), {"CPU": 2}).max_actors == 3
+    with pytest.raises(ValueError, match="no GPU"):
+        resolve_resources(LabelJobConfig(use_gpu=True), {"CPU": 2})
+    with pytest.raises(ValueError, match="rows_per_part"):
+        LabelJobConfig(rows_per_part=0)
+
+
+# ---------------------------------------------------------------------------------------- with Ray
+
+
+def test_missing_column_fails_before_any_work(ray_local, bundle, tmp_path):
+    catalogue = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"song_id": ["a"], "audio_uri": ["/x.wav"]}), catalogue)
+    with pytest.raises(SchemaError, match="lyrics"):
+        label_catalogue(str(catalogue), bundle, str(tmp_path / "out"), SMALL)
+    assert not (tmp_path / "out").exists()
+
+
+def _read_version(output: str, version: str) -> pd.DataFrame:
+    return pd.read_parquet(os.path.join(output, f"version={version}"))
+
+
+def test_end_to_end_bad_rows_rerun_and_new_version(ray_local, bundle, synth, tmp_path, maybe_shared_data):
+    catalogue, table = _catalogue_with_edge_rows(synth, tmp_path, maybe_shared_data)
+    output = str(tmp_path / "labels")
+    plot = str(tmp_path / "labels.png")
+    summary = label_catalogue(catalogue, bundle, output, LabelJobConfig(**{**SMALL.__dict__, "plot": plot}))
+    print(summary.to_text())
+
+    n = table.num_rows
+    assert summary.written == n and summary.already_labelled == 0
+    layout = OutputLayout(storage.absolute_uri(output), summary.model_version)
+    labels = _read_version(output, summary.model_version).set_index("song_id")
+    assert len(labels) == n and labels.index.is_unique and set(labels.index) == set(table.column("song_id").to_pylist())
+    validate(pq.read_schema(layout.part_uris()[0]), LABELS)
+
+    both = labels.loc["edge-both-missing"]
+    assert error_kind(both["error"]) == "no_audio" and pd.isna(both["quadrant"]) and pd.isna(both["modalities"])
+    assert labels.loc["edge-empty-lyrics", "modalities"] == "audio"
+    corrupt = labels.loc["edge-corrupt-audio"]
+    assert corrupt["modalities"] == "lyrics" and corrupt["quadrant"] in {"Q1", "Q2", "Q3", "Q4"}
+    assert error_kind(corrupt["audio_error"]) in {"corrupt", "unsupported_format"}
+    assert error_kind(labels.loc["edge-missing-file-no-lyrics", "error"]) == "missing_file"
+    # the synthesiser's broken rows carry lyrics: labelled from them, with the audio's error kept
+    for song_id in synth.corrupt_ids:
+        assert labels.loc[song_id, "modalities"] == "lyrics" and labels.loc[song_id, "audio_error"]
+    ok = labels[labels["error"].isna()]
+    assert ok["quadrant"].isin(["Q1", "Q2", "Q3", "Q4"]).all()
+    assert np.allclose(ok[["prob_q1", "prob_q2", "prob_q3", "prob_q4"]].sum(axis=1), 1.0, atol=1e-4)
+    assert np.allclose(ok["arousal_prob"], ok["prob_q1"] + ok["prob_q2"], atol=1e-5)
+    if maybe_shared_data is not None:
+        real = labels[labels.index.str.startswith("real-")]
+        assert len(real) == 3 and (real["modalities"].notna()).all()
+
+    assert summary.errors == {"missing_file": 1, "no_audio": 1}
+    assert summary.labelled == n - 2 and sum(summary.quadrants.values()) == n - 2
+    record = json.loads(Path(layout.success_uri).read_text())
+    assert record["rows"] == n and record["model_version"] == summary.model_version and record["errors"] == 2
+    assert sorted(record["files"]) == sorted(os.path.basename(u) for u in layout.part_uris())
+    assert json.loads(Path(output, "_SUCCESS.json").read_text())["run_id"] == summary.run_id
+    assert not os.listdir(layout.staging_root)  # the run's staging directory is gone
+    assert Path(plot).stat().st_size > 10_000
+
+    # readable as one dataset by pyarrow (and DuckDB when installed), staging and records ignored
+    dataset = pads.dataset(output, format="parquet", partitioning="hive")
+    assert dataset.count_rows() == n and "version" in dataset.schema.names
+    try:
+        import duckdb
+    except ImportError:
+        pass
+    else:
+        assert duckdb.sql(f"select count(*) from read_parquet('{output}/*/*.parquet', hive_partitioning=true)").fetchone()[0] == n
+
+    # an unchanged re-run writes nothing
+    before = {u: os.stat(u).st_mtime_ns for u in [*layout.part_uris(), layout.success_uri]}
+    again = label_catalogue(catalogue, bundle, output, SMALL)
+    assert again.nothing_new and again.already_labelled == n and "nothing new" in again.to_text()
+    assert {u: os.stat(u).st_mtime_ns for u in [*layout.part_uris(), layout.success_uri]} == before
+
+    # new catalogue rows: only they are labelled, the result still has one row per song
+    grown = pa.concat_tables([table, pa.Table.from_pylist(
+        [{"song_id": "new-1", "audio_uri": synth.songs[1].audio_uri, "lyrics": "calm gentle breeze",
+          "chorus_start_s": None, "chorus_end_s": None}], schema=table.schema)])
+    pq.write_table(grown, catalogue)
+    more = label_catalogue(catalogue, bundle, output, SMALL)
+    assert (more.written, more.already_labelled) == (1, n) and len(more.files) == 1
+    assert _read_version(output, summary.model_version)["song_id"].is_unique
+    assert json.loads(Path(layout.success_uri).read_text())["rows"] == n + 1
+
+    # a new model version labels everything again, side by side
+    other = make_bundle(tmp_path, model_id="test-fusion", seed=1)
+    second = label_catalogue(catalogue, other, output, SMALL)
+    assert second.model_version != summary.model_version and second.written == n + 1
+    everything = pd.read_parquet(output)
+    assert len(everything) == 2 * (n + 1)
+    assert everything.groupby("model_version")["song_id"].nunique().to_dict() == {
+        summary.model_version: n + 1, second.model_version: n + 1}
+
+
+def test_catalogue_audio_and_output_on_s3(ray_local, bundle, synth, s3_bucket, tmp_path):
+    songs = synth.songs[:5]
+    rows = []
+    for s in songs:
+        uri = f"{s3_bucket}/audio/{os.path.basename(s.audio_uri)}"
+        storage.write_bytes(uri, Path(s.audio_uri).read_bytes())
+        rows.append({"song_id": s.song_id, "audio_uri": uri, "lyrics": s.catalogue_lyrics})
+    rows.append({"song_id": "s3-missing", "audio_uri": f"{s3_bucket}/audio/missing.wav", "lyrics": None})
+    catalogue = f"{s3_bucket}/in/catalogue.parquet"
+    storage.write_parquet(pa.Table.from_pylist(rows), catalogue)
+    output = f"{s3_bucket}/labels"
+
+    summary = label_catalogue(catalogue, bundle, output, SMALL)
+    assert summary.written == 6 and summary.errors == {"missing_file": 1}
+    labels = storage.read_parquet(storage.join(output, f"version={summary.model_version}")).to_pandas()
+    assert sorted(labels["song_id"]) == sorted(r["song_id"] for r in rows)
+    assert (labels.set_index("song_id").loc[[s.song_id for s in songs], "modalities"].str.contains("audio")).all()
+    record = json.loads(storage.read_text(storage.join(output, f"version={summary.model_version}", "_SUCCESS.json")))
+    assert record["rows"] == 6
+    assert not [u for u in storage.listdir(storage.join(output, "_staging")) if storage.listdir(u)]
+    assert label_catalogue(catalogue, bundle, output, SMALL).nothing_new
+
+
+def test_killed_run_resumes_to_exactly_one_row_per_song(ray_local, bundle, synth, tmp_path):
+    """Kill a real `python -m jobs.label_catalogue` driver after its first committed part, then re-run."""
+    table = pq.read_table(synth.catalogue_uri).select(["song_id", "audio_uri", "lyrics"])
+    catalogue = str(tmp_path / "catalogue.parquet")
+    pq.write_table(table, catalogue)
+    output = str(tmp_path / "labels")
+    version = BundleInfo.from_config(bundle, json.loads(Path(bundle, "config.json").read_text())).model_version
+    layout = OutputLayout(output, version)
+
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.label_catalogue", "--catalogue", catalogue, "--bundle", bundle, "--output", output,
+         "--rows-per-part", "2", "--featurise-batch-size", "2", "--predict-batch-size", "2", "--max-actors", "1"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while not layout.part_uris():
+        assert proc.poll() is None, f"labelling job exited early: {proc.stderr.read().decode()[-2000:]}"
+        assert time.time() < deadline, "no part committed within 120 s"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # let the dead driver's workers go (a part a worker was committing may still land): wait for quiet
+    stable_since, seen = time.time(), len(layout.part_uris())
+    while time.time() - stable_since < 3:
+        time.sleep(0.25)
+        if len(layout.part_uris()) != seen:
+            stable_since, seen = time.time(), len(layout.part_uris())
+    committed = pq.read_table(layout.partition_uri).num_rows
+    assert 0 < committed < table.num_rows and not Path(layout.success_uri).exists()
+
+    summary = label_catalogue(catalogue, bundle, output, SMALL)
+    assert summary.already_labelled == committed and summary.written == table.num_rows - committed
+    labels = _read_version(output, version)
+    assert len(labels) == table.num_rows and labels["song_id"].is_unique
+    assert json.loads(Path(layout.success_uri).read_text())["rows"] == table.num_rows
+    assert not os.listdir(layout.staging_root)  # the killed run's staging was discarded
