@@ -1,0 +1,66 @@
+"""The feature cache: built once with Ray Data, reused, read back per split without the other folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labeler import storage
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory) -> str:
+    from labeler.synth import SynthConfig, synthesise
+    from train.folds import assign_folds
+
+    root = tmp_path_factory.mktemp("fc")
+    result = synthesise(SynthConfig(songs=16, output=str(root / "synth"), seconds=5.0, formats=("wav",), seed=1))
+    uri = str(root / "manifest.parquet")
+    storage.write_parquet(assign_folds(storage.read_parquet(result.manifest_uri), k=4), uri)
+    return uri
+
+
+def test_cache_is_built_once_and_split_reads_filter_rows(small_manifest, ray_local, tmp_path):
+    from tiny_models import tiny_bert_dir
+
+    from labeler.audio import FeaturizerConfig
+    from labeler.lyrics import LyricsConfig
+    from train.feature_cache import SUCCESS, build_feature_cache, read_split, scalar_columns, split_folds
+
+    fz = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, window_size=512, hop_size=320, fmax=8000.0)
+    tok = tiny_bert_dir(tmp_path)
+    lyr = LyricsConfig(max_tokens=32)
+    uri = build_feature_cache(small_manifest, str(tmp_path / "cache"), fz, tok, lyr)
+    assert uri.split("/")[-1].startswith(fz.fingerprint() + "-")
+    assert storage.exists(storage.join(uri, SUCCESS))
+    stamp = storage.read_text(storage.join(uri, SUCCESS))
+    # Second call: a cache hit (same directory, marker untouched, nothing re-featurised).
+    assert build_feature_cache(small_manifest, str(tmp_path / "cache"), fz, tok, lyr) == uri
+    assert storage.read_text(storage.join(uri, SUCCESS)) == stamp
+    # Another featuriser config is another cache.
+
+    scalars = scalar_columns(uri)
+    assert scalars.num_rows == 16
+    split = split_folds(0, 4)
+    assert split == {"train": [2, 3], "val": [1], "test": [0]}
+    ds = read_split(uri, split["train"], ["log_mel", "input_ids", "attention_mask", "quadrant", "fold"], "audio")
+    batch = next(iter(ds.iter_batches(batch_size=64, batch_format="numpy")))
+    assert set(np.unique(batch["fold"])) <= {2, 3}
+    assert len(batch["fold"]) == int(np.isin(scalars.column("fold").to_numpy(), [2, 3]).sum())
+    assert batch["log_mel"].dtype == np.float16 and batch["log_mel"].shape[1:] == (fz.n_frames, fz.n_mels)
+    assert batch["input_ids"].shape[1] == 32 and batch["attention_mask"].max() == 1
+    assert np.abs(batch["log_mel"].astype(np.float32)).sum() > 0
+
+
+def test_cache_key_changes_with_featuriser_and_manifest(small_manifest, tmp_path):
+    from labeler.audio import FeaturizerConfig
+    from train.feature_cache import cache_key
+
+    a = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, fmax=8000.0)
+    b = FeaturizerConfig(sample_rate=16000, clip_seconds=3.0, fmax=8000.0)
+    assert cache_key(small_manifest, a, None, None) != cache_key(small_manifest, b, None, None)
+    table = storage.read_parquet(small_manifest)
+    other = str(tmp_path / "m2.parquet")
+    storage.write_parquet(table.slice(0, 10), other)
+    assert cache_key(small_manifest, a, None, None) != cache_key(other, a, None, None)
+    assert cache_key(small_manifest, a, None, None) == cache_key(small_manifest, a, None, None)

@@ -1,0 +1,116 @@
+"""End-to-end training on the synthetic catalogue with real Ray Train/Tune, Parquet and S3 (moto).
+
+Kept small for 2-core CI: ~120 five-second songs, 4 folds of which 2 are trained, cpu-small with
+fewer epochs and a shorter clip. The synthetic signal is planted in audio and lyrics (labeler.synth),
+so the floors below are far above chance (0.25 macro-F1 for 4Q) yet below what the noise allows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labeler import storage
+
+pytestmark = pytest.mark.slow
+
+SMALL = dict(clip_seconds=4.0, epochs=4, audio_epochs=16, patience=4, max_tokens=64, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def synth_manifest(tmp_path_factory) -> str:
+    from labeler.synth import SynthConfig, synthesise
+    from train.folds import assign_folds
+
+    root = tmp_path_factory.mktemp("synth")
+    result = synthesise(SynthConfig(songs=120, output=str(root / "synth"), seconds=5.0, formats=("wav", "flac"), seed=3))
+    manifest = assign_folds(storage.read_parquet(result.manifest_uri), k=4, seed=8848)
+    uri = str(root / "manifest.parquet")
+    storage.write_parquet(manifest, uri)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def trained(synth_manifest, ray_local, tmp_path_factory):
+    from train.run import train
+
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = train(synth_manifest, str(out), branch="all", mode="4Q", preset="cpu-small", folds="0,1", **SMALL)
+    return result
+
+
+def test_all_branches_beat_chance_on_test_folds(trained):
+    report = trained.report
+    assert set(report["branches"]) == {"audio", "lyrics", "fusion"}
+    f1 = {b: np.mean([m["macro_f1"] for m in e["folds"].values()]) for b, e in report["branches"].items()}
+    assert sorted(int(f) for f in report["branches"]["fusion"]["folds"]) == [0, 1]
+    assert f1["fusion"] >= 0.6, f1
+    assert f1["audio"] >= 0.4 and f1["lyrics"] >= 0.5, f1
+    # Baselines ran on the same folds, beside the branches.
+    assert set(report["baselines"]) == {"audio_logmel_logreg", "lyrics_tfidf_logreg"}
+    assert sorted(int(f) for f in report["baselines"]["lyrics_tfidf_logreg"]["folds"]) == [0, 1]
+
+
+def test_selection_is_on_validation_and_curves_are_recorded(trained):
+    for branch, selection in trained.report["selection"].items():
+        for fold, s in selection.items():
+            curves = trained.report["branches"][branch]["curves"][fold]
+            assert len(curves["val_macro_f1"]) == s["epochs_run"] >= 1
+            assert s["val_macro_f1"] == pytest.approx(max(curves["val_macro_f1"]))
+
+
+def test_report_files_and_calibration(trained):
+    out = Path(trained.output_uri)
+    for name in ("report.json", "report.md", "macro_f1_per_fold.png", "confusion_fusion.png", "curves_fusion.png"):
+        assert (out / name).stat().st_size > 1000, name
+    report = json.loads((out / "report.json").read_text())
+    cal = report["calibration"]["fusion"]
+    for fold in ("0", "1"):
+        assert 0.05 <= cal[fold]["temperature"] <= 20
+        assert cal[fold]["ece_before"] >= 0 and cal[fold]["ece_after"] >= 0
+
+
+def test_exported_bundle_is_best_validation_fold(trained):
+    from labeler.bundle import load_bundle, read_bundle_config
+
+    config = read_bundle_config(trained.bundle_uri)
+    selection = trained.report["selection"]["fusion"]
+    best = max(selection, key=lambda f: selection[f]["val_macro_f1"])
+    assert config["provenance"]["exported_fold"] == best
+    assert config["provenance"]["preset"] == "cpu-small"
+    assert "cv_test_summary" in config["metrics"]
+    bundle = load_bundle(trained.bundle_uri)
+    assert bundle.model.config.branch == "fusion"
+    assert bundle.temperature == pytest.approx(trained.report["calibration"]["fusion"][best]["temperature"])
+    assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in Path(trained.bundle_uri).rglob("*"))
+
+
+def test_worker_failure_resumes_from_checkpoint_on_s3(synth_manifest, ray_local, s3_bucket, tmp_path):
+    """A worker dies once at epoch 2; Ray Train restarts it from the last S3 checkpoint and finishes."""
+    from train.run import train
+
+    marker = tmp_path / "failed-once"
+    result = train(synth_manifest, str(tmp_path / "out"), branch="audio", preset="cpu-small", folds="0",
+                   storage_uri=f"{s3_bucket}/checkpoints", cache_uri=str(tmp_path / "cache"),
+                   extra_config={"_fail_once_at_epoch": 2, "_fail_marker": str(marker)},
+                   **{**SMALL, "audio_epochs": 3})
+    assert marker.exists()
+    selection = result.report["selection"]["audio"][0]
+    assert selection["resumed_from_epoch"] >= 1
+    assert selection["epochs_run"] == 3
+    assert result.report["branches"]["audio"]["curves"][0]["epoch"] == [1, 2, 3]
+    assert storage.listdir(f"{s3_bucket}/checkpoints"), "checkpoints were written to S3"
+
+
+def test_bad_arguments_raise_value_errors(synth_manifest, tmp_path):
+    from train.run import train
+
+    with pytest.raises(ValueError, match="not in 0..3"):
+        train(synth_manifest, str(tmp_path), branch="audio", folds="7")
+    with pytest.raises(ValueError, match="needs --audio-run"):
+        train(synth_manifest, str(tmp_path), branch="fusion")
+    with pytest.raises(ValueError, match="unknown preset field"):
+        train(synth_manifest, str(tmp_path), branch="audio", no_such_knob=1)

@@ -1,0 +1,215 @@
+"""The feature cache: a manifest's audio featurised once, its lyrics tokenised once, as Parquet shards.
+
+Why: decoding and log-mel extraction cost far more than a training epoch of a small CNN, and a
+cross-validated run trains (folds x branches x epochs) times over the same songs. Ray Data runs
+`labeler.audio.Featurizer` and `labeler.lyrics.LyricsTokenizer` (the very callables labelling uses,
+so training and labelling see the same features) over the manifest once and writes Parquet shards;
+every fold, branch and epoch then streams them back with `ray.data.read_parquet` filtered to the
+rows it needs. No process ever holds the whole cache in memory.
+
+Layout: `<cache_root>/<featurizer.fingerprint()>-<key>/` where `key` hashes the tokenizer files, the
+LyricsConfig and the manifest's bytes (a different fold assignment or label is a different cache).
+A `_SUCCESS.json` written last marks a complete cache; a cache without it is rebuilt. Columns:
+
+    song_id, fold, quadrant, valence, arousal          from the manifest
+    log_mel float16 (n_frames, n_mels), has_audio, audio_error, [descriptors float32]
+    mel_stats float32 (3 * n_mels)                     train.baselines.logmel_stats (audio baseline)
+    input_ids int32, attention_mask int8 (max_tokens), has_lyrics, lyrics_error   (when tokenised)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+
+import numpy as np
+
+from labeler import storage
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "_SUCCESS.json"
+# CPUs a cache read (+ its row filter) asks for: small, so reads never wait behind training workers
+# that each hold whole CPUs (on a 2-CPU machine a 1-CPU read would deadlock against a 1-CPU worker).
+READ_CPUS = 0.25
+MANIFEST_COLUMNS = ("song_id", "fold", "quadrant", "valence", "arousal", "audio_uri", "lyrics",
+                    "chorus_start_s", "chorus_end_s")
+DROP_AFTER = ("audio_uri", "lyrics", "chorus_start_s", "chorus_end_s", "chorus_start_used_s", "chorus_end_used_s")
+
+
+def _hash_uri_bytes(digest, uri: str) -> None:
+    """Feed a file's bytes (or every file of a directory, in name order) into `digest`, streaming."""
+    fs = storage.fsspec_filesystem(uri)
+    path = storage.strip_scheme(uri)
+    files = sorted(fs.find(path)) if fs.isdir(path) else [path]
+    for name in files:
+        if os.path.basename(name).startswith(("_", ".")):
+            continue
+        digest.update(os.path.basename(name).encode())
+        with fs.open(name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+
+
+def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics) -> str:
+    """`<featurizer fingerprint>-<16 hex of sha256(manifest bytes, tokenizer files, lyrics config)>`."""
+    digest = hashlib.sha256()
+    _hash_uri_bytes(digest, manifest_uri)
+    if tokenizer_dir:
+        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model"):
+            p = os.path.join(tokenizer_dir, name)
+            if os.path.exists(p):
+                _hash_uri_bytes(digest, p)
+        digest.update(json.dumps(lyrics.to_dict(), sort_keys=True).encode())
+    else:
+        digest.update(b"no-lyrics")
+    return f"{featurizer.fingerprint()}-{digest.hexdigest()[:16]}"
+
+
+class CacheFeaturizer:
+    """One Ray Data actor stage: Featurizer, then has_audio + log-mel statistics, then LyricsTokenizer.
+
+    Why one stage: every actor holds a CPU for its lifetime; separate actor stages for audio and
+    lyrics on a small cluster can hold every CPU and starve the Parquet read tasks feeding them.
+    """
+
+    def __init__(self, featurizer: dict, tokenizer_dir: str | None, lyrics: dict | None):
+        from labeler.audio import Featurizer  # noqa: PLC0415
+
+        self.featurize = Featurizer(featurizer)
+        self.tokenize = None
+        if tokenizer_dir:
+            from labeler.lyrics import LyricsTokenizer  # noqa: PLC0415
+
+            self.tokenize = LyricsTokenizer(tokenizer_dir, lyrics)
+
+    def __call__(self, batch: dict) -> dict:
+        from train.baselines import logmel_stats  # noqa: PLC0415
+
+        out = self.featurize(batch)
+        errors = out["audio_error"]
+        has_audio = np.array([e is None for e in errors], dtype=bool)
+        mels = out["log_mel"]
+        stats = np.zeros((len(errors), 3 * mels.shape[2]), dtype=np.float32)
+        if has_audio.any():
+            stats[has_audio] = logmel_stats(mels[has_audio].astype(np.float32))
+        out["has_audio"] = has_audio
+        out["mel_stats"] = stats
+        if self.tokenize is not None:
+            out = self.tokenize(out)
+        else:
+            out["has_lyrics"] = np.zeros(len(errors), dtype=bool)
+        return {k: v for k, v in out.items() if k not in DROP_AFTER}
+
+
+def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, tokenizer_dir: str | None = None,
+                        lyrics=None, concurrency: int = 0, batch_size: int = 8) -> str:
+    """Featurise (and tokenise) the manifest into `<cache_root>/<key>/` unless complete there; return its URI."""
+    import ray  # noqa: PLC0415
+
+    from labeler.schemas import MANIFEST, validate  # noqa: PLC0415
+
+    manifest_uri = storage.absolute_uri(manifest_uri)
+    cache_root_uri = storage.absolute_uri(cache_root_uri)
+    schema = storage.read_parquet_schema(manifest_uri)
+    validate(schema, MANIFEST, where=storage.describe(manifest_uri))
+    cache_uri = storage.join(cache_root_uri, cache_key(manifest_uri, featurizer, tokenizer_dir, lyrics))
+    if storage.exists(storage.join(cache_uri, SUCCESS)):
+        log.info("feature cache hit: %s", storage.describe(cache_uri))
+        return cache_uri
+
+    started = time.perf_counter()
+    fs, path = storage.filesystem(manifest_uri)
+    columns = [c for c in MANIFEST_COLUMNS if c in schema.names]
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(columns)
+    # Leave one CPU to the read tasks that feed the actors (see CacheFeaturizer).
+    n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+    ds = ds.map_batches(
+        CacheFeaturizer, batch_size=batch_size, batch_format="numpy", concurrency=(1, concurrency or n_cpus), num_cpus=1,
+        fn_constructor_kwargs={"featurizer": featurizer.to_dict(), "tokenizer_dir": tokenizer_dir,
+                               "lyrics": lyrics.to_dict() if lyrics is not None else None},
+    )
+
+    staging = f"{cache_uri}.staging-{uuid.uuid4().hex[:8]}"
+    sfs, spath = storage.filesystem(staging)
+    ds.write_parquet(spath, filesystem=sfs)
+    if storage.exists(cache_uri):  # an incomplete earlier attempt
+        storage.remove(cache_uri, recursive=True)
+    storage.move(staging, cache_uri)
+    rows = sum(pq_rows for pq_rows in _row_counts(cache_uri))
+    storage.write_text(storage.join(cache_uri, SUCCESS), json.dumps({
+        "manifest": storage.describe(manifest_uri), "featurizer": featurizer.to_dict(),
+        "tokenizer": tokenizer_dir, "lyrics": lyrics.to_dict() if lyrics is not None else None,
+        "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+    }, indent=2))
+    log.info("feature cache built: %d rows in %.1f s -> %s", rows, time.perf_counter() - started,
+             storage.describe(cache_uri))
+    return cache_uri
+
+
+def _row_counts(cache_uri: str):
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    fs, path = storage.filesystem(cache_uri)
+    dataset = pq.ParquetDataset(path, filesystem=fs)
+    for fragment in dataset.fragments:
+        yield fragment.metadata.num_rows
+
+
+def split_folds(test_fold: int, k: int) -> dict[str, list[int]]:
+    """{"train": [...], "val": [v], "test": [t]}: fold ids per role, from train.folds.split_for."""
+    from train.folds import split_for  # noqa: PLC0415
+
+    roles = split_for(np.arange(k), test_fold, k)
+    return {role: [int(f) for f in np.flatnonzero(roles == role)] for role in ("train", "val", "test")}
+
+
+def read_split(cache_uri: str, folds: list[int], columns: list[str] | None = None, require: str | None = None):
+    """A lazy Ray Dataset of the cache rows in `folds` (and with audio / lyrics when `require` says so)."""
+    import ray  # noqa: PLC0415
+    from ray.data.expressions import col  # noqa: PLC0415
+
+    fs, path = storage.filesystem(cache_uri)
+    # Reads are light (Parquet pages) and must not wait behind training workers that hold whole CPUs.
+    ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=READ_CPUS)
+    if columns is not None:
+        ds = ds.select_columns(sorted(set(columns) | {"fold", "has_audio", "has_lyrics"}))
+    expr = col("fold").is_in([int(f) for f in folds])
+    if require == "audio":
+        expr = expr & (col("has_audio") == True)  # noqa: E712 - an expression, not a Python comparison
+    elif require == "lyrics":
+        expr = expr & (col("has_lyrics") == True)  # noqa: E712
+    ds = ds.filter(expr=expr, num_cpus=READ_CPUS)
+    return ds.select_columns(list(columns)) if columns is not None else ds
+
+
+def branch_columns(branch: str, descriptors: bool = False) -> list[str]:
+    """The cache columns one branch trains on (tensors only: they go straight to iter_torch_batches)."""
+    cols = ["quadrant"]
+    if branch in ("audio", "fusion"):
+        cols += ["log_mel"] + (["descriptors"] if descriptors else [])
+    if branch in ("lyrics", "fusion"):
+        cols += ["input_ids", "attention_mask"]
+    if branch == "fusion":
+        cols += ["has_audio", "has_lyrics"]
+    return cols
+
+
+def branch_requirement(branch: str) -> str | None:
+    """Single-modality branches train on rows that have their modality; fusion on every row."""
+    return {"audio": "audio", "lyrics": "lyrics"}.get(branch)
+
+
+def scalar_columns(cache_uri: str) -> "pa.Table":  # noqa: F821
+    """fold, quadrant, has_audio, has_lyrics of every cached row (a few bytes a row; read with pyarrow)."""
+    return storage.read_parquet(cache_uri, columns=["fold", "quadrant", "has_audio", "has_lyrics"])
+
+
+def iter_numpy(cache_uri: str, folds: list[int], columns: list[str], require: str | None = None,
+               batch_size: int = 256):
+    """Stream numpy batches of a split (for baselines, class counts and driver-side evaluation)."""
+    yield from read_split(cache_uri, folds, columns, require).iter_batches(batch_size=batch_size, batch_format="numpy")
