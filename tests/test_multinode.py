@@ -1,0 +1,253 @@
+"""The jobs on a real multi-node Ray cluster, submitted through its job API, with real faults.
+
+One cluster for the module (tests/cluster_harness.py): a head with the dashboard and job API on
+127.0.0.1 and two worker nodes, one CPU each, every node its own `ray start` process with its own
+temp dir. Jobs are submitted as `ray job submit` does (JobSubmissionClient + jobs/runtime_env.yaml with
+the repository as working_dir) and run `python -m jobs.<name>` exactly as docs/cluster.md shows.
+
+Faults are real: a worker node dies by SIGKILL of its raylet; a Ray Train worker dies by SIGKILL of
+its process. Bundles hold random weights: these tests check that jobs finish with complete,
+duplicate-free outputs, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from labeler.pipeline import OutputLayout, read_bundle_info
+from tests.cluster_harness import LocalCluster, start_cluster, wait_for_job
+from tests.test_pipeline import make_bundle
+
+# Opt-in: these start their own three-node cluster and take minutes; they were written and run on a
+# heavily loaded 2-core box but not yet confirmed green end to end, so CI runs them only when asked
+# (MOOD_LABELER_MULTINODE=1 .venv/bin/python -m pytest tests/test_multinode.py). See issue #8's note.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("MOOD_LABELER_MULTINODE") != "1",
+                       reason="multi-node cluster tests are opt-in: set MOOD_LABELER_MULTINODE=1"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
+SONGS = 24
+WORKER_CPUS = 2
+# Small parts and batches: the job commits a part every few songs, so a fault lands mid-run.
+LABEL_FLAGS = "--rows-per-part 4 --featurise-batch-size 2 --predict-batch-size 4 --max-actors 1"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Logical CPUs, not cores: two per worker so that two concurrent jobs (each holding one CPU for its
+    # Predictor actor) still leave CPUs for featurising. The head keeps one for job drivers' tasks.
+    cluster = start_cluster(num_workers=2, worker_cpus=WORKER_CPUS)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def runtime_env() -> dict:
+    """jobs/runtime_env.yaml as `ray job submit --working-dir . --runtime-env ...` sends it."""
+    return {**yaml.safe_load(RUNTIME_ENV.read_text()), "working_dir": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> str:
+    return make_bundle(tmp_path_factory.mktemp("mn-bundle"))
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory) -> str:
+    from labeler.synth import SynthConfig, synthesise
+
+    root = tmp_path_factory.mktemp("mn-synth")
+    return synthesise(SynthConfig(songs=SONGS, seconds=5.0, formats=("wav", "flac"), output=str(root))).catalogue_uri
+
+
+def label_entrypoint(catalogue: str, bundle: str, output: str) -> str:
+    return f"python -m jobs.label_catalogue --catalogue {catalogue} --bundle {bundle} --output {output} {LABEL_FLAGS}"
+
+
+def submit(cluster: LocalCluster, entrypoint: str, runtime_env: dict) -> str:
+    return cluster.job_client().submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+
+
+def assert_complete(output: str, bundle: str, catalogue: str) -> dict:
+    """Exactly one label row per catalogue song in the version's partition, and a valid completion record."""
+    layout = OutputLayout(output, read_bundle_info(bundle).model_version)
+    expected = set(pq.read_table(catalogue, columns=["song_id"]).column("song_id").to_pylist())
+    labels = pads.dataset(layout.partition_uri, format="parquet").to_table(columns=["song_id", "error"])
+    ids = labels.column("song_id").to_pylist()
+    assert len(ids) == len(set(ids)), f"duplicate label rows: {len(ids) - len(set(ids))}"
+    assert set(ids) == expected
+    record = json.loads(Path(layout.success_uri).read_text())
+    assert record["rows"] == record["catalogue_rows"] == len(expected)
+    assert sorted(record["files"]) == sorted(Path(u).name for u in layout.part_uris())
+    assert not Path(layout.staging_root).exists() or not os.listdir(layout.staging_root)
+    return record
+
+
+def wait_for_parts(layout: OutputLayout, client, job_id: str, at_least: int = 1, timeout: float = 180.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = len(layout.part_uris()) if Path(layout.partition_uri).exists() else 0
+        if n >= at_least:
+            return n
+        status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+        assert status in ("PENDING", "RUNNING"), f"job {job_id} {status} before any part:\n{client.get_job_logs(job_id)[-3000:]}"
+        time.sleep(0.2)
+    raise TimeoutError(f"no committed part after {timeout:.0f} s")
+
+
+# ------------------------------------------------------------------------------------------- labelling
+
+
+def test_labelling_job_runs_across_nodes(cluster, runtime_env, bundle, catalogue, tmp_path):
+    from ray.util.state import list_tasks
+
+    output = str(tmp_path / "labels")
+    client = cluster.job_client()
+    job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
+    status = wait_for_job(client, job_id, timeout=240)
+    logs = client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", logs[-4000:]
+    record = assert_complete(output, bundle, catalogue)
+    assert f"rows: {SONGS} in catalogue, 0 already labelled, {SONGS} written" in logs
+    assert record["written_this_run"] == SONGS
+
+    # The work was spread over the cluster, not run on the head alone.
+    ray_job_id = client.get_job_info(job_id).job_id
+    tasks = list_tasks(address=cluster.dashboard_url, filters=[("job_id", "=", ray_job_id)], limit=1000, raise_on_missing_output=False)
+    nodes = {t.node_id for t in tasks if t.node_id}
+    worker_ids = {w.node_id() for w in cluster.workers}
+    assert nodes & worker_ids, f"no task of job {job_id} ran on a worker node: {nodes}"
+
+    # Re-submitting the same job is a no-op: everything is labelled by this model version.
+    job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
+    assert wait_for_job(client, job_id, timeout=120) == "SUCCEEDED", client.get_job_logs(job_id)[-4000:]
+    assert "nothing new" in client.get_job_logs(job_id)
+    assert_complete(output, bundle, catalogue)
+
+
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
+    "labeler/pipeline.py takes no lock per output: a second run deletes the first run's _staging/ and the two "
+    "runs commit the same songs in differently named parts, so the partition can end with duplicate rows that a "
+    "re-submitted run refuses to certify and cannot repair (docs/cluster.md, section 4)"))
+def test_concurrent_runs_into_one_output(cluster, runtime_env, bundle, catalogue, tmp_path):
+    """Two identical jobs, same output, at the same time: after both end (and one documented
+    re-submission), exactly one row per song and a valid completion record (docs/cluster.md, section 4)."""
+    output = str(tmp_path / "labels")
+    client = cluster.job_client()
+    jobs = [submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env) for _ in range(2)]
+    statuses = [wait_for_job(client, j, timeout=300) for j in jobs]
+    logs = {j: client.get_job_logs(j) for j in jobs}
+    assert "SUCCEEDED" in statuses or all(s == "FAILED" for s in statuses), statuses
+    if statuses != ["SUCCEEDED", "SUCCEEDED"]:
+        # The documented recovery: run the job again; it completes the output.
+        job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
+        assert wait_for_job(client, job_id, timeout=240) == "SUCCEEDED", client.get_job_logs(job_id)[-4000:]
+    assert_complete(output, bundle, catalogue)
+
+
+# ------------------------------------------------------------------------------------------- faults
+
+
+def test_worker_node_dies_during_labelling(cluster, runtime_env, bundle, catalogue, tmp_path):
+    """SIGKILL a worker node's raylet after the job's first committed part; the output ends complete."""
+    output = str(tmp_path / "labels")
+    layout = OutputLayout(output, read_bundle_info(bundle).model_version)
+    client = cluster.job_client()
+    job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
+    wait_for_parts(layout, client, job_id)
+    victim = cluster.workers[0]
+    try:
+        raylet_pid = cluster.kill_node(victim)
+        assert not victim.alive and not psutil.pid_exists(raylet_pid)  # the node is really gone
+        status = wait_for_job(client, job_id, timeout=300)
+        if status == "SUCCEEDED":
+            # Ray Data retried the lost tasks and restarted the actor elsewhere: one run labelled every song.
+            assert assert_complete(output, bundle, catalogue)["written_this_run"] == SONGS
+        else:
+            # The documented recovery when the job itself dies: re-submit; it labels only what is missing.
+            job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
+            assert wait_for_job(client, job_id, timeout=240) == "SUCCEEDED", client.get_job_logs(job_id)[-4000:]
+            assert assert_complete(output, bundle, catalogue)["written_this_run"] < SONGS
+    finally:
+        cluster.workers.remove(victim)
+        cluster.add_worker(num_cpus=WORKER_CPUS)  # later tests get the full cluster again
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> str:
+    """40 synthetic songs in 4 folds: fold 0 trains on 20 of them."""
+    from labeler import storage
+    from labeler.synth import SynthConfig, synthesise
+    from train.folds import assign_folds
+
+    root = tmp_path_factory.mktemp("mn-train")
+    result = synthesise(SynthConfig(songs=40, seconds=5.0, formats=("wav",), seed=5, output=str(root / "synth")))
+    uri = str(root / "manifest.parquet")
+    storage.write_parquet(assign_folds(storage.read_parquet(result.manifest_uri), k=4, seed=8848), uri)
+    return uri
+
+
+def train_entrypoint(manifest: str, output: str, epochs: int) -> str:
+    overrides = f"epochs={epochs} audio_epochs={epochs} patience={epochs} clip_seconds=4.0 batch_size=8 max_failures=2"
+    return (f"python -m jobs.train_folds --manifest {manifest} --output {output} --branch audio --folds 0 "
+            + " ".join(f"--set {kv}" for kv in overrides.split()))
+
+
+def live_train_workers(cluster: LocalCluster) -> list:
+    from ray.util.state import list_actors
+
+    return list_actors(address=cluster.dashboard_url, limit=1000, raise_on_missing_output=False,
+                       filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+
+
+def test_training_job_survives_a_killed_train_worker(cluster, runtime_env, manifest, tmp_path):
+    """SIGKILL the Ray Train worker process after its first checkpoint: Ray Train restarts the worker
+    group from that checkpoint (FailureConfig) and the job still trains every epoch and succeeds."""
+    epochs = 3
+    output = tmp_path / "run"
+    client = cluster.job_client()
+    job_id = submit(cluster, train_entrypoint(manifest, str(output), epochs), runtime_env)
+
+    deadline = time.monotonic() + 300
+    killed = None
+    while killed is None:
+        assert time.monotonic() < deadline, "no checkpoint within 300 s:\n" + client.get_job_logs(job_id)[-3000:]
+        status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+        assert status in ("PENDING", "RUNNING"), f"job {status} before the fault:\n{client.get_job_logs(job_id)[-3000:]}"
+        # Not merely a checkpoint_* folder (it appears while the checkpoint is still being persisted,
+        # and a worker killed then restarts from scratch): Ray Train's checkpoint manager snapshot,
+        # written once the controller has registered a reported checkpoint.
+        if any(output.rglob("checkpoint_manager_snapshot.json")):
+            workers = live_train_workers(cluster)
+            if workers:
+                killed = workers[0]
+                os.kill(killed.pid, signal.SIGKILL)
+                break
+        time.sleep(0.2)
+
+    status = wait_for_job(client, job_id, timeout=600)
+    logs = client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert "ActorDiedError" in logs  # Ray Train saw the worker die (and retried: FailureConfig)
+    report = json.loads((output / "report.json").read_text())
+    selection = report["selection"]["audio"]["0"]  # JSON: fold keys are strings
+    assert selection["resumed_from_epoch"] >= 1, selection  # restored from a checkpoint, not from scratch
+    assert selection["epochs_run"] == epochs
+    assert report["branches"]["audio"]["curves"]["0"]["epoch"] == list(range(1, epochs + 1))
+    assert killed.pid not in {w.pid for w in live_train_workers(cluster)}
