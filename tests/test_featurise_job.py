@@ -79,7 +79,7 @@ def test_cli_featurises_a_local_catalogue(ray_local, shared_data, tmp_path, caps
         mel = rows[song_id]["log_mel"]
         assert mel.shape == (CFG.n_frames, CFG.n_mels) and mel.dtype == np.float16  # round-trips as a tensor
         assert rows[song_id]["audio_error"] is None and np.isfinite(mel.astype(np.float32)).all()
-    assert rows["s0"]["chorus_start_used_s"] == pytest.approx(1.0) and rows["s0"]["chorus_end_used_s"] == pytest.approx(3.5, abs=1e-3)
+    assert rows["s0"]["chorus_start_used_s"] == pytest.approx(1.0) and rows["s0"]["chorus_end_used_s"] == pytest.approx(4.0, abs=1e-3)
     assert rows["s1"]["chorus_end_used_s"] - rows["s1"]["chorus_start_used_s"] == pytest.approx(3.0, abs=0.01)
     assert rows["s2"]["audio_error"].startswith("no_audio:") and not rows["s2"]["log_mel"].any()
     assert rows["s0"]["lyrics"] == "la la" and "genre" not in rows["s0"]
