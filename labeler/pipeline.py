@@ -10,6 +10,7 @@ Output layout (readable as one dataset by pandas, pyarrow, DuckDB and Spark)::
     <output>/version=<model_version>/_SUCCESS.json         completion record of that version (written last)
     <output>/_SUCCESS.json                                 copy of the record of the latest completed run
     <output>/_staging/version=<model_version>/<run_id>/    parts being written (ignored by readers: '_' prefix)
+    <output>/_lease/version=<model_version>/lease-*.json   who is writing this version now (labeler.lease)
 
 Why this layout:
 
@@ -26,7 +27,11 @@ Why this layout:
   labels only the rest (new songs, or what a killed run did not finish). An unchanged re-run writes
   nothing. Before committing anything the run removes the version's `_SUCCESS.json`; it writes it
   again, last, after checking that the partition holds exactly one row per catalogue song. ETL waits
-  for that file. One run per output and model version at a time (no lock is taken).
+  for that file.
+- One run per output and model version at a time: a run takes the version's lease (labeler.lease)
+  before it reads what is done or touches any file, and a second run fails at once with
+  LeaseHeldError naming the holder. A killed run's lease expires after `lease_seconds` (default 120),
+  after which re-running resumes. Runs of different model versions into one output run side by side.
 - Songs removed from the catalogue keep their old labels in the partition (they are harmless to a
   join on song_id); the completion record counts the partition's rows and the catalogue's.
 
@@ -58,6 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labeler import storage
+from labeler.lease import DEFAULT_TTL_SECONDS, LEASE_DIR, Lease
 from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS, quadrant_probs_to_axes
 from labeler.schemas import CATALOGUE, LABELS, SchemaError, check_unique_ids, conform, validate
 
@@ -86,6 +92,7 @@ class LabelJobConfig:
     use_gpu: bool | None = None  # None: GPU actors when the cluster has GPUs
     rows_per_part: int = 2048  # rows per committed Parquet part (the resume granularity)
     plot: str | None = None  # PNG of the quadrant distribution and the valence-arousal scatter
+    lease_seconds: float = DEFAULT_TTL_SECONDS  # a killed run blocks its output version this long
 
     def __post_init__(self) -> None:
         for name in ("featurise_batch_size", "predict_batch_size", "min_actors", "max_actors", "rows_per_part"):
@@ -94,6 +101,8 @@ class LabelJobConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.featurise_cpus is not None and not self.featurise_cpus > 0:
             raise ValueError(f"featurise_cpus must be > 0, got {self.featurise_cpus!r}")
+        if not self.lease_seconds >= 4:
+            raise ValueError(f"lease_seconds must be >= 4 (the lease is renewed every quarter of it), got {self.lease_seconds!r}")
         if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
             raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
 
@@ -223,6 +232,10 @@ class OutputLayout:
     def staging_root(self) -> str:
         """Per version, so that runs of two model versions into one output never touch each other's files."""
         return storage.join(self.output_uri, STAGING_DIR, f"{PARTITION_KEY}={self.model_version}")
+
+    @property
+    def lease_dir(self) -> str:
+        return storage.join(self.output_uri, LEASE_DIR, f"{PARTITION_KEY}={self.model_version}")
 
     def staging_uri(self, run_id: str) -> str:
         return storage.join(self.staging_root, run_id)
@@ -561,7 +574,8 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
 
     The catalogue's contract and its song ids are checked before any work (SchemaError naming the
     columns). Returns the run's summary; raises RuntimeError, without writing the completion record,
-    if the committed partition does not hold exactly one row per catalogue song.
+    if the committed partition does not hold exactly one row per catalogue song, and
+    labeler.lease.LeaseHeldError, before any work, while another run writes this output and version.
     """
     config = config or LabelJobConfig()
     started_at = datetime.now(timezone.utc)
@@ -570,10 +584,17 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     columns, ids = _validated_catalogue(catalogue_uri)
     info = read_bundle_info(bundle_uri)
     layout = OutputLayout(output_uri, info.model_version)
-    done = pc.unique(read_partition(layout, ["song_id"]).column("song_id").combine_chunks())
     run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    # What is done is read under the lease: a run still committing would otherwise be relabelled.
+    with Lease(layout.lease_dir, run_id, config.lease_seconds) as lease:
+        return _label_under_lease(catalogue_uri, columns, ids, info, layout, run_id, started_at, config, lease)
+
+
+def _label_under_lease(catalogue_uri: str, columns: list[str], ids: pa.Array, info: "BundleInfo", layout: OutputLayout,
+                       run_id: str, started_at: datetime, config: LabelJobConfig, lease: Lease) -> LabelSummary:
+    done = pc.unique(read_partition(layout, ["song_id"]).column("song_id").combine_chunks())
     summary = LabelSummary(
-        catalogue_uri=catalogue_uri, output_uri=output_uri, partition_uri=layout.partition_uri,
+        catalogue_uri=catalogue_uri, output_uri=layout.output_uri, partition_uri=layout.partition_uri,
         model_id=info.model_id, model_version=info.model_version, run_id=run_id,
         catalogue_rows=len(ids), already_labelled=_ids_in(ids, done),
     )
@@ -581,7 +602,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     log.info("catalogue %s: %d songs, %d already labelled by version %s, %d to label",
              storage.describe(catalogue_uri), len(ids), summary.already_labelled, info.model_version, todo)
     if todo == 0 and storage.exists(layout.success_uri):
-        return _finish(layout, summary, ids, started_at, config.plot, write_record=False)
+        return _finish(layout, summary, ids, started_at, config.plot, lease=None)
 
     t0 = time.perf_counter()
     if todo:
@@ -606,12 +627,12 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
         summary.errors, summary.audio_errors = dict(errors), dict(audio_errors)
         storage.remove(staging, recursive=True)
     summary.seconds = time.perf_counter() - t0
-    return _finish(layout, summary, ids, started_at, config.plot, write_record=True)
+    return _finish(layout, summary, ids, started_at, config.plot, lease=lease)
 
 
 def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_at: datetime,
-            plot: str | None, write_record: bool) -> LabelSummary:
-    """Check one row per catalogue song, fill the partition-wide figures, write the record last."""
+            plot: str | None, lease: Lease | None) -> LabelSummary:
+    """Check one row per catalogue song, fill the partition-wide figures, write the record last (given a lease)."""
     table = read_partition(layout, ["song_id", "quadrant", "error", "arousal_prob", "valence_prob"])
     summary.partition_rows = table.num_rows
     try:
@@ -626,7 +647,8 @@ def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_
     summary.quadrants = {q: quadrants.get(q, 0) for q in QUADRANTS} if quadrants else {}
     if plot:
         summary.plot = plot_labels(table, plot, f"{summary.model_id} {summary.model_version}")
-    if write_record:
+    if lease is not None:
+        lease.check_held()
         partition_errors = [error_kind(e) for e in table.column("error").to_pylist()]
         record = {
             "model_id": summary.model_id,
@@ -718,6 +740,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--no-gpu", dest="use_gpu", action="store_const", const=False, help="Predictor on CPU actors")
     parser.add_argument("--rows-per-part", type=int, default=LabelJobConfig.rows_per_part,
                         help="rows per committed part file, the unit a killed run resumes from (default %(default)s)")
+    parser.add_argument("--lease-seconds", type=float, default=LabelJobConfig.lease_seconds,
+                        help="how long a killed run keeps other runs off this output version (default %(default)s)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="also draw the quadrant distribution and V-A scatter")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -726,7 +750,7 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
     return LabelJobConfig(
         address=args.address, featurise_batch_size=args.featurise_batch_size, predict_batch_size=args.predict_batch_size,
         featurise_cpus=args.featurise_cpus, min_actors=args.min_actors, max_actors=args.max_actors,
-        use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot,
+        use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot, lease_seconds=args.lease_seconds,
     )
 
 

@@ -107,6 +107,29 @@ def write_bytes(uri: str, data: bytes) -> None:
         f.write(data)
 
 
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write a new file only if none exists at `uri`, atomically; False when one already does.
+
+    Locally with O_CREAT|O_EXCL (fsspec's local "create" mode checks, then writes: not atomic); on S3
+    with a conditional PutObject (If-None-Match: *), which S3 and its test server refuse with 412 when
+    the key exists; in memory:// with an exclusive open. Used for leases that must have one winner.
+    """
+    makedirs(parent(uri))
+    if is_remote(uri):
+        try:
+            fsspec_filesystem(uri).pipe_file(strip_scheme(uri), data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    try:
+        fd = os.open(strip_scheme(uri), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return True
+
+
 def read_text(uri: str, encoding: str = "utf-8") -> str:
     return read_bytes(uri).decode(encoding)
 

@@ -12,6 +12,10 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 python_bin="${PYTHON:-python3.11}"
 command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
+if [ -x .venv/bin/python ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    echo "setup: .venv is incomplete (no pip: an interrupted creation?): making it again"
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($python_bin --version)"
     "$python_bin" -m venv .venv

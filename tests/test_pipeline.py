@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import pytest
 
 from labeler import storage
 from labeler.labels import quadrant_probs_to_axes
+from labeler.lease import Lease, LeaseHeldError
 from labeler.pipeline import (
     BundleInfo,
     LabelJobConfig,
@@ -294,7 +295,8 @@ def test_killed_run_resumes_to_exactly_one_row_per_song(ray_local, bundle, synth
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.label_catalogue", "--catalogue", catalogue, "--bundle", bundle, "--output", output,
-         "--rows-per-part", "2", "--featurise-batch-size", "2", "--predict-batch-size", "2", "--max-actors", "1"],
+         "--rows-per-part", "2", "--featurise-batch-size", "2", "--predict-batch-size", "2", "--max-actors", "1",
+         "--lease-seconds", "5"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.time() + 120
@@ -313,9 +315,33 @@ def test_killed_run_resumes_to_exactly_one_row_per_song(ray_local, bundle, synth
     committed = pq.read_table(layout.partition_uri).num_rows
     assert 0 < committed < table.num_rows and not Path(layout.success_uri).exists()
 
+    # The killed driver never released its lease: the output stays closed to other runs until it expires.
+    killed_lease = json.loads(storage.read_text(storage.listdir(layout.lease_dir)[-1]))
+    assert killed_lease["released"] is False
+    if datetime.fromisoformat(killed_lease["expires_at"]) > datetime.now(timezone.utc) + timedelta(seconds=0.5):
+        with pytest.raises(LeaseHeldError, match=killed_lease["run_id"]):
+            label_catalogue(catalogue, bundle, output, SMALL)
+    time.sleep(max(0.0, (datetime.fromisoformat(killed_lease["expires_at"]) - datetime.now(timezone.utc)).total_seconds()) + 0.2)
     summary = label_catalogue(catalogue, bundle, output, SMALL)
     assert summary.already_labelled == committed and summary.written == table.num_rows - committed
     labels = _read_version(output, version)
     assert len(labels) == table.num_rows and labels["song_id"].is_unique
     assert json.loads(Path(layout.success_uri).read_text())["rows"] == table.num_rows
     assert not os.listdir(layout.staging_root)  # the killed run's staging was discarded
+
+
+def test_a_run_into_an_output_being_written_fails_at_once_and_writes_nothing(ray_local, bundle, synth, tmp_path):
+    output = str(tmp_path / "labels")
+    version = BundleInfo.from_config(bundle, json.loads(Path(bundle, "config.json").read_text())).model_version
+    layout = OutputLayout(output, version)
+    with Lease(layout.lease_dir, "the-other-run", ttl_seconds=60):
+        started = time.perf_counter()
+        with pytest.raises(LeaseHeldError, match="the-other-run"):
+            label_catalogue(synth.catalogue_uri, bundle, output, SMALL)
+        assert time.perf_counter() - started < 30  # refused before any featurising
+        assert not Path(layout.partition_uri).exists() and not Path(layout.staging_root).exists()
+    # Another model version writes beside it: leases are per version.
+    other = OutputLayout(output, version + "-other")
+    with Lease(other.lease_dir, "other-version-run", ttl_seconds=60):
+        summary = label_catalogue(synth.catalogue_uri, bundle, output, SMALL)
+    assert summary.written == summary.catalogue_rows and Path(layout.success_uri).exists()

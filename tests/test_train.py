@@ -17,7 +17,7 @@ from labeler import storage
 
 pytestmark = pytest.mark.slow
 
-SMALL = dict(clip_seconds=4.0, epochs=4, audio_epochs=16, patience=4, max_tokens=64, batch_size=8)
+SMALL = dict(clip_seconds=4.0, epochs=4, audio_epoch_factor=4.0, patience=4, max_tokens=64, batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_worker_failure_resumes_from_checkpoint_on_s3(synth_manifest, ray_local,
     result = train(synth_manifest, str(tmp_path / "out"), branch="audio", preset="cpu-small", folds="0",
                    storage_uri=f"{s3_bucket}/checkpoints", cache_uri=str(tmp_path / "cache"),
                    extra_config={"_fail_once_at_epoch": 2, "_fail_marker": str(marker)},
-                   **{**SMALL, "audio_epochs": 3})
+                   **{**SMALL, "epochs": 3, "audio_epoch_factor": 1.0})
     assert marker.exists()
     selection = result.report["selection"]["audio"][0]
     assert selection["resumed_from_epoch"] >= 1

@@ -7,7 +7,7 @@ still be overridden (`get_preset("cpu-small", epochs=2)`, or `--set epochs=2` on
 | preset | features | audio CNN | lyrics encoder | optimiser | epochs (patience) | folds | workers |
 |---|---|---|---|---|---|---|---|
 | `becmer` | 30 s chorus, 32 kHz, hop 320, 64 mels (3001 frames) | Cnn6 or Cnn10 (`--model`), width 1.0, emb 512 | `bert-base-uncased` (`BERT`), 512 tokens, nothing frozen | Adam; lr 1e-4 CNN, head and fusion; 2e-5 BERT; batch 16; class weights | 30 (8) | all 5 (seed 8848) | 1 GPU worker per fold, bf16 |
-| `cpu-small` | 8 s chorus, 16 kHz, hop 320, 64 mels (401 frames) | Cnn6, width 0.25, emb 128, no block dropout / SpecAugment | MiniLM-L6 (offline), 128 tokens, embeddings + lower 4 of 6 layers frozen | AdamW; lr 1e-3 CNN/head/fusion; 5e-5 encoder; batch 16; class weights | 5, audio 15 (4) | first 2 | 1 CPU worker per fold |
+| `cpu-small` | 8 s chorus, 16 kHz, hop 320, 64 mels (401 frames) | Cnn6, width 0.25, emb 128, no block dropout / SpecAugment | MiniLM-L6 (offline), 128 tokens, embeddings + lower 4 of 6 layers frozen | AdamW; lr 1e-3 CNN/head/fusion; 5e-5 encoder; batch 16; class weights | 5, audio 3x (15) (4) | first 2 | 1 CPU worker per fold |
 
 `becmer` reproduces the seed (sungbohsun/BECMER): full-width PANNs CNNs on 30 s clips at 32 kHz, Adam
 at 1e-4 (2e-5 for BERT), class-weighted cross-entropy, 5-fold CV with seed 8848. It is meant for GPU
@@ -65,7 +65,7 @@ class TrainPreset:
     weight_decay: float = 0.0
     batch_size: int = 16
     epochs: int = 30
-    audio_epochs: int = 0             # audio branch only (a CNN from scratch needs more steps); 0 = `epochs`
+    audio_epoch_factor: float = 1.0   # audio branch: round(epochs x this) (a CNN from scratch needs more steps)
     patience: int = 8                 # epochs without val macro-F1 improvement before stopping
     warmup_fraction: float = 0.05     # of all steps; then cosine decay to 0
     grad_clip: float = 1.0
@@ -91,8 +91,14 @@ class TrainPreset:
         for name in ("epochs", "batch_size", "num_workers", "patience"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.audio_epoch_factor > 0:
+            raise ValueError(f"audio_epoch_factor must be > 0, got {self.audio_epoch_factor!r}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+
+    def epochs_for(self, branch: str) -> int:
+        """Epochs of one branch: the audio CNN trains `audio_epoch_factor` times longer (at least 1)."""
+        return max(1, round(self.epochs * self.audio_epoch_factor)) if branch == "audio" else self.epochs
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -129,7 +135,7 @@ PRESETS: dict[str, TrainPreset] = {
         weight_decay=1e-4,
         batch_size=16,
         epochs=5,
-        audio_epochs=15,
+        audio_epoch_factor=3.0,  # 15 audio epochs; `--set epochs=2` shortens every branch (audio: 6)
         patience=4,
         warmup_fraction=0.1,
         folds=(0, 1),

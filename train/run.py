@@ -360,8 +360,7 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
 
     scalars = scalar_columns(run["cache_uri"])
     preset_dict = preset.to_dict()
-    if branch == "audio" and preset.audio_epochs:
-        preset_dict["epochs"] = preset.audio_epochs
+    preset_dict["epochs"] = preset.epochs_for(branch)
     fold_configs: dict[int, dict] = {}
     for fold in folds:
         split = split_folds(fold, k)
