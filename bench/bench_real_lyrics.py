@@ -10,7 +10,9 @@ embeddings and lower 4 of 6 layers frozen, AdamW 5e-5 encoder / 1e-3 head, warmu
 weights), shortened to fit two CPU cores: 128 tokens (head + tail of long lyrics) and 2 epochs
 by default. Measured: about 3 CPU-seconds per 16-song training step, so an estimated 13-15 min
 on two idle cores (an estimate: the full network run has not been timed end to end). The TF-IDF
-baseline (train.baselines.lyrics_baseline) is fitted on the same training rows. See bench/realdata_cv.py for the loop.
+baseline (train.baselines.lyrics_baseline) is fitted on the same training rows, and so is a
+frozen-embedding baseline (the same MiniLM, not fine-tuned: its mean-pooled embeddings + logistic
+regression), which is what fine-tuning has to beat to be worth its cost. See bench/realdata_cv.py for the loop.
 
     MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_real_lyrics.py
     .venv/bin/python bench/bench_real_lyrics.py --data ../shared/data --epochs 2 --limit 400 --report-dir /tmp/lyr
@@ -49,6 +51,21 @@ def load(data: Path, limit: int | None, seed: int):
     return assign_folds(table, k=5, seed=seed)
 
 
+def frozen_embeddings(config, ids: np.ndarray, mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The pretrained encoder's masked-mean-pooled embedding of every song, computed once, no training."""
+    from labeler.models import EmotionModel
+
+    encoder = EmotionModel.from_pretrained_branches(config).lyrics_encoder.eval()
+    t0 = time.perf_counter()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(ids), batch_size):
+            out.append(encoder(torch.as_tensor(ids[start:start + batch_size], dtype=torch.long),
+                               torch.as_tensor(mask[start:start + batch_size], dtype=torch.long)).float().numpy())
+    print(f"frozen embeddings of {len(ids)} songs in {time.perf_counter() - t0:.1f} s")
+    return np.concatenate(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA", "../shared/data"))
@@ -64,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from labeler.lyrics import LyricsConfig, clean_lyrics, tokenize
     from labeler.models import EmotionModel, LyricsEncoderConfig, ModelConfig
     from labeler.pretrained import load_tokenizer
-    from train.baselines import lyrics_baseline
+    from train.baselines import descriptor_baseline, lyrics_baseline
     from train.presets import get_preset
 
     torch.set_num_threads(args.threads)
@@ -79,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MoodyLyrics4Q: {len(y)} songs, per quadrant {np.bincount(y, minlength=4).tolist()}, k={k}")
 
     results = [cv_baseline("tfidf_lr", lyrics_baseline, texts, y, folds, k, classes)]
+    results[0].note = "word 1-2 grams, sublinear tf, min_df 2"
     if not args.skip_network:
         tokenizer = load_tokenizer(preset.lyrics_encoder)
         lyrics_cfg = LyricsConfig(max_tokens=preset.max_tokens, long_policy=preset.long_policy)
@@ -88,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         config = ModelConfig(branch="lyrics", mode="4Q", audio=None,
                              lyrics=LyricsEncoderConfig(name_or_path=preset.lyrics_encoder, dropout=preset.lyrics_dropout),
                              dropout=preset.head_dropout)
+        results.append(cv_baseline("minilm_frozen_lr", descriptor_baseline, frozen_embeddings(config, ids, mask),
+                                   y, folds, k, classes))
+        results[-1].note = "mean-pooled MiniLM embeddings, not fine-tuned, + logistic regression"
         network = cv_network("minilm_finetuned", lambda: EmotionModel.from_pretrained_branches(config),
                              {"input_ids": ids, "attention_mask": mask}, y, folds, k, preset, classes)
         network.note = f"{preset.max_tokens} tokens, <= {preset.epochs} epochs, lower 4 layers frozen"
         results.insert(0, network)
-    results[-1].note = results[-1].note or "word 1-2 grams, sublinear tf, min_df 2"
 
     total = time.perf_counter() - started
     print()

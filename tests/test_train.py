@@ -114,3 +114,33 @@ def test_bad_arguments_raise_value_errors(synth_manifest, tmp_path):
         train(synth_manifest, str(tmp_path), branch="fusion")
     with pytest.raises(ValueError, match="unknown preset field"):
         train(synth_manifest, str(tmp_path), branch="audio", no_such_knob=1)
+
+
+def test_hybrid_audio_branch_trains_exports_descriptor_stats_and_labels(synth_manifest, ray_local, tmp_path):
+    """`--model Hybrid` end to end: cache with descriptors, training-part statistics in the bundle, labelling."""
+    import pyarrow.parquet as pq
+
+    from labeler.audio import DESCRIPTOR_DIM
+    from labeler.bundle import read_bundle_config
+    from labeler.pipeline import LabelJobConfig, label_catalogue
+    from train.run import train
+
+    result = train(synth_manifest, str(tmp_path / "out"), branch="audio", preset="cpu-small", folds="0",
+                   **{**SMALL, "audio_arch": "Hybrid", "epochs": 3, "audio_epoch_factor": 2.0})
+    fold = result.report["branches"]["audio"]["folds"]
+    assert next(iter(fold.values()))["macro_f1"] >= 0.4, fold  # chance is 0.25
+    config = read_bundle_config(result.bundle_uri)
+    assert config["featurizer"]["descriptors"] is True
+    stats = config["descriptor_stats"]
+    assert len(stats["mean"]) == len(stats["std"]) == DESCRIPTOR_DIM and min(stats["std"]) > 0
+
+    catalogue = str(tmp_path / "catalogue.parquet")
+    synth_catalogue = Path(synth_manifest).parent / "synth" / "catalogue.parquet"
+    pq.write_table(pq.read_table(synth_catalogue).slice(0, 12), catalogue)
+    summary = label_catalogue(catalogue, result.bundle_uri, str(tmp_path / "labels"),
+                              LabelJobConfig(featurise_batch_size=4, predict_batch_size=4, max_actors=1))
+    assert summary.written == summary.labelled == 12 and not summary.errors
+    labels = pq.read_table(summary.partition_uri).to_pandas()
+    assert set(labels["modalities"]) == {"audio"}
+    probs = labels[["prob_q1", "prob_q2", "prob_q3", "prob_q4"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
