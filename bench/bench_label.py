@@ -13,7 +13,7 @@ with 128 tokens) with untrained heads unless --bundle is given: weights do not c
 
     python bench/bench_label.py --songs 1000 --seconds 30              # loop vs job, 2 CPUs
     python bench/bench_label.py --songs 1000 --skip-loop --json        # job only: peak memory at 1,000
-    python bench/bench_label.py --songs 5000 --skip-loop --json        # ... and at 5,000
+    python bench/bench_label.py --songs 5000 --distinct-songs 1000 --skip-loop --json  # ... and at 5,000
     python bench/bench_label.py --songs 200 --loop-songs 60            # the reduced version
 
 Songs are synthesised once into --workdir (default /tmp/bench_label) and reused.
@@ -35,10 +35,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def make_catalogue(workdir: Path, songs: int, seconds: float) -> str:
-    """A synthetic catalogue of `songs` songs (reused when it already exists)."""
+def make_catalogue(workdir: Path, songs: int, seconds: float, distinct: int | None = None) -> str:
+    """A synthetic catalogue of `songs` songs (reused when it already exists).
+
+    With `distinct` < songs, only that many songs are synthesised and the catalogue lists each of
+    them songs/distinct times under new song ids: the job does the same work per row (every row is
+    decoded and featurised), and the 5,000-row memory run does not need 5,000 files synthesised.
+    """
     from labeler.synth import SynthConfig, synthesise
 
+    if distinct and distinct < songs:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out = workdir / f"synth-{songs}-from-{distinct}x{seconds:g}s"
+        catalogue = out / "catalogue.parquet"
+        if not catalogue.exists():
+            source = pq.read_table(make_catalogue(workdir, distinct, seconds))
+            copies = [source.set_column(0, "song_id", pa.array([f"{s}-copy{c}" for s in source.column("song_id").to_pylist()]))
+                      for c in range(-(-songs // distinct))]
+            out.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.concat_tables(copies).slice(0, songs), catalogue)
+        return str(catalogue)
     out = workdir / f"synth-{songs}x{seconds:g}s"
     catalogue = out / "catalogue.parquet"
     if not catalogue.exists():
@@ -164,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--songs", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each synthetic song")
+    parser.add_argument("--distinct-songs", type=int, default=None,
+                        help="synthesise only this many songs and repeat them under new ids (memory runs)")
     parser.add_argument("--loop-songs", type=int, default=None, help="songs timed in the plain loop (default: all)")
     parser.add_argument("--skip-loop", action="store_true")
     parser.add_argument("--cpus", type=int, default=2)
@@ -178,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    catalogue = make_catalogue(workdir, args.songs, args.seconds)
+    catalogue = make_catalogue(workdir, args.songs, args.seconds, args.distinct_songs)
     bundle = args.bundle or make_bundle(workdir)
     result: dict = {"songs": args.songs, "song_seconds": args.seconds, "cpus": args.cpus, "nproc": os.cpu_count()}
     if not args.skip_loop:

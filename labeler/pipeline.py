@@ -123,7 +123,9 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Reso
     """Fill unset knobs from `ray.cluster_resources()`.
 
     With GPUs: one Predictor actor per GPU (the pool grows from one), batches of 64, and one CPU per
-    featurise task. CPU only: featurising dominates (decoding and the chorus search cost several
+    featurise task. Featurise batches of 16 songs, predict batches of 32 on CPU: on 2 cores with
+    1,000 30-s songs, 16/32 ran at 11.1 songs/s against 8.7 for 8/16 (per-task and per-call
+    overheads), and 32/32 at 11.5 was within noise of it (bench/bench_label.py). CPU only: featurising dominates (decoding and the chorus search cost several
     times a batched CNN + MiniLM pass), so Predictor actors are few (one per 8 CPUs, one CPU each)
     and featurise tasks reserve less than a CPU, so that one task per CPU still fits beside the
     actors, which sit idle most of the time.
@@ -145,8 +147,8 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Reso
     else:
         featurise_cpus = max(0.25, round((cpus - max_actors) / cpus, 2))
     return Resources(
-        featurise_batch_size=config.featurise_batch_size or 8,
-        predict_batch_size=config.predict_batch_size or (64 if use_gpu else 16),
+        featurise_batch_size=config.featurise_batch_size or 16,
+        predict_batch_size=config.predict_batch_size or (64 if use_gpu else 32),
         featurise_cpus=featurise_cpus,
         min_actors=min_actors,
         max_actors=max_actors,
@@ -730,8 +732,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, metavar="URI", help="model bundle directory (local or s3://)")
     parser.add_argument("--output", required=True, metavar="URI", help="labels root; writes <output>/version=<model_version>/")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--featurise-batch-size", type=int, default=None, help="songs per featurise batch (default 8)")
-    parser.add_argument("--predict-batch-size", type=int, default=None, help="songs per model call (default 64 GPU / 16 CPU)")
+    parser.add_argument("--featurise-batch-size", type=int, default=None, help="songs per featurise batch (default 16)")
+    parser.add_argument("--predict-batch-size", type=int, default=None, help="songs per model call (default 64 GPU / 32 CPU)")
     parser.add_argument("--featurise-cpus", type=float, default=None, help="CPUs per featurise task (default: 1 with GPUs; CPU only, what fits one task per CPU beside the actors)")
     parser.add_argument("--min-actors", type=int, default=None, help="smallest Predictor pool (default 1)")
     parser.add_argument("--max-actors", type=int, default=None, help="largest Predictor pool (default: GPUs, or CPUs/8)")

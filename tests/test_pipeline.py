@@ -158,6 +158,7 @@ def test_label_rows_axis_bundle_fills_only_its_axis():
 def test_resources_follow_the_cluster_and_flags():
     cpu = resolve_resources(LabelJobConfig(), {"CPU": 2})
     assert (cpu.use_gpu, cpu.min_actors, cpu.max_actors, cpu.featurise_cpus) == (False, 1, 1, 0.5)
+    assert (cpu.featurise_batch_size, cpu.predict_batch_size) == (16, 32)
     assert resolve_resources(LabelJobConfig(), {"CPU": 32}).max_actors == 4
     gpu = resolve_resources(LabelJobConfig(), {"CPU": 16, "GPU": 2})
     assert (gpu.use_gpu, gpu.max_actors, gpu.predict_batch_size) == (True, 2, 64)
