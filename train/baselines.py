@@ -126,28 +126,25 @@ def _aligned_proba(model: Pipeline, test_x, n_classes: int) -> np.ndarray:
     return out
 
 
+def _fit_predict(pipeline: Pipeline, train_x, y_train: Sequence[int], test_x, n_classes: int | None) -> np.ndarray:
+    """Fit `pipeline` on the training rows; test probabilities aligned to class indices."""
+    y, n_classes = _check_labels(y_train, len(train_x), n_classes)
+    return _aligned_proba(pipeline.fit(train_x, y), test_x, n_classes)
+
+
 def audio_baseline(train_feats: np.ndarray, y_train: Sequence[int], test_feats: np.ndarray,
                    n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
     """Fit the log-mel-statistics baseline on (n, frames, mels) clips; (n_test, n_classes) probabilities."""
-    train_feats = np.asarray(train_feats)
-    y, n_classes = _check_labels(y_train, len(train_feats), n_classes)
-    model = make_audio_baseline(config).fit(train_feats, y)
-    return _aligned_proba(model, np.asarray(test_feats), n_classes)
+    return _fit_predict(make_audio_baseline(config), np.asarray(train_feats), y_train, np.asarray(test_feats), n_classes)
 
 
 def descriptor_baseline(train_feats: np.ndarray, y_train: Sequence[int], test_feats: np.ndarray,
                         n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
     """Fit the handcrafted-descriptor baseline on (n, DESCRIPTOR_DIM) vectors; (n_test, n_classes) probabilities."""
-    train_feats = np.asarray(train_feats)
-    y, n_classes = _check_labels(y_train, len(train_feats), n_classes)
-    model = make_descriptor_baseline(config).fit(train_feats, y)
-    return _aligned_proba(model, np.asarray(test_feats), n_classes)
+    return _fit_predict(make_descriptor_baseline(config), np.asarray(train_feats), y_train, np.asarray(test_feats), n_classes)
 
 
 def lyrics_baseline(train_texts: Sequence[str | None], y_train: Sequence[int], test_texts: Sequence[str | None],
                     n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
     """Fit the TF-IDF baseline on raw lyrics (None/"" allowed); (n_test, n_classes) probabilities."""
-    train_texts = list(train_texts)
-    y, n_classes = _check_labels(y_train, len(train_texts), n_classes)
-    model = make_lyrics_baseline(config).fit(train_texts, y)
-    return _aligned_proba(model, list(test_texts), n_classes)
+    return _fit_predict(make_lyrics_baseline(config), list(train_texts), y_train, list(test_texts), n_classes)
