@@ -92,14 +92,21 @@ class Lease:
             "expires_at": (now + timedelta(seconds=self.ttl_seconds)).isoformat(), "released": released,
         }, indent=2).encode("utf-8")
 
+    def _generations(self) -> dict[int, str]:
+        """Every lease generation in the directory, by number (one listing, no file read)."""
+        return {g: u for g, u in ((_generation(u), u) for u in storage.listdir(self.directory)) if g is not None}
+
+    def _newest_generation(self) -> int:
+        return max(self._generations(), default=0)
+
     def _latest(self) -> tuple[int, dict | None]:
         """The newest generation number and its record (0, None when there is none)."""
-        generations = [g for g in (_generation(u) for u in storage.listdir(self.directory)) if g is not None]
+        generations = self._generations()
         if not generations:
             return 0, None
         latest = max(generations)
         try:
-            record = json.loads(storage.read_text(storage.join(self.directory, f"lease-{latest:08d}.json")))
+            record = json.loads(storage.read_text(generations[latest]))
         except (OSError, ValueError):  # half-visible or unreadable: treat as held until proven otherwise
             record = {"run_id": "unknown", "expires_at": (_now() + timedelta(seconds=self.ttl_seconds)).isoformat()}
         return latest, record
@@ -122,9 +129,8 @@ class Lease:
         if not storage.create_exclusive(self.uri, self._record()):
             _, winner = self._latest()  # another run created this generation first
             raise LeaseHeldError(storage.describe(self.directory), winner or {"run_id": "unknown"})
-        for old in storage.listdir(self.directory):  # superseded generations (keep the previous one)
-            g = _generation(old)
-            if g is not None and g < self.generation - 1:
+        for g, old in self._generations().items():  # superseded generations (keep the previous one)
+            if g < self.generation - 1:
                 storage.remove(old)
         self._thread = threading.Thread(target=self._renew_until_stopped, name=f"lease-{self.run_id}", daemon=True)
         self._thread.start()
@@ -140,8 +146,9 @@ class Lease:
 
     def check_held(self) -> None:
         """Raise LeaseLostError if another run took a newer generation (this one had expired)."""
-        latest, record = self._latest()
+        latest = self._newest_generation()
         if latest != self.generation:
+            _, record = self._latest()
             raise LeaseLostError(
                 f"lease on {storage.describe(self.directory)} was lost: run {(record or {}).get('run_id')} took generation "
                 f"{latest} after this run's (generation {self.generation}) expired; was this run's driver paused for "
@@ -153,7 +160,7 @@ class Lease:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self.generation and self._latest()[0] == self.generation:
+        if self.generation and self._newest_generation() == self.generation:
             storage.write_bytes(self.uri, self._record(released=True))
 
     def __enter__(self) -> "Lease":

@@ -123,12 +123,12 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Reso
     """Fill unset knobs from `ray.cluster_resources()`.
 
     With GPUs: one Predictor actor per GPU (the pool grows from one), batches of 64, and one CPU per
-    featurise task. Featurise batches of 16 songs, predict batches of 32 on CPU: on 2 cores with
-    1,000 30-s songs, 16/32 ran at 11.1 songs/s against 8.7 for 8/16 (per-task and per-call
-    overheads), and 32/32 at 11.5 was within noise of it (bench/bench_label.py). CPU only: featurising dominates (decoding and the chorus search cost several
+    featurise task. CPU only: featurising dominates (decoding and the chorus search cost several
     times a batched CNN + MiniLM pass), so Predictor actors are few (one per 8 CPUs, one CPU each)
     and featurise tasks reserve less than a CPU, so that one task per CPU still fits beside the
-    actors, which sit idle most of the time.
+    actors, which sit idle most of the time. Featurise batches of 16 songs, predict batches of 32 on
+    CPU: on 2 cores with 1,000 30-s songs, 16/32 ran at 11.1 songs/s against 8.7 for 8/16 (per-task
+    and per-call overheads), and 32/32 at 11.5 was within noise of it (bench/bench_label.py).
     """
     cpus = max(1, int(cluster.get("CPU", 1)))
     gpus = int(cluster.get("GPU", 0))
@@ -589,47 +589,42 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     # What is done is read under the lease: a run still committing would otherwise be relabelled.
     with Lease(layout.lease_dir, run_id, config.lease_seconds) as lease:
-        return _label_under_lease(catalogue_uri, columns, ids, info, layout, run_id, started_at, config, lease)
+        done = pc.unique(read_partition(layout, ["song_id"]).column("song_id").combine_chunks())
+        summary = LabelSummary(
+            catalogue_uri=catalogue_uri, output_uri=layout.output_uri, partition_uri=layout.partition_uri,
+            model_id=info.model_id, model_version=info.model_version, run_id=run_id,
+            catalogue_rows=len(ids), already_labelled=_ids_in(ids, done),
+        )
+        todo = summary.catalogue_rows - summary.already_labelled
+        log.info("catalogue %s: %d songs, %d already labelled by version %s, %d to label",
+                 storage.describe(catalogue_uri), len(ids), summary.already_labelled, info.model_version, todo)
+        if todo == 0 and storage.exists(layout.success_uri):
+            return _finish(layout, summary, ids, started_at, config.plot, lease=None)
 
+        t0 = time.perf_counter()
+        if todo:
+            import ray  # noqa: PLC0415
 
-def _label_under_lease(catalogue_uri: str, columns: list[str], ids: pa.Array, info: "BundleInfo", layout: OutputLayout,
-                       run_id: str, started_at: datetime, config: LabelJobConfig, lease: Lease) -> LabelSummary:
-    done = pc.unique(read_partition(layout, ["song_id"]).column("song_id").combine_chunks())
-    summary = LabelSummary(
-        catalogue_uri=catalogue_uri, output_uri=layout.output_uri, partition_uri=layout.partition_uri,
-        model_id=info.model_id, model_version=info.model_version, run_id=run_id,
-        catalogue_rows=len(ids), already_labelled=_ids_in(ids, done),
-    )
-    todo = summary.catalogue_rows - summary.already_labelled
-    log.info("catalogue %s: %d songs, %d already labelled by version %s, %d to label",
-             storage.describe(catalogue_uri), len(ids), summary.already_labelled, info.model_version, todo)
-    if todo == 0 and storage.exists(layout.success_uri):
-        return _finish(layout, summary, ids, started_at, config.plot, lease=None)
-
-    t0 = time.perf_counter()
-    if todo:
-        import ray  # noqa: PLC0415
-
-        ensure_ray(config.address)
-        res = resolve_resources(config, ray.cluster_resources())
-        log.info("resources: %s", res)
-        storage.remove(layout.staging_root, recursive=True)  # parts of killed runs were never committed
-        storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
-        staging = layout.staging_uri(run_id)
-        records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging, layout.partition_uri)
-        errors: Counter = Counter()
-        audio_errors: Counter = Counter()
-        for record in records.iter_rows():
-            summary.files.append(record["file"])
-            summary.written += int(record["rows"])
-            summary.labelled += int(record["labelled"])
-            errors.update(json.loads(record["errors"]))
-            audio_errors.update(json.loads(record["audio_errors"]))
-            log.info("committed %s (%d rows; %d/%d this run)", _basename(record["file"]), record["rows"], summary.written, todo)
-        summary.errors, summary.audio_errors = dict(errors), dict(audio_errors)
-        storage.remove(staging, recursive=True)
-    summary.seconds = time.perf_counter() - t0
-    return _finish(layout, summary, ids, started_at, config.plot, lease=lease)
+            ensure_ray(config.address)
+            res = resolve_resources(config, ray.cluster_resources())
+            log.info("resources: %s", res)
+            storage.remove(layout.staging_root, recursive=True)  # parts of killed runs were never committed
+            storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
+            staging = layout.staging_uri(run_id)
+            records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging, layout.partition_uri)
+            errors: Counter = Counter()
+            audio_errors: Counter = Counter()
+            for record in records.iter_rows():
+                summary.files.append(record["file"])
+                summary.written += int(record["rows"])
+                summary.labelled += int(record["labelled"])
+                errors.update(json.loads(record["errors"]))
+                audio_errors.update(json.loads(record["audio_errors"]))
+                log.info("committed %s (%d rows; %d/%d this run)", _basename(record["file"]), record["rows"], summary.written, todo)
+            summary.errors, summary.audio_errors = dict(errors), dict(audio_errors)
+            storage.remove(staging, recursive=True)
+        summary.seconds = time.perf_counter() - t0
+        return _finish(layout, summary, ids, started_at, config.plot, lease=lease)
 
 
 def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_at: datetime,

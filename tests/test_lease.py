@@ -87,6 +87,13 @@ def test_a_live_holder_keeps_its_lease_by_renewing(lease_dir):
         held.check_held()
 
 
+def test_an_unreadable_lease_file_counts_as_held(lease_dir):
+    """A half-written or corrupt lease must not let a second run in: it is held until its ttl passes."""
+    storage.write_bytes(storage.join(lease_dir, "lease-00000001.json"), b"{not json")
+    with pytest.raises(LeaseHeldError, match="run unknown"):
+        Lease(lease_dir, "careful-run", ttl_seconds=60).acquire()
+
+
 def test_old_generations_are_cleaned_up(lease_dir):
     for i in range(4):
         with Lease(lease_dir, f"run-{i}", ttl_seconds=60):

@@ -167,6 +167,8 @@ def test_resources_follow_the_cluster_and_flags():
         resolve_resources(LabelJobConfig(use_gpu=True), {"CPU": 2})
     with pytest.raises(ValueError, match="rows_per_part"):
         LabelJobConfig(rows_per_part=0)
+    with pytest.raises(ValueError, match="lease_seconds must be >= 4"):
+        LabelJobConfig(lease_seconds=1)
 
 
 # ---------------------------------------------------------------------------------------- with Ray
