@@ -7,12 +7,13 @@ and temperature); the other three (96 clips) train.
 
 Features: the project's Featurizer with the `cpu-small` geometry (16 kHz, 8-s chorus found
 automatically, window 512, hop 320, 64 mels -> 401 frames) plus the handcrafted descriptors for the
-Hybrid branch, computed once for all models (2 processes). A second baseline, the same logistic
-regression on the descriptors alone, shows how much of the Hybrid branch's gain the descriptors make. Networks follow `cpu-small` (quarter-width
+Hybrid branch, computed once for all models (2 processes). Networks follow `cpu-small` (quarter-width
 Cnn6, embedding 128, AdamW 1e-3, warmup + cosine, SpecAugment, class weights) with 12 epochs,
 patience 4 by default (about 1.2 CPU-seconds per 16-clip step). The Hybrid branch is the same Cnn6
 plus the descriptor vector, standardised with the training rows' mean and std. The baseline
-(train.baselines.audio_baseline) is fitted on the same training rows.
+(train.baselines.audio_baseline) is fitted on the same training rows, and so is a second one, the
+same logistic regression on the descriptors alone (train.baselines.vector_baseline), which shows how
+much of the Hybrid branch's gain the descriptors make.
 
     MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_real_audio.py
     .venv/bin/python bench/bench_real_audio.py --data ../shared/data --epochs 4 --report-dir /tmp/audio
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from labeler.audio import DESCRIPTOR_DIM
     from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
-    from train.baselines import audio_baseline, descriptor_baseline
+    from train.baselines import audio_baseline, vector_baseline
     from train.datasets.fourq import prepare_4q
     from train.folds import assign_folds
     from train.presets import get_preset
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(cv_baseline("logmel_stats_lr", audio_baseline, log_mel, y, folds, k, classes))
         results[-1].note = "mean/std/delta-std per mel band"
     if "descriptors_lr" in models:
-        results.append(cv_baseline("descriptors_lr", descriptor_baseline, descriptors, y, folds, k, classes))
+        results.append(cv_baseline("descriptors_lr", vector_baseline, descriptors, y, folds, k, classes))
         results[-1].note = f"the Hybrid branch's {DESCRIPTOR_DIM} descriptors alone"
 
     total = time.perf_counter() - started

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from labeler.lyrics import LyricsConfig, clean_lyrics, tokenize
     from labeler.models import EmotionModel, LyricsEncoderConfig, ModelConfig
     from labeler.pretrained import load_tokenizer
-    from train.baselines import descriptor_baseline, lyrics_baseline
+    from train.baselines import lyrics_baseline, vector_baseline
     from train.presets import get_preset
 
     torch.set_num_threads(args.threads)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ModelConfig(branch="lyrics", mode="4Q", audio=None,
                              lyrics=LyricsEncoderConfig(name_or_path=preset.lyrics_encoder, dropout=preset.lyrics_dropout),
                              dropout=preset.head_dropout)
-        results.append(cv_baseline("minilm_frozen_lr", descriptor_baseline, frozen_embeddings(config, ids, mask),
+        results.append(cv_baseline("minilm_frozen_lr", vector_baseline, frozen_embeddings(config, ids, mask),
                                    y, folds, k, classes))
         results[-1].note = "mean-pooled MiniLM embeddings, not fine-tuned, + logistic regression"
         network = cv_network("minilm_finetuned", lambda: EmotionModel.from_pretrained_branches(config),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.baselines import audio_baseline, descriptor_baseline, logmel_stats, lyrics_baseline
+from train.baselines import audio_baseline, logmel_stats, lyrics_baseline, vector_baseline
 from train.evaluate import classification_metrics
 
 CLASSES = ["Q1", "Q2", "Q3", "Q4"]
@@ -82,14 +82,14 @@ def test_lyrics_baseline_beats_chance_on_class_words():
     assert classification_metrics(y_test, probs, CLASSES)["macro_f1"] > 0.8
 
 
-def test_descriptor_baseline_learns_and_survives_non_finite_values():
+def test_vector_baseline_learns_and_survives_non_finite_values():
     rng = np.random.default_rng(4)
     y = np.repeat(np.arange(4), 20)
     x = rng.normal(0.0, 1.0, size=(80, 12)) * 100.0  # unscaled, as raw descriptors are
     x[np.arange(80), y] += 500.0  # descriptor c is high for class c
     x[3, 5], x[7, 0] = np.nan, np.inf  # e.g. a tempo estimate on a silent clip
     train, test = np.arange(80) % 2 == 0, np.arange(80) % 2 == 1
-    probs = descriptor_baseline(x[train], y[train], x[test], n_classes=4)
+    probs = vector_baseline(x[train], y[train], x[test], n_classes=4)
     assert probs.shape == (40, 4) and np.isfinite(probs).all()
     assert classification_metrics(y[test], probs, CLASSES)["macro_f1"] > 0.8
 

@@ -7,11 +7,12 @@ branches:
   the log-mel over time, and the std of its first time-derivative (librosa delta; how much a band
   moves, a rough rhythm/onset-strength cue). 3 x n_mels numbers per clip, standardised, then
   multinomial logistic regression with balanced class weights.
-- audio, handcrafted: the same logistic regression on the Hybrid branch's descriptor vector
-  (labeler.audio.descriptors_from: log-mel, MFCC, chroma, spectral contrast, onset and tempo
-  statistics). Not in every report (the cache holds descriptors only for Hybrid runs); the real-data
-  benchmark shows it beside the Hybrid network, so a gain of the network over log-mel statistics is
-  not mistaken for the CNN's when it comes from the descriptors.
+- any fixed-length vectors (`vector_baseline`): standardised, then the same logistic regression.
+  The real-data benchmarks fit it on the Hybrid branch's descriptor vector (labeler.audio.
+  descriptors_from: log-mel, MFCC, chroma, spectral contrast, onset and tempo statistics), so a gain
+  of the network over log-mel statistics is not credited to the CNN when it comes from the
+  descriptors, and on frozen MiniLM embeddings, which fine-tuning has to beat. Not in every report
+  (the cache holds descriptors only for Hybrid runs).
 - lyrics: TF-IDF of word 1-2 grams (sublinear tf, min_df 2) on cleaned lyrics
   (labeler.lyrics.clean_lyrics: LRC tags, [Chorus] and Genius residue removed), then logistic
   regression with balanced class weights.
@@ -86,8 +87,8 @@ def make_audio_baseline(config: BaselineConfig | None = None) -> Pipeline:
     ])
 
 
-def make_descriptor_baseline(config: BaselineConfig | None = None) -> Pipeline:
-    """descriptor vectors -> non-finite to 0 -> standardise -> balanced logistic regression."""
+def make_vector_baseline(config: BaselineConfig | None = None) -> Pipeline:
+    """feature vectors -> non-finite to 0 -> standardise -> balanced logistic regression."""
     config = config or BaselineConfig()
     return Pipeline([
         ("finite", FunctionTransformer(lambda x: np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0))),
@@ -138,10 +139,10 @@ def audio_baseline(train_feats: np.ndarray, y_train: Sequence[int], test_feats: 
     return _fit_predict(make_audio_baseline(config), np.asarray(train_feats), y_train, np.asarray(test_feats), n_classes)
 
 
-def descriptor_baseline(train_feats: np.ndarray, y_train: Sequence[int], test_feats: np.ndarray,
+def vector_baseline(train_feats: np.ndarray, y_train: Sequence[int], test_feats: np.ndarray,
                         n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
-    """Fit the handcrafted-descriptor baseline on (n, DESCRIPTOR_DIM) vectors; (n_test, n_classes) probabilities."""
-    return _fit_predict(make_descriptor_baseline(config), np.asarray(train_feats), y_train, np.asarray(test_feats), n_classes)
+    """Fit the vector baseline on (n, d) vectors (descriptors, embeddings); (n_test, n_classes) probabilities."""
+    return _fit_predict(make_vector_baseline(config), np.asarray(train_feats), y_train, np.asarray(test_feats), n_classes)
 
 
 def lyrics_baseline(train_texts: Sequence[str | None], y_train: Sequence[int], test_texts: Sequence[str | None],
