@@ -65,7 +65,16 @@ import pyarrow.compute as pc
 from labeler import storage
 from labeler.lease import DEFAULT_TTL_SECONDS, LEASE_DIR, Lease
 from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS, quadrant_probs_to_axes
-from labeler.schemas import CATALOGUE, LABELS, SchemaError, check_unique_ids, conform, validate
+from labeler.schemas import (
+    CATALOGUE,
+    LABELS,
+    SchemaError,
+    check_unique_ids,
+    conform,
+    is_missing,
+    nullable_strings,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -336,28 +345,13 @@ def featurise_memory_bytes(featurizer: dict | None, batch_size: int) -> int:
     return baseline + 3 * window + batch_size * cfg.n_frames * cfg.n_mels * 2 * 2
 
 
-def _is_missing(value: Any) -> bool:
-    """None, NaN of any float type, or "" (Ray Data turns an all-None object column into float NaN)."""
-    if value is None:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return bool(np.isnan(value))
-    return isinstance(value, str) and not value
-
-
-def _nullable_str(values: Any, n: int) -> list[str | None]:
-    if values is None:
-        return [None] * n
-    return [None if _is_missing(v) else str(v) for v in values]
-
-
 def _no_error_as_empty(values: np.ndarray) -> np.ndarray:
     """Error columns leave this stage as strings, "" for none.
 
     Ray Data stores an object column that is None in every row as float NaN, which a consumer
     checking `isinstance(v, float)` would then report as the error "nan"; "" never changes type.
     """
-    return np.array(["" if _is_missing(v) else str(v) for v in values], dtype=object)
+    return np.array(["" if is_missing(v) else str(v) for v in values], dtype=object)
 
 
 def _nullable_float(values: Any, n: int, ok: np.ndarray) -> pa.Array:
@@ -371,7 +365,7 @@ def label_rows(batch: dict[str, np.ndarray], info: BundleInfo, labelled_at: date
     """Predictor output -> label rows in the LABELS contract (see the module docstring per mode)."""
     song_ids = [str(s) for s in batch["song_id"]]
     n = len(song_ids)
-    errors = _nullable_str(batch.get("error"), n)
+    errors = nullable_strings(batch.get("error"), n)
     ok = np.array([e is None for e in errors], dtype=bool)
     probs = np.asarray(batch["probs"], dtype=np.float32).reshape(n, len(info.classes)) if n else np.zeros((0, len(info.classes)), np.float32)
     columns: dict[str, Any] = {"song_id": pa.array(song_ids, pa.string())}
@@ -402,8 +396,8 @@ def label_rows(batch: dict[str, np.ndarray], info: BundleInfo, labelled_at: date
         columns[axis] = side(p_high)
     columns["arousal_score"] = _nullable_float(batch.get("arousal_score"), n, ok)
     columns["valence_score"] = _nullable_float(batch.get("valence_score"), n, ok)
-    columns["modalities"] = pa.array(_nullable_str(batch.get("modalities"), n), pa.string())
-    columns["audio_error"] = pa.array(_nullable_str(batch.get("audio_error"), n), pa.string())
+    columns["modalities"] = pa.array(nullable_strings(batch.get("modalities"), n), pa.string())
+    columns["audio_error"] = pa.array(nullable_strings(batch.get("audio_error"), n), pa.string())
     columns["model_id"] = pa.array([info.model_id] * n, pa.string())
     columns["model_version"] = pa.array([info.model_version] * n, pa.string())
     columns["labelled_at"] = pa.array([labelled_at] * n, pa.timestamp("us", tz="UTC"))

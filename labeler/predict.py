@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from labeler.bundle import Bundle, load_bundle
+from labeler.schemas import nullable_strings
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class Predictor:
 
     def _usable(self, batch: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, list[str | None], list[str | None]]:
         """Per row: can audio be used, can lyrics be used, and why not (as '<kind>: detail')."""
-        audio_errors = _column(batch, "audio_error", n)
-        lyrics_errors = _column(batch, "lyrics_error", n)
+        audio_errors = nullable_strings(batch.get("audio_error"), n)
+        lyrics_errors = nullable_strings(batch.get("lyrics_error"), n)
         audio_ok = np.zeros(n, dtype=bool)
         audio_why: list[str | None] = [None] * n
         if self.uses_audio:
@@ -158,8 +159,9 @@ class Predictor:
             modalities=modalities,
             valence_score=va[:, 0].copy(),
             arousal_score=va[:, 1].copy(),
-            audio_error=np.array([audio_why[i] if self.uses_audio else _column(batch, "audio_error", n)[i]
-                                  for i in range(n)], dtype=object),
+            # A model without audio passes the featuriser's verdict through; one with audio gives its own.
+            audio_error=np.array(audio_why if self.uses_audio else nullable_strings(batch.get("audio_error"), n),
+                                 dtype=object),
             error=errors,
         )
         return out
@@ -198,17 +200,3 @@ def _batch_len(batch: dict[str, np.ndarray]) -> int:
     if not batch:
         return 0
     return len(next(iter(batch.values())))
-
-
-def _column(batch: dict[str, np.ndarray], name: str, n: int) -> list:
-    """An error column as str | None per row. Ray Data turns an object column that is None in every
-    row into float NaN (numpy or Python), so NaN and "" both mean 'no error'."""
-    if name not in batch:
-        return [None] * n
-    values = []
-    for v in batch[name]:
-        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) or (isinstance(v, str) and not v):
-            values.append(None)
-        else:
-            values.append(str(v))
-    return values

@@ -8,7 +8,9 @@ before any work starts, naming every missing or mistyped column in a single erro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -169,6 +171,26 @@ def check_unique_ids(table: pa.Table, column: str = "song_id", where: str = "") 
     if dup:
         shown = ", ".join(map(repr, dup[:5]))
         raise SchemaError(f"{where or 'table'}: {len(dup)} duplicate {column} value(s), e.g. {shown}")
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN of any float type, or "": the ways a nullable string cell reaches a batch function.
+
+    Ray Data stores an object column that is None in every row of a block as float NaN, so a
+    string column's "no value" arrives as None in one batch and NaN in the next.
+    """
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return isinstance(value, str) and not value
+
+
+def nullable_strings(values: Any, n: int) -> list[str | None]:
+    """A batch column of optional strings as str | None per row; an absent column is n Nones."""
+    if values is None:
+        return [None] * n
+    return [None if is_missing(v) else str(v) for v in values]
 
 
 def markdown_table(contract: Contract) -> str:

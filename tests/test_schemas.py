@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +18,9 @@ from labeler.schemas import (
     SchemaError,
     check_unique_ids,
     conform,
+    is_missing,
     markdown_table,
+    nullable_strings,
     validate,
 )
 
@@ -151,3 +154,17 @@ def test_markdown_table_lists_every_column():
         assert len(text.splitlines()) == len(contract.columns) + 2
         for column in contract.columns:
             assert f"`{column.name}`" in text
+
+
+def test_missing_string_cells_in_every_form_ray_data_hands_them_over():
+    # An object column that is None in every row of a block comes back as float NaN (numpy or Python).
+    for value in (None, float("nan"), np.float32("nan"), np.float64("nan"), ""):
+        assert is_missing(value), value
+    for value in ("corrupt: truncated file", "0", 0.0, np.float32(1.5)):
+        assert not is_missing(value), value
+
+
+def test_nullable_strings_normalises_a_column_and_fills_an_absent_one():
+    column = np.array([None, float("nan"), "", "no_audio: missing file", 3], dtype=object)
+    assert nullable_strings(column, 5) == [None, None, None, "no_audio: missing file", "3"]
+    assert nullable_strings(None, 3) == [None, None, None]
