@@ -18,6 +18,7 @@ pytest's tmp_path does not guarantee), removed when the cluster stops.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ import psutil
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+LOOPBACK_SITE = Path(__file__).resolve().parent / "loopback"  # its sitecustomize keeps Ray on 127.0.0.1 (also set by conftest)
 
 
 def free_port() -> int:
@@ -56,7 +58,12 @@ def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         TOKENIZERS_PARALLELISM="false",
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
+        # Nodes register and connect on 127.0.0.1, not the machine's outward address
+        # (tests/loopback/sitecustomize.py).
+        MOOD_LABELER_LOOPBACK_RAY="1",
     )
+    if str(LOOPBACK_SITE) not in env.get("PYTHONPATH", "").split(os.pathsep):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LOOPBACK_SITE), env.get("PYTHONPATH")) if p)
     env.update(extra or {})
     return env
 
@@ -163,6 +170,11 @@ class LocalCluster:
                            raise_on_missing_output=False)
         return {n.node_id for n in nodes}
 
+    def non_loopback_sockets(self) -> list[str]:
+        """Sockets of the cluster's processes off loopback (see `off_loopback_sockets`)."""
+        return off_loopback_sockets(p for node in self.nodes if node.alive
+                                    for p in [psutil.Process(node.proc.pid), *node.processes()])
+
     def wait_for_nodes(self, timeout: float = 120.0) -> None:
         """Wait until GCS counts every node started here (and not killed) as alive.
 
@@ -206,6 +218,24 @@ class LocalCluster:
         for node in nodes:
             _reap(node, leftovers[id(node)])
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def is_loopback(ip: str) -> bool:
+    return ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback
+
+
+def off_loopback_sockets(processes) -> list[str]:
+    """Every TCP/UDP socket of `processes` bound or connected to an address off loopback, as
+    'name[pid]: local -> remote'. Empty when all their traffic stays on 127.0.0.1."""
+    found = []
+    for proc in processes:
+        try:
+            sockets, name = proc.net_connections(kind="inet"), proc.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found += [f"{name}[{proc.pid}]: {s.laddr} -> {s.raddr or '-'}" for s in sockets
+                  if any(not is_loopback(a.ip) for a in (s.laddr, s.raddr) if a)]
+    return found
 
 
 def _node_args(num_cpus: int, object_store_memory: int) -> list[str]:

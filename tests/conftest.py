@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import uuid
@@ -17,6 +18,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DATA_ENV = "MOOD_LABELER_DATA"
+
+# Every Ray the tests start - in this process, in CLI subprocesses, the multi-node cluster - registers
+# and listens on 127.0.0.1 only (Ray would take the machine's outward address): see the module.
+LOOPBACK_SITE = Path(__file__).resolve().parent / "loopback"
+os.environ["MOOD_LABELER_LOOPBACK_RAY"] = "1"
+if str(LOOPBACK_SITE) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(LOOPBACK_SITE), os.environ.get("PYTHONPATH")) if p)
+_loopback_spec = importlib.util.spec_from_file_location("loopback_sitecustomize", LOOPBACK_SITE / "sitecustomize.py")
+_loopback_spec.loader.exec_module(importlib.util.module_from_spec(_loopback_spec))  # installs the patch here
 
 
 def _free_port() -> int:
