@@ -295,7 +295,10 @@ def test_killed_run_resumes_to_exactly_one_row_per_song(ray_local, bundle, synth
     version = BundleInfo.from_config(bundle, json.loads(Path(bundle, "config.json").read_text())).model_version
     layout = OutputLayout(output, version)
 
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
+    # PYTHONPATH keeps what conftest put there (the loopback patch): without it this driver would look
+    # for the session's Ray on the machine's outward address, where nothing listens.
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address, "PYTHONPATH": pythonpath}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.label_catalogue", "--catalogue", catalogue, "--bundle", bundle, "--output", output,
          "--rows-per-part", "2", "--featurise-batch-size", "2", "--predict-batch-size", "2", "--max-actors", "1",
