@@ -71,7 +71,6 @@ from labeler.schemas import (
     SchemaError,
     check_unique_ids,
     conform,
-    is_missing,
     nullable_strings,
     validate,
 )
@@ -351,7 +350,7 @@ def _no_error_as_empty(values: np.ndarray) -> np.ndarray:
     Ray Data stores an object column that is None in every row as float NaN, which a consumer
     checking `isinstance(v, float)` would then report as the error "nan"; "" never changes type.
     """
-    return np.array(["" if is_missing(v) else str(v) for v in values], dtype=object)
+    return np.array([v or "" for v in nullable_strings(values, len(values))], dtype=object)
 
 
 def _nullable_float(values: Any, n: int, ok: np.ndarray) -> pa.Array:

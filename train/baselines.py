@@ -140,7 +140,7 @@ def audio_baseline(train_feats: np.ndarray, y_train: Sequence[int], test_feats: 
 
 
 def vector_baseline(train_feats: np.ndarray, y_train: Sequence[int], test_feats: np.ndarray,
-                        n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
+                    n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
     """Fit the vector baseline on (n, d) vectors (descriptors, embeddings); (n_test, n_classes) probabilities."""
     return _fit_predict(make_vector_baseline(config), np.asarray(train_feats), y_train, np.asarray(test_feats), n_classes)
 
