@@ -29,15 +29,17 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+from tests.loopback import sitecustomize as loopback
+
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-LOOPBACK_SITE = Path(__file__).resolve().parent / "loopback"  # its sitecustomize keeps Ray on 127.0.0.1 (also set by conftest)
 
 
 def free_port() -> int:
@@ -58,12 +60,8 @@ def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         TOKENIZERS_PARALLELISM="false",
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
-        # Nodes register and connect on 127.0.0.1, not the machine's outward address
-        # (tests/loopback/sitecustomize.py).
-        MOOD_LABELER_LOOPBACK_RAY="1",
     )
-    if str(LOOPBACK_SITE) not in env.get("PYTHONPATH", "").split(os.pathsep):
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LOOPBACK_SITE), env.get("PYTHONPATH")) if p)
+    loopback.export(env)  # nodes register and connect on 127.0.0.1, not the machine's outward address
     env.update(extra or {})
     return env
 
@@ -344,14 +342,23 @@ def start_cluster(num_workers: int = 2, head_cpus: int = 1, worker_cpus: int = 1
     return cluster
 
 
-def wait_for_job(client, job_id: str, timeout: float = 180.0, poll: float = 1.0) -> str:
-    """Poll until the job ends; returns its final status as a string. TimeoutError names the job's state."""
+def job_status(client, job_id: str) -> str:
+    """The job's status as a plain string ('RUNNING', 'SUCCEEDED', ...), whatever Ray's enum prints."""
+    return str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+
+
+def wait_for_job(client, job_id: str, timeout: float = 180.0, poll: float = 1.0,
+                 while_running: Callable[[], None] | None = None) -> str:
+    """Poll until the job ends; returns its final status as a string. `while_running`, if given, is
+    called at every poll before the end (to sample the cluster during the job). TimeoutError names the
+    job's state."""
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
-        status = str(client.get_job_status(job_id))
-        status = status.rsplit(".", 1)[-1]
+        status = job_status(client, job_id)
         if status in TERMINAL:
             return status
+        if while_running is not None:
+            while_running()
         time.sleep(poll)
     raise TimeoutError(f"job {job_id} still {status} after {timeout:.0f} s; logs:\n{client.get_job_logs(job_id)[-4000:]}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.loopback import sitecustomize as loopback
 
 # Ray reads these when it starts; set them before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -21,12 +22,8 @@ DATA_ENV = "MOOD_LABELER_DATA"
 
 # Every Ray the tests start - in this process, in CLI subprocesses, the multi-node cluster - registers
 # and listens on 127.0.0.1 only (Ray would take the machine's outward address): see the module.
-LOOPBACK_SITE = Path(__file__).resolve().parent / "loopback"
-os.environ["MOOD_LABELER_LOOPBACK_RAY"] = "1"
-if str(LOOPBACK_SITE) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(LOOPBACK_SITE), os.environ.get("PYTHONPATH")) if p)
-_loopback_spec = importlib.util.spec_from_file_location("loopback_sitecustomize", LOOPBACK_SITE / "sitecustomize.py")
-_loopback_spec.loader.exec_module(importlib.util.module_from_spec(_loopback_spec))  # installs the patch here
+loopback.export(os.environ)
+loopback.install()
 
 
 def _free_port() -> int:

@@ -1,8 +1,8 @@
 """The jobs on a real multi-node Ray cluster, submitted through its job API, with real faults.
 
 One cluster for the module (tests/cluster_harness.py): a head with the dashboard and job API on
-127.0.0.1 and two worker nodes, two logical CPUs each, all on loopback only, every node its own `ray start` process with its own
-temp dir. Jobs are submitted as `ray job submit` does (JobSubmissionClient + jobs/runtime_env.yaml with
+127.0.0.1 and two worker nodes, two logical CPUs each, all on loopback only, every node its own
+`ray start` process with its own temp dir. Jobs are submitted as `ray job submit` does (JobSubmissionClient + jobs/runtime_env.yaml with
 the repository as working_dir) and run `python -m jobs.<name>` exactly as docs/cluster.md shows.
 
 Faults are real: a worker node dies by SIGKILL of its raylet; a Ray Train worker dies by SIGKILL of
@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from labeler.pipeline import OutputLayout, read_bundle_info
-from tests.cluster_harness import LocalCluster, start_cluster, wait_for_job
+from tests.cluster_harness import LocalCluster, job_status, start_cluster, wait_for_job
 from tests.test_pipeline import make_bundle
 
 # Slow (about 7 min on two idle cores: a three-node cluster, five labelling jobs, one training job), and
@@ -110,7 +110,7 @@ def wait_for_parts(layout: OutputLayout, client, job_id: str, at_least: int = 1,
         n = len(layout.part_uris()) if Path(layout.partition_uri).exists() else 0
         if n >= at_least:
             return n
-        status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+        status = job_status(client, job_id)
         assert status in ("PENDING", "RUNNING"), f"before any part: {job_report(client, job_id)}"
         time.sleep(0.2)
     raise TimeoutError(f"no committed part after {timeout:.0f} s")
@@ -126,11 +126,8 @@ def test_labelling_job_runs_across_nodes(cluster, runtime_env, bundle, catalogue
     client = cluster.job_client()
     job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
     off_loopback: set[str] = set()  # sampled while the job's driver and workers are alive
-    deadline = time.monotonic() + 600
-    while (status := str(client.get_job_status(job_id)).rsplit(".", 1)[-1]) not in ("SUCCEEDED", "FAILED", "STOPPED"):
-        assert time.monotonic() < deadline, f"still {status} after 600 s: {job_report(client, job_id)}"
-        off_loopback.update(cluster.non_loopback_sockets())
-        time.sleep(1.0)
+    status = wait_for_job(client, job_id, timeout=600,
+                          while_running=lambda: off_loopback.update(cluster.non_loopback_sockets()))
     logs = client.get_job_logs(job_id)
     assert status == "SUCCEEDED", job_report(client, job_id)
     record = assert_complete(output, bundle, catalogue)
@@ -245,7 +242,7 @@ def test_training_job_survives_a_killed_train_worker(cluster, runtime_env, manif
     killed = None
     while killed is None:
         assert time.monotonic() < deadline, "no checkpoint within 600 s: " + job_report(client, job_id, 3000)
-        status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+        status = job_status(client, job_id)
         assert status in ("PENDING", "RUNNING"), f"before the fault: {job_report(client, job_id, 3000)}"
         # Not merely a checkpoint_* folder (it appears while the checkpoint is still being persisted,
         # and a worker killed then restarts from scratch): Ray Train's checkpoint manager snapshot,

@@ -1,7 +1,7 @@
-"""Keeps the tests' Ray on 127.0.0.1. tests/conftest.py puts this folder first on PYTHONPATH and sets
-MOOD_LABELER_LOOPBACK_RAY=1 for the test run, so Python imports this module at start-up in every
-process the tests start (the multi-node cluster's nodes, job drivers, CLI runs, Ray's workers), and
-calls `install()` in pytest's own process. Nothing outside the tests imports it.
+"""Keeps the tests' Ray on 127.0.0.1. tests/conftest.py calls `export(os.environ)` (this folder first on
+PYTHONPATH, MOOD_LABELER_LOOPBACK_RAY=1), so Python imports this module at start-up in every process
+the tests start (the multi-node cluster's nodes, job drivers, CLI runs, Ray's workers), and calls
+`install()` in pytest's own process. Nothing outside the tests imports it.
 
 Why: Ray 2.60 turns `--node-ip-address 127.0.0.1` (and a `127.0.0.1:port` cluster address) into the
 machine's outward address - `services.resolve_ip_for_localhost` asks the routing table which source
@@ -18,6 +18,7 @@ import importlib.machinery
 import os
 import sys
 
+FOLDER = os.path.dirname(os.path.abspath(__file__))
 ENV_FLAG = "MOOD_LABELER_LOOPBACK_RAY"
 LOOPBACK = "127.0.0.1"
 PATCHED_MODULE = "ray._private.services"
@@ -62,6 +63,14 @@ def install() -> None:
         _patch(sys.modules[PATCHED_MODULE])
     elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchOnImport())
+
+
+def export(environ) -> None:
+    """Make every Python process started with `environ` load this module and keep Ray on loopback."""
+    environ[ENV_FLAG] = "1"
+    paths = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if FOLDER not in paths:
+        environ["PYTHONPATH"] = os.pathsep.join([FOLDER, *paths])
 
 
 if os.environ.get(ENV_FLAG) == "1":
