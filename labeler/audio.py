@@ -616,13 +616,24 @@ def featurise_track(source: str | bytes | BinaryIO, chorus_start_s: float | None
             window = find_chorus(analysis, ANALYSIS_SR, cfg.clip_seconds)
             del analysis
         clip = reader.read(window[0], window[1] - window[0], cfg.sample_rate)
-    _check_clip(clip, cfg.sample_rate, cfg.min_seconds, name)
     actual_end = window[0] + len(clip) / cfg.sample_rate
+    mel_db, descriptors = clip_features(clip, cfg, name=name, backend=backend)
+    return TrackFeatures(log_mel=mel_db, chorus_start_s=float(window[0]), chorus_end_s=float(actual_end), descriptors=descriptors)
+
+
+def clip_features(clip: np.ndarray, cfg: FeaturizerConfig, *, name: str = "<audio>", min_seconds: float | None = None,
+                  backend: str = DEFAULT_STFT_BACKEND) -> tuple[np.ndarray, np.ndarray | None]:
+    """(log-mel, descriptors or None) of one decoded clip at cfg.sample_rate: the model's input.
+
+    Raises AudioError too_short / silent (below `min_seconds`, default cfg.min_seconds, or below
+    SILENCE_RMS); the clip is zero-padded or cropped to clip_seconds. Shared by the chorus
+    (featurise_track) and the timeline windows (labeler.timeline).
+    """
+    _check_clip(clip, cfg.sample_rate, cfg.min_seconds if min_seconds is None else min_seconds, name)
     clip = fit_clip(clip, cfg)
     power = power_spectrogram(clip, cfg, backend)
     mel_db = _check_frames(_log_mel_from_power(power, cfg), cfg)
-    descriptors = descriptors_from(clip, power, mel_db, cfg) if cfg.descriptors else None
-    return TrackFeatures(log_mel=mel_db, chorus_start_s=float(window[0]), chorus_end_s=float(actual_end), descriptors=descriptors)
+    return mel_db, (descriptors_from(clip, power, mel_db, cfg) if cfg.descriptors else None)
 
 
 # --------------------------------------------------------------------------- Ray Data callable

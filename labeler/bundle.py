@@ -147,8 +147,14 @@ def _check_compatible(model: EmotionModel, featurizer: Any, lyrics: Any, tokeniz
 
 def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tokenizer: Any = None,
                 model_id: str | None = None, provenance: dict | None = None, metrics: dict | None = None,
-                temperature: float = 1.0, descriptor_stats: dict | None = None) -> str:
+                temperature: float = 1.0, descriptor_stats: dict | None = None,
+                ambiguous_threshold: float | None = None) -> str:
     """Write a bundle to a local directory or an s3:// prefix; return its model_version.
+
+    `ambiguous_threshold` (chosen on the validation fold, `train.calibration.ambiguity_threshold`):
+    labels whose top calibrated probability is below it are flagged `ambiguous`; None: no flag.
+    `embedding_dim` is recorded from the model: the length of the `embedding` column
+    (`labeler label --embeddings`), the input width of the head's last layer.
 
     `tokenizer` is a tokenizer object or anything `labeler.pretrained.resolve_encoder` takes.
     `descriptor_stats` ({"mean": [...], "std": [...]}) is copied into the model's descriptor buffers
@@ -158,6 +164,8 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     """
     tokenizer = _load_tokenizer(tokenizer)
     _check_compatible(model, featurizer, lyrics, tokenizer, temperature)
+    if ambiguous_threshold is not None and not 0.0 <= float(ambiguous_threshold) <= 1.0:
+        raise ValueError(f"ambiguous_threshold must be a probability in [0, 1], got {ambiguous_threshold!r}")
     cfg: ModelConfig = model.config
     if cfg.uses_audio and cfg.audio.descriptor_dim > 0:
         if descriptor_stats is not None:
@@ -193,6 +201,8 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
             "featurizer": featurizer.to_dict() if featurizer is not None else None,
             "lyrics": lyrics.to_dict() if lyrics is not None else None,
             "temperature": float(temperature),
+            "ambiguous_threshold": None if ambiguous_threshold is None else float(ambiguous_threshold),
+            "embedding_dim": int(model.head[-1].in_features),
             "descriptor_stats": descriptor_stats,
             "tied_weights": aliases,
             "provenance": dict(provenance or {}),

@@ -35,6 +35,12 @@ Why this layout:
 - Songs removed from the catalogue keep their old labels in the partition (they are harmless to a
   join on song_id); the completion record counts the partition's rows and the catalogue's.
 
+Optional columns (labeler.schemas.labels_contract): `--embeddings` adds `embedding` (the model's
+penultimate vector, L2-normalised) and `--timeline SECONDS` adds `timeline` (labeler.timeline: windows
+of the whole track, decoded in the Predictor actors, which then need `audio_uri`). A partition holds
+the same columns in every part: a re-run asking for other optional columns than the version's
+existing parts have is refused (label into another output instead). `ambiguous` is always written.
+
 Label columns by bundle mode: a 4Q bundle fills quadrant (argmax), prob_q1..q4 and both axes (their
 probabilities summed from the quadrants). An Ar or Va bundle fills only its axis (and its
 probability); quadrant, prob_q* and the other axis stay null. Continuous scores are filled where the
@@ -69,8 +75,10 @@ from labeler.schemas import (
     CATALOGUE,
     LABELS,
     SchemaError,
+    TIMELINE_COLUMN,
     check_unique_ids,
     conform,
+    labels_contract,
     nullable_strings,
     validate,
 )
@@ -101,6 +109,8 @@ class LabelJobConfig:
     rows_per_part: int = 2048  # rows per committed Parquet part (the resume granularity)
     plot: str | None = None  # PNG of the quadrant distribution and the valence-arousal scatter
     lease_seconds: float = DEFAULT_TTL_SECONDS  # a killed run blocks its output version this long
+    embeddings: bool = False  # write the `embedding` column
+    timeline_seconds: float | None = None  # write the `timeline` column, windows of this many seconds
 
     def __post_init__(self) -> None:
         for name in ("featurise_batch_size", "predict_batch_size", "min_actors", "max_actors", "rows_per_part"):
@@ -113,6 +123,8 @@ class LabelJobConfig:
             raise ValueError(f"lease_seconds must be >= 4 (the lease is renewed every quarter of it), got {self.lease_seconds!r}")
         if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
             raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
+        if self.timeline_seconds is not None and not (0 < self.timeline_seconds < float("inf")):
+            raise ValueError(f"timeline_seconds must be a positive number of seconds, got {self.timeline_seconds!r}")
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,8 @@ class BundleInfo:
     featurizer: dict
     lyrics: dict
     tokenizer_uri: str | None
+    ambiguous_threshold: float | None = None  # top probability below which a label is flagged ambiguous
+    embedding_dim: int | None = None  # length of the `embedding` column
 
     @property
     def uses_audio(self) -> bool:
@@ -205,6 +219,8 @@ class BundleInfo:
             featurizer=dict(config.get("featurizer") or {}),
             lyrics=dict(config.get("lyrics") or {}),
             tokenizer_uri=storage.join(uri, TOKENIZER_DIR) if uses_lyrics else None,
+            ambiguous_threshold=config.get("ambiguous_threshold"),
+            embedding_dim=config.get("embedding_dim"),
         )
 
 
@@ -302,7 +318,7 @@ def _lyrics_tokenizer(tokenizer_uri: str, lyrics_json: str):
 
 
 def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, tokenizer_uri: str | None,
-                    lyrics_json: str) -> dict[str, np.ndarray]:
+                    lyrics_json: str, keep_audio_uri: bool = False) -> dict[str, np.ndarray]:
     """CPU stage: decode + chorus + log-mel (when the bundle uses audio), tokenise (when it uses lyrics).
 
     The Featurizer and LyricsTokenizer turn a bad song into a row error themselves; this stage only
@@ -320,8 +336,9 @@ def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, token
     for name in ("audio_error", "lyrics_error"):
         if name in batch:
             batch[name] = _no_error_as_empty(batch[name])
-    # The catalogue's text and URIs are not needed after this point: do not ship them to the actors.
-    for name in ("lyrics", "audio_uri"):
+    # The catalogue's text and URIs are not needed after this point (but for a timeline, which the
+    # Predictor decodes window by window): do not ship them to the actors.
+    for name in ("lyrics",) if keep_audio_uri else ("lyrics", "audio_uri"):
         batch.pop(name, None)
     return batch
 
@@ -401,7 +418,37 @@ def label_rows(batch: dict[str, np.ndarray], info: BundleInfo, labelled_at: date
     columns["model_version"] = pa.array([info.model_version] * n, pa.string())
     columns["labelled_at"] = pa.array([labelled_at] * n, pa.timestamp("us", tz="UTC"))
     columns["error"] = pa.array(errors, pa.string())
-    return conform(pa.table(columns), LABELS)
+    columns["ambiguous"] = _ambiguous(probs, ok, info.ambiguous_threshold)
+    if "embedding" in batch:
+        columns["embedding"] = _embedding_column(batch["embedding"], n, ok)
+    if "timeline" in batch:
+        columns["timeline"] = _timeline_column(batch["timeline"], n)
+    return conform(pa.table(columns), labels_contract("embedding" in batch, "timeline" in batch))
+
+
+def _ambiguous(probs: np.ndarray, ok: np.ndarray, threshold: float | None) -> pa.Array:
+    """True where the top probability is below the bundle's threshold; null with error or without a threshold."""
+    n = len(ok)
+    if threshold is None or n == 0:
+        return pa.nulls(n, pa.bool_())
+    top = np.nan_to_num(probs.max(axis=1), nan=0.0)
+    return pa.array(top < float(threshold), pa.bool_(), mask=~ok)
+
+
+def _embedding_column(values: Any, n: int, ok: np.ndarray) -> pa.Array:
+    """(n, dim) float32 -> list<float32>, null for error rows (and any row the model did not reach)."""
+    arr = np.asarray(values, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+    valid = ok & np.isfinite(arr).all(axis=1) if n else ok
+    dim = arr.shape[1] if n else 0
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim, pa.int32())
+    lists = pa.ListArray.from_arrays(offsets, pa.array(arr.reshape(-1), pa.float32()), mask=pa.array(~valid))
+    return lists.cast(pa.list_(pa.float32()))
+
+
+def _timeline_column(values: Any, n: int) -> pa.Array:
+    """JSON text per row (the Predictor's `timeline`) -> list<TIMELINE_WINDOW>; "" -> null."""
+    rows = [None if not text else json.loads(text) for text in nullable_strings(values, n)]
+    return pa.array(rows, TIMELINE_COLUMN.type)
 
 
 def _counts_json(values: list[str | None]) -> str:
@@ -515,7 +562,8 @@ def _validated_catalogue(catalogue_uri: str) -> tuple[list[str], pa.Array]:
 
 
 def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: BundleInfo, res: Resources,
-                  rows_per_part: int, staging_uri: str, partition_uri: str):
+                  rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
+                  timeline_seconds: float | None = None):
     """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part)."""
     import ray  # noqa: PLC0415
     from labeler.predict import Predictor  # noqa: PLC0415
@@ -535,12 +583,14 @@ def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: 
             "featurizer": info.featurizer if info.uses_audio else None,
             "tokenizer_uri": info.tokenizer_uri,
             "lyrics_json": json.dumps(info.lyrics, sort_keys=True),
+            "keep_audio_uri": timeline_seconds is not None,
         },
     )
     actor_resources = {"num_gpus": 1} if res.use_gpu else {"num_cpus": 1}
     ds = ds.map_batches(
         Predictor,
-        fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size},
+        fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size,
+                               "embeddings": embeddings, "timeline_seconds": timeline_seconds},
         batch_format="numpy",
         batch_size=res.predict_batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
@@ -578,10 +628,14 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     output_uri = storage.absolute_uri(output_uri)
     columns, ids = _validated_catalogue(catalogue_uri)
     info = read_bundle_info(bundle_uri)
+    if config.timeline_seconds is not None and not info.uses_audio:
+        raise ValueError(f"--timeline labels windows of the audio, but bundle {storage.describe(info.uri)} "
+                         f"is a {info.branch} model without an audio branch")
     layout = OutputLayout(output_uri, info.model_version)
     run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     # What is done is read under the lease: a run still committing would otherwise be relabelled.
     with Lease(layout.lease_dir, run_id, config.lease_seconds) as lease:
+        _check_same_optional_columns(layout, config)
         done = pc.unique(read_partition(layout, ["song_id"]).column("song_id").combine_chunks())
         summary = LabelSummary(
             catalogue_uri=catalogue_uri, output_uri=layout.output_uri, partition_uri=layout.partition_uri,
@@ -604,7 +658,8 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             storage.remove(layout.staging_root, recursive=True)  # parts of killed runs were never committed
             storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
             staging = layout.staging_uri(run_id)
-            records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging, layout.partition_uri)
+            records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging,
+                                    layout.partition_uri, config.embeddings, config.timeline_seconds)
             errors: Counter = Counter()
             audio_errors: Counter = Counter()
             for record in records.iter_rows():
@@ -618,6 +673,26 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             storage.remove(staging, recursive=True)
         summary.seconds = time.perf_counter() - t0
         return _finish(layout, summary, ids, started_at, config.plot, lease=lease)
+
+
+def _check_same_optional_columns(layout: OutputLayout, config: LabelJobConfig) -> None:
+    """Refuse to add parts with other optional columns than the version's committed parts have.
+
+    Readers take one schema for a partition; parts with and without `embedding` would make the
+    column silently vanish (or appear null) depending on which part a reader looks at first.
+    """
+    parts = layout.part_uris()
+    if not parts:
+        return
+    names = set(storage.read_parquet_schema(parts[0]).names)
+    have = {"embeddings": "embedding" in names, "timeline": "timeline" in names}
+    want = {"embeddings": config.embeddings, "timeline": config.timeline_seconds is not None}
+    if have != want:
+        def flags(d: dict) -> str:
+            return " ".join(f"--{k}" for k, v in d.items() if v) or "neither --embeddings nor --timeline"
+
+        raise ValueError(f"{storage.describe(layout.partition_uri)} was labelled with {flags(have)}; this run asks for "
+                         f"{flags(want)}: use the same options, or label into another --output")
 
 
 def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_at: datetime,
@@ -733,6 +808,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lease-seconds", type=float, default=LabelJobConfig.lease_seconds,
                         help="how long a killed run keeps other runs off this output version (default %(default)s)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="also draw the quadrant distribution and V-A scatter")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="also write `embedding`: the model's penultimate vector, L2-normalised, for similarity search")
+    parser.add_argument("--timeline", dest="timeline_seconds", type=float, default=None, metavar="SECONDS",
+                        help="also write `timeline`: labels of successive SECONDS-long windows of the whole track")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -741,6 +820,7 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
         address=args.address, featurise_batch_size=args.featurise_batch_size, predict_batch_size=args.predict_batch_size,
         featurise_cpus=args.featurise_cpus, min_actors=args.min_actors, max_actors=args.max_actors,
         use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot, lease_seconds=args.lease_seconds,
+        embeddings=args.embeddings, timeline_seconds=args.timeline_seconds,
     )
 
 

@@ -5,10 +5,20 @@ model under `torch.inference_mode()` on sub-batches of `batch_size`. Every row g
 routed by the modalities they actually have (audio features without an `audio_error`; lyrics with
 `has_lyrics`), a fused model labels a song from whichever of the two it has, and a row with neither
 gets an `error` and NaN probabilities instead of failing the batch.
+
+Two optional outputs, off by default because they cost storage or time:
+
+- `embeddings=True`: `embedding` float32 (n, embedding_dim), the input of the head's last layer
+  (for a fused model the hidden layer that mixes audio and lyrics, for a single-branch model the
+  branch's embedding), L2-normalised so that a dot product is a cosine similarity. It is what the
+  model itself separates the classes with, so songs of similar mood lie close together.
+- `timeline_seconds=S`: `timeline`, per row a JSON list of windows (labeler.timeline) labelled from
+  the track's audio (`audio_uri` must then reach the Predictor); "" where there is none.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from contextlib import nullcontext
@@ -18,7 +28,7 @@ import numpy as np
 import torch
 
 from labeler.bundle import Bundle, load_bundle
-from labeler.schemas import nullable_strings
+from labeler.schemas import is_missing, nullable_strings
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +72,13 @@ class Predictor:
     `input_ids`/`attention_mask`/`has_lyrics`/`lyrics_error` from the LyricsTokenizer, `descriptors`
     for a Hybrid model. Output: every input column except the heavy feature arrays, plus `probs`
     float32 (n, n_classes) = softmax(logits / temperature), `modalities`, `valence_score`,
-    `arousal_score` (NaN without a regression head), `audio_error` and `error`.
+    `arousal_score` (NaN without a regression head), `audio_error` and `error`; `embedding` and
+    `timeline` when asked for (see the module docstring).
     """
 
     def __init__(self, bundle_uri: str | Bundle, device: str | None = None, batch_size: int = 32,
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, embeddings: bool = False,
+                 timeline_seconds: float | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -82,6 +94,9 @@ class Predictor:
         self.temperature = float(self.bundle.temperature)
         self.model_id = self.bundle.model_id
         self.model_version = self.bundle.model_version
+        self.embeddings = bool(embeddings)
+        self.embedding_dim = int(self.model.head[-1].in_features)
+        self.timeline_seconds = check_timeline(timeline_seconds, self.uses_audio)
 
     # ---- routing
 
@@ -133,6 +148,7 @@ class Predictor:
             runnable = lyrics_ok
 
         probs = np.full((n, self.n_classes), np.nan, dtype=np.float32)
+        embedding = np.full((n, self.embedding_dim), np.nan, dtype=np.float32)
         va = np.full((n, 2), np.nan, dtype=np.float32)
         modalities = np.full(n, None, dtype=object)
         errors = np.full(n, None, dtype=object)
@@ -143,7 +159,7 @@ class Predictor:
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             try:
-                p, v, used = self._predict(batch, chunk, audio_ok[chunk], lyrics_ok[chunk])
+                p, v, used, e = self._predict(batch, chunk, audio_ok[chunk], lyrics_ok[chunk])
             except (RuntimeError, FloatingPointError) as exc:  # a failing sub-batch must not sink the others
                 log.exception("model failed on %d rows", len(chunk))
                 for i in chunk:
@@ -152,6 +168,7 @@ class Predictor:
             probs[chunk] = p
             va[chunk] = v
             modalities[chunk] = used
+            embedding[chunk] = e
 
         out: dict[str, np.ndarray] = {k: v for k, v in batch.items() if k not in FEATURE_COLUMNS}
         out.update(
@@ -164,7 +181,46 @@ class Predictor:
                                  dtype=object),
             error=errors,
         )
+        if self.embeddings:
+            out["embedding"] = embedding
+        if self.timeline_seconds is not None:
+            out["timeline"] = self._timelines(batch, n, audio_ok)
         return out
+
+    def _timelines(self, batch: dict[str, np.ndarray], n: int, audio_ok: np.ndarray) -> np.ndarray:
+        """Per row: the track's timeline as JSON, "" without usable audio (never None: see pipeline)."""
+        out = np.full(n, "", dtype=object)
+        uris = batch.get("audio_uri")
+        if uris is None:
+            raise ValueError("a timeline needs the `audio_uri` column in the Predictor's input")
+        for i in np.flatnonzero(audio_ok):
+            if is_missing(uris[i]):
+                continue
+            try:
+                out[i] = json.dumps(self.timeline(str(uris[i])))
+            except Exception as exc:  # noqa: BLE001 - one track's timeline must not sink the batch; its label stands
+                log.warning("timeline of %s failed: %s: %s", uris[i], type(exc).__name__, exc)
+        return out
+
+    def timeline(self, source) -> list[dict[str, Any]]:
+        """Label successive windows of one track (URI or bytes) with this model; see labeler.timeline."""
+        from labeler.timeline import track_timeline  # noqa: PLC0415
+
+        if self.timeline_seconds is None:
+            raise ValueError("this Predictor was built without timeline_seconds")
+
+        def predict(log_mel: np.ndarray, descriptors: np.ndarray | None, usable: np.ndarray) -> np.ndarray:
+            kwargs: dict[str, Any] = {"log_mel": torch.from_numpy(log_mel).to(self.device),
+                                      "has_audio": torch.from_numpy(usable.copy()).to(self.device)}
+            if descriptors is not None:
+                kwargs["descriptors"] = torch.from_numpy(descriptors).to(self.device)
+            if self.model.config.branch != "fusion":
+                kwargs.pop("has_audio")
+            probs, _, _, _ = self._run(kwargs, len(log_mel))
+            return probs
+
+        return track_timeline(source, self.bundle.featurizer, self.timeline_seconds, self.bundle.mode,
+                              self.bundle.classes, predict, chunk=self.batch_size)
 
     def _predict(self, batch, rows: np.ndarray, audio_ok: np.ndarray, lyrics_ok: np.ndarray):
         kwargs: dict[str, Any] = {}
@@ -184,13 +240,35 @@ class Predictor:
             kwargs["input_ids"] = torch.from_numpy(ids[:, :width].astype(np.int64)).to(dev)
             kwargs["attention_mask"] = torch.from_numpy(mask[:, :width].astype(np.int64)).to(dev)
             kwargs["has_lyrics"] = torch.from_numpy(lyrics_ok.copy()).to(dev)
+        return self._run(kwargs, len(rows))
+
+    def _run(self, kwargs: dict[str, Any], n: int):
+        """One model call: (probs, va, modalities, L2-normalised penultimate vectors)."""
+        dev = self.device
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
             out = self.model(**kwargs)
+            # The head's last Linear reads this vector (eval mode: dropout is the identity).
+            penultimate = self.model.head[:-1](out.embedding) if self.embeddings else None
         logits = out.logits.float() / self.temperature
         probs = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float32)
-        va = out.va.float().cpu().numpy() if out.va is not None else np.full((len(rows), 2), np.nan, np.float32)
-        return probs, va, np.array(out.modalities(), dtype=object)
+        va = out.va.float().cpu().numpy() if out.va is not None else np.full((n, 2), np.nan, np.float32)
+        if penultimate is None:
+            emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32)
+        else:
+            emb = torch.nn.functional.normalize(penultimate.float(), dim=-1).cpu().numpy().astype(np.float32)
+        return probs, va, np.array(out.modalities(), dtype=object), emb
+
+
+def check_timeline(seconds: float | None, uses_audio: bool) -> float | None:
+    """A timeline window length, checked: positive, finite, and only for a model that hears audio."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not np.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"timeline window must be a positive number of seconds, got {seconds!r}")
+    if not uses_audio:
+        raise ValueError("a timeline labels windows of the audio: this bundle's model has no audio branch")
+    return float(seconds)
 
 
 def _batch_len(batch: dict[str, np.ndarray]) -> int:

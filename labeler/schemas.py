@@ -106,8 +106,43 @@ LABELS = Contract(
         Column("model_version", pa.string(), nullable=False),
         Column("labelled_at", pa.timestamp("us", tz="UTC"), nullable=False),
         Column("error", pa.string(), doc="null when labelled; '<kind>: <reason>' otherwise"),
+        Column("ambiguous", pa.bool_(), required=False,
+               doc="top probability below the bundle's ambiguous_threshold (chosen on the validation fold); "
+                   "null with error, or for a bundle without a threshold"),
     ),
 )
+
+# One window of a `timeline`: the same fields for every mode. `label` is the window's top class
+# (Q1..Q4 in 4Q, 'low'/'high' in Ar/Va, the catalogue's own class in classes mode); the axis
+# probabilities are null where the mode has no such axis.
+TIMELINE_WINDOW = pa.struct([
+    pa.field("start", pa.float32()),
+    pa.field("end", pa.float32()),
+    pa.field("label", pa.string()),
+    pa.field("label_prob", pa.float32()),
+    pa.field("arousal_prob", pa.float32()),
+    pa.field("valence_prob", pa.float32()),
+])
+
+# Columns a run writes only when asked for (`labeler label --embeddings`, `--timeline SECONDS`):
+# a partition written without them has no such column at all, so nothing is paid for unused data.
+EMBEDDING_COLUMN = Column(
+    "embedding", pa.list_(pa.float32()), required=False,
+    doc="`--embeddings`: the model's penultimate vector, L2-normalised, float32, length = the bundle's "
+        "embedding_dim; null with error",
+)
+TIMELINE_COLUMN = Column(
+    "timeline", pa.list_(TIMELINE_WINDOW), required=False,
+    doc="`--timeline SECONDS`: successive windows of the whole track, each a struct (start, end, label, "
+        "label_prob, arousal_prob, valence_prob); null without usable audio",
+)
+
+
+def labels_contract(embeddings: bool = False, timeline: bool = False) -> Contract:
+    """The LABELS contract plus the optional columns a run was asked to write."""
+    extra = tuple(c for c, wanted in ((EMBEDDING_COLUMN, embeddings), (TIMELINE_COLUMN, timeline)) if wanted)
+    return Contract(LABELS.name, LABELS.columns + extra) if extra else LABELS
+
 
 CONTRACTS: dict[str, Contract] = {c.name: c for c in (CATALOGUE, MANIFEST, LABELS)}
 
@@ -124,6 +159,15 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
         return pa.types.is_integer(actual)
     if pa.types.is_timestamp(expected):
         return pa.types.is_timestamp(actual)
+    if pa.types.is_boolean(expected):
+        return pa.types.is_null(actual)
+    if pa.types.is_list(expected):  # float16/float64 embeddings, large lists, all-null lists
+        return pa.types.is_null(actual) or ((pa.types.is_list(actual) or pa.types.is_large_list(actual)
+                                             or pa.types.is_fixed_size_list(actual))
+                                            and _compatible(actual.value_type, expected.value_type))
+    if pa.types.is_struct(expected):
+        return pa.types.is_struct(actual) and all(
+            actual.get_field_index(f.name) >= 0 and _compatible(actual.field(f.name).type, f.type) for f in expected)
     return False
 
 

@@ -93,3 +93,61 @@ def calibration_summary(val_logits, val_y, test_logits, test_y, n_bins: int = 15
         "nll_before": nll(test_logits, test_y, 1.0) if len(test_y) else float("nan"),
         "nll_after": nll(test_logits, test_y, temperature) if len(test_y) else float("nan"),
     }
+
+
+# ------------------------------------------------------------------------------------------ ambiguous
+
+AMBIGUOUS_TARGET = 0.5  # a label is "ambiguous" where its top class is estimated right less often than this
+
+
+def ambiguity_threshold(probs: np.ndarray, y: np.ndarray, target: float = AMBIGUOUS_TARGET) -> float:
+    """The top-probability threshold below which the top class is right less than `target` of the time.
+
+    Why a fitted curve and not the probability itself: even after temperature scaling, the top
+    probability is an estimate of P(correct) only on average. Here P(correct | top probability) is
+    estimated on the *validation* fold by isotonic regression (non-decreasing in the top
+    probability), and the threshold is the smallest top probability at which that estimate reaches
+    `target`. Songs below it are flagged `ambiguous`: a recommender can treat them as "no class
+    fits" instead of trusting a forced label. Returns 0.0 (nothing ambiguous) when the estimate is
+    at or above `target` everywhere or the split is empty, and 1.0 (everything ambiguous) when it
+    never reaches `target`.
+    """
+    from sklearn.isotonic import IsotonicRegression  # noqa: PLC0415
+
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if probs.ndim != 2 or len(probs) != len(y):
+        raise ValueError(f"probs must be (n, classes) with n == len(y); got {probs.shape} and {y.shape}")
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target must be in (0, 1), got {target!r}")
+    if len(y) == 0:
+        return 0.0
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y).astype(np.float64)
+    order = np.argsort(confidence, kind="stable")
+    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit_transform(confidence[order], correct[order])
+    reached = np.flatnonzero(fitted >= target)
+    if len(reached) == 0:
+        return 1.0
+    if reached[0] == 0:
+        return 0.0
+    return float(confidence[order][reached[0]])
+
+
+def ambiguity_summary(probs: np.ndarray, y: np.ndarray, threshold: float) -> dict:
+    """Test-fold figures for a threshold chosen elsewhere: coverage and accuracy with and without ambiguous songs."""
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    ambiguous = probs.max(axis=1) < threshold if len(y) else np.zeros(0, dtype=bool)
+    correct = probs.argmax(axis=1) == y if len(y) else np.zeros(0, dtype=bool)
+
+    def accuracy(mask: np.ndarray) -> float | None:
+        return float(correct[mask].mean()) if mask.any() else None  # None, not NaN: bundle metrics are JSON
+
+    return {
+        "ambiguous_threshold": float(threshold),
+        "ambiguous_fraction": float(ambiguous.mean()) if len(y) else None,
+        "accuracy_all": accuracy(np.ones(len(y), dtype=bool)),
+        "accuracy_confident": accuracy(~ambiguous),
+        "accuracy_ambiguous": accuracy(ambiguous),
+    }

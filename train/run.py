@@ -10,8 +10,8 @@ One run, for each requested branch (audio, then lyrics, then fusion for `--branc
    `--search`) are Ray Tune trials, run concurrently when the cluster has room. Ray Train V2 (the
    default in Ray 2.60) does not take a trainer as a Tune trainable: each trial is a small driver
    function that builds and fits the fold's `TorchTrainer`, the pattern Ray documents for V2.
-3. After training, for each fold: temperature scaling fitted on the validation split
-   (`train.calibration`), then the first and only look at the test fold: metrics and calibration
+3. After training, for each fold: temperature scaling and the `ambiguous` threshold fitted on the
+   validation split (`train.calibration`), then the first and only look at the test fold: metrics and calibration
    (ECE before/after). With `--search`, the setting kept per fold is the one with the best
    validation macro-F1; the test fold never takes part in any choice.
 4. Baselines (log-mel statistics + logistic regression; TF-IDF + logistic regression) are fitted on
@@ -271,7 +271,13 @@ def _predict_folds(bundle, cache_uri: str, folds: list[int], branch: str, mode: 
 def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: str) -> dict:
     """Calibrate on validation, score the untouched test fold, write the fold's calibrated bundle."""
     from labeler.bundle import load_bundle, save_bundle  # noqa: PLC0415
-    from train.calibration import apply_temperature, expected_calibration_error, fit_temperature  # noqa: PLC0415
+    from train.calibration import (  # noqa: PLC0415
+        ambiguity_summary,
+        ambiguity_threshold,
+        apply_temperature,
+        expected_calibration_error,
+        fit_temperature,
+    )
     from train.evaluate import classification_metrics  # noqa: PLC0415
 
     branch, mode, split = fold_config["branch"], fold_config["mode"], fold_config["split"]
@@ -281,6 +287,7 @@ def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: st
     predicted = _predict_folds(bundle, run["cache_uri"], [val_fold, test_fold], branch, mode, descriptors)
     val_logits, val_y = predicted[val_fold]
     temperature = fit_temperature(val_logits, val_y)  # validation only; the test fold is scored below
+    threshold = ambiguity_threshold(apply_temperature(val_logits, temperature), val_y)  # validation only too
     test_logits, test_y = predicted[test_fold]
     probs = apply_temperature(test_logits, temperature)
     metrics = classification_metrics(test_y, probs, class_names(mode))
@@ -289,13 +296,15 @@ def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: st
         "ece_before": expected_calibration_error(apply_temperature(test_logits, 1.0), test_y),
         "ece_after": expected_calibration_error(probs, test_y),
         "accuracy": metrics["accuracy"],
+        **ambiguity_summary(probs, test_y, threshold),
     }
     save_bundle(out_uri, bundle.model, bundle.featurizer, bundle.lyrics, tokenizer=bundle.tokenizer,
                 model_id=bundle.model_id,
                 provenance={**run["provenance"], "branch": branch, "fold": fold_config["fold"], "split": split,
                             "checkpoint": checkpoint_uri},
                 metrics={"val_macro_f1": fold_config.get("val_macro_f1"), "test": metrics, "calibration": calibration},
-                temperature=temperature, descriptor_stats=fold_config.get("descriptor_stats"))
+                temperature=temperature, descriptor_stats=fold_config.get("descriptor_stats"),
+                ambiguous_threshold=threshold)
     return {"metrics": metrics, "calibration": calibration}
 
 
@@ -565,6 +574,7 @@ def export_best(entry: dict, branch: str, bundle_uri: str, provenance: dict, res
                  "calibration": entry["calibration"][fold], "cv_test_summary": summary},
         temperature=float(entry["calibration"][fold]["temperature"]),
         descriptor_stats=source.descriptor_stats,
+        ambiguous_threshold=source.config.get("ambiguous_threshold"),
     )
     return bundle_uri
 
