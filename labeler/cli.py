@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("train.evaluate", "evaluate a model bundle on a manifest's test fold(s)"),
     "label": ("labeler.pipeline", "label a catalogue with a model bundle (Ray Data) and write labels Parquet"),
     "serve": ("labeler.serve", "serve POST /label for single songs with Ray Serve"),
+    "compare": ("labeler.compare", "compare two model versions' labels of a catalogue before switching ETL to the new one"),
 }
 
 

@@ -33,7 +33,7 @@ from labeler.schemas import is_missing, nullable_strings
 log = logging.getLogger(__name__)
 
 # Heavy feature columns consumed here and not passed on to the labels writer.
-FEATURE_COLUMNS = ("log_mel", "descriptors", "input_ids", "attention_mask", "has_lyrics")
+FEATURE_COLUMNS = ("log_mel", "descriptors", "input_ids", "attention_mask", "has_lyrics", "audio_source")
 
 
 def ray_cpu_allocation() -> int | None:
@@ -190,16 +190,20 @@ class Predictor:
     def _timelines(self, batch: dict[str, np.ndarray], n: int, audio_ok: np.ndarray) -> np.ndarray:
         """Per row: the track's timeline as JSON, "" without usable audio (never None: see pipeline)."""
         out = np.full(n, "", dtype=object)
-        uris = batch.get("audio_uri")
-        if uris is None:
-            raise ValueError("a timeline needs the `audio_uri` column in the Predictor's input")
+        # `audio_source` (bytes or URI, from `labeler serve`) wins over the catalogue's `audio_uri`.
+        sources = batch.get("audio_source", batch.get("audio_uri"))
+        if sources is None:
+            raise ValueError("a timeline needs the `audio_uri` (or `audio_source`) column in the Predictor's input")
         for i in np.flatnonzero(audio_ok):
-            if is_missing(uris[i]):
-                continue
+            source = sources[i]
+            if not isinstance(source, (bytes, bytearray)):
+                if is_missing(source):
+                    continue
+                source = str(source)
             try:
-                out[i] = json.dumps(self.timeline(str(uris[i])))
+                out[i] = json.dumps(self.timeline(source))
             except Exception as exc:  # noqa: BLE001 - one track's timeline must not sink the batch; its label stands
-                log.warning("timeline of %s failed: %s: %s", uris[i], type(exc).__name__, exc)
+                log.warning("timeline of row %d failed: %s: %s", i, type(exc).__name__, exc)
         return out
 
     def timeline(self, source) -> list[dict[str, Any]]:

@@ -14,7 +14,9 @@ Requests (`POST /label`)::
                           "chorus_end_s": 60.0, "song_id": "..."}  (every field optional, but one of
                           audio / audio_uri / lyrics is needed)
 
-The answer is one row of the LABELS contract as JSON (`labelled_at` in ISO-8601). Errors are a
+The answer is one row of the LABELS contract as JSON (`labelled_at` in ISO-8601), with `embedding`
+and `timeline` when the server was started with `--embeddings` / `--timeline SECONDS` (the same
+columns as `labeler label` writes; the timeline is decoded from the upload or the URI). Errors are a
 JSON object {"error": "<kind>: <detail>"} with a 4xx status; a bad song never gets a 500.
 
 What is a 4xx and what is a labelled row with `audio_error` (the rule):
@@ -92,6 +94,8 @@ class ServeConfig:
     replica_cpus: float = 1.0  # Ray CPUs reserved per replica (also torch's thread count)
     allow_uri_prefixes: tuple[str, ...] = ()  # audio_uri must start with one of these; () = audio_uri refused
     route_prefix: str = "/"
+    embeddings: bool = False  # answer with the `embedding` column too
+    timeline_seconds: float | None = None  # answer with the `timeline` column, windows of this many seconds
 
     def __post_init__(self) -> None:
         if not self.bundle:
@@ -108,6 +112,8 @@ class ServeConfig:
         for name in ("max_upload_mb", "max_audio_seconds", "replica_cpus"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.timeline_seconds is not None and not (0 < self.timeline_seconds < float("inf")):
+            raise ValueError(f"timeline_seconds must be a positive number of seconds, got {self.timeline_seconds!r}")
         if not self.route_prefix.startswith("/"):
             raise ValueError(f"route_prefix must start with '/', got {self.route_prefix!r}")
 
@@ -380,6 +386,9 @@ class SongFeaturiser:
             if cfg.descriptors:
                 descriptors[0] = features.descriptors
         out = {"log_mel": mel, "audio_error": np.array([error], dtype=object)}
+        if self.config.timeline_seconds is not None:  # what the Predictor decodes the timeline windows from
+            source = song.audio if song.audio is not None else song.audio_uri
+            out["audio_source"] = np.array([source if features is not None else None], dtype=object)
         if cfg.descriptors:
             out["descriptors"] = descriptors
         return out
@@ -459,7 +468,8 @@ class LabelService:
         self.config = config
         self.info = read_bundle_info(config.bundle)
         self.predictor = Predictor(self.info.uri, batch_size=config.max_batch_size,
-                                   num_threads=max(1, int(config.replica_cpus)))
+                                   num_threads=max(1, int(config.replica_cpus)), embeddings=config.embeddings,
+                                   timeline_seconds=config.timeline_seconds)
         self.featuriser = SongFeaturiser(self.info, config)
         self._featurise_pool = ThreadPoolExecutor(config.featurise_threads, thread_name_prefix="featurise")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
@@ -533,6 +543,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="longest audio accepted (default %(default)s)")
     parser.add_argument("--allow-uri-prefix", action="append", default=[], metavar="PREFIX",
                         help="accept JSON audio_uri under this local folder or s3:// prefix (repeatable; default: none)")
+    parser.add_argument("--embeddings", action="store_true", help="answer with the `embedding` column (as labeler label --embeddings)")
+    parser.add_argument("--timeline", dest="timeline_seconds", type=float, default=None, metavar="SECONDS",
+                        help="answer with the `timeline` column (as labeler label --timeline)")
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
@@ -541,7 +554,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_replicas=args.max_replicas, replica_cpus=args.replica_cpus, featurise_threads=args.featurise_threads,
         max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
         max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds,
-        allow_uri_prefixes=tuple(args.allow_uri_prefix),
+        allow_uri_prefixes=tuple(args.allow_uri_prefix), embeddings=args.embeddings,
+        timeline_seconds=args.timeline_seconds,
     )
 
 
@@ -556,6 +570,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     info = read_bundle_info(config.bundle)  # a bad bundle URI fails here, with one line, not inside a replica
+    if config.timeline_seconds is not None and not info.uses_audio:
+        raise ValueError(f"--timeline labels windows of the audio, but bundle {storage.describe(info.uri)} "
+                         f"is a {info.branch} model without an audio branch")
     # Ctrl-C, and SIGTERM from a process manager, both end in serve.shutdown(); SIGINT is set
     # explicitly because a shell starts background jobs with it ignored. Short sleeps: the signal may
     # land on one of Ray's threads, and Python runs the handler only when the main thread wakes up.

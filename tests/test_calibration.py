@@ -51,3 +51,38 @@ def test_bad_inputs_raise_value_error():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         apply_temperature(np.zeros((2, 4)), 0.0)
     assert fit_temperature(np.zeros((0, 4)), np.zeros(0)) == 1.0
+
+
+# ------------------------------------------------------------------------------------------ ambiguous
+
+
+def test_ambiguity_threshold_is_where_the_top_class_becomes_right_half_the_time():
+    from train.calibration import ambiguity_summary, ambiguity_threshold
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    confidence = rng.uniform(0.25, 1.0, n)
+    # the top class is right with probability 2*conf - 0.5: that is 0.5 at conf = 0.5
+    right = rng.uniform(size=n) < np.clip(2 * confidence - 0.5, 0, 1)
+    y = np.where(right, 0, 1)
+    probs = np.column_stack([confidence, 1 - confidence - 0.0, np.zeros(n), np.zeros(n)])
+    probs[:, 1] = np.minimum(probs[:, 1], confidence - 1e-6)  # class 0 stays the top class
+    probs[:, 2] = 1 - probs[:, 0] - probs[:, 1]
+    threshold = ambiguity_threshold(probs, y)
+    assert threshold == pytest.approx(0.5, abs=0.05)
+    summary = ambiguity_summary(probs, y, threshold)
+    assert summary["accuracy_confident"] > summary["accuracy_all"] > summary["accuracy_ambiguous"]
+    assert summary["accuracy_ambiguous"] < 0.5 and 0.2 < summary["ambiguous_fraction"] < 0.45
+
+
+def test_ambiguity_threshold_edges():
+    from train.calibration import ambiguity_summary, ambiguity_threshold
+
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2]])
+    assert ambiguity_threshold(probs, np.array([0, 0, 0])) == 0.0  # always right: nothing ambiguous
+    assert ambiguity_threshold(probs, np.array([1, 1, 1])) == 1.0  # never right: everything ambiguous
+    assert ambiguity_threshold(np.zeros((0, 2)), np.zeros(0)) == 0.0
+    with pytest.raises(ValueError):
+        ambiguity_threshold(probs, np.array([0, 1]))
+    summary = ambiguity_summary(probs, np.array([0, 1, 0]), 0.0)
+    assert summary["accuracy_ambiguous"] is None and summary["ambiguous_fraction"] == 0.0  # JSON: None, never NaN

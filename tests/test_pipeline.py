@@ -235,7 +235,7 @@ def test_end_to_end_bad_rows_rerun_and_new_version(ray_local, bundle, synth, tmp
     except ImportError:
         pass
     else:
-        assert duckdb.sql(f"select count(*) from read_parquet('{output}/*/*.parquet', hive_partitioning=true)").fetchone()[0] == n
+        assert duckdb.sql(f"select count(*) from read_parquet('{output}/*/*.parquet', hive_partitioning=true)").fetchall()[0][0] == n
 
     # an unchanged re-run writes nothing
     before = {u: os.stat(u).st_mtime_ns for u in [*layout.part_uris(), layout.success_uri]}

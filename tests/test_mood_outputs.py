@@ -1,0 +1,150 @@
+"""Issue 21 end to end on the synthetic catalogue: train, then label with --embeddings and --timeline,
+read the new columns with pandas, pyarrow and DuckDB, and compare two model versions.
+
+Real Ray Train (two folds of the audio branch, cpu-small, small clips), real Ray Data labelling, real
+Parquet. The synthetic catalogue plants the quadrant in the audio (labeler.synth), so a trained
+model's embeddings must put songs of one quadrant closer together than songs of different ones.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from labeler import storage
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(clip_seconds=4.0, epochs=3, audio_epoch_factor=3.0, patience=3, max_tokens=64, batch_size=8)
+SONGS = 96
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, tmp_path_factory):
+    from labeler.synth import SynthConfig, synthesise
+    from train.folds import assign_folds
+    from train.run import train
+
+    root = tmp_path_factory.mktemp("mood")
+    synth = synthesise(SynthConfig(songs=SONGS, output=str(root / "synth"), seconds=5.0, formats=("wav", "flac"), seed=5))
+    manifest = assign_folds(storage.read_parquet(synth.manifest_uri), k=4, seed=8848)
+    manifest_uri = str(root / "manifest.parquet")
+    storage.write_parquet(manifest, manifest_uri)
+    result = train(manifest_uri, str(root / "run"), branch="audio", mode="4Q", preset="cpu-small", folds="0,1", **SMALL)
+    return root, synth, manifest, result
+
+
+@pytest.fixture(scope="module")
+def labelled(trained):
+    from labeler.pipeline import LabelJobConfig, label_catalogue
+
+    root, synth, manifest, result = trained
+    config = LabelJobConfig(featurise_batch_size=8, predict_batch_size=16, max_actors=1, embeddings=True,
+                            timeline_seconds=2.0)
+    output = str(root / "labels")
+    first = label_catalogue(synth.catalogue_uri, result.fold_bundles["audio"][0], output, config)
+    second = label_catalogue(synth.catalogue_uri, result.fold_bundles["audio"][1], output, config)
+    return output, first, second
+
+
+def test_bundle_records_threshold_and_embedding_length_and_report_shows_both_accuracies(trained):
+    from labeler.bundle import read_bundle_config
+
+    root, _, _, result = trained
+    config = read_bundle_config(result.bundle_uri)
+    assert 0.0 <= config["ambiguous_threshold"] <= 1.0
+    assert config["embedding_dim"] == config["model"]["audio"]["embedding_dim"]  # single branch: its embedding
+    calibration = result.report["calibration"]["audio"]
+    for fold in calibration.values():
+        assert {"ambiguous_threshold", "accuracy_all", "accuracy_confident", "ambiguous_fraction"} <= set(fold)
+        assert fold["accuracy_all"] == pytest.approx(fold["accuracy"])
+    report = (root / "run" / "report.md").read_text()
+    assert "accuracy_confident" in report and "ambiguous" in report
+
+
+def test_embeddings_put_songs_of_one_quadrant_closer(trained, labelled):
+    _, _, manifest, result = trained
+    output, first, _ = labelled
+    labels = pd.read_parquet(first.partition_uri)
+    truth = dict(zip(manifest.column("song_id").to_pylist(), manifest.column("quadrant").to_pylist()))
+    ok = labels[labels["error"].isna()]
+    emb = np.stack(ok["embedding"].to_numpy())
+    assert len(labels) == SONGS
+    from labeler.bundle import read_bundle_config
+
+    assert emb.shape[1] == read_bundle_config(result.fold_bundles["audio"][0])["embedding_dim"]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    quadrant = np.array([truth[s] for s in ok["song_id"]])
+    cosine = emb @ emb.T
+    same = quadrant[:, None] == quadrant[None, :]
+    off_diagonal = ~np.eye(len(quadrant), dtype=bool)
+    same_mean, diff_mean = cosine[same & off_diagonal].mean(), cosine[~same].mean()
+    print(f"mean cosine: same quadrant {same_mean:.3f}, different quadrants {diff_mean:.3f}")
+    assert same_mean > diff_mean + 0.05
+
+
+def test_timeline_covers_each_track_and_ambiguous_follows_the_threshold(trained, labelled):
+    from labeler.bundle import read_bundle_config
+
+    _, _, _, result = trained
+    output, first, _ = labelled
+    labels = pd.read_parquet(first.partition_uri)
+    ok = labels[labels["error"].isna()]
+    for timeline in ok["timeline"]:
+        windows = list(timeline)
+        assert [w["start"] for w in windows] == [0.0, 2.0] and windows[-1]["end"] == pytest.approx(5.0, abs=0.05)
+        for w in windows:
+            assert w["label"] in {"Q1", "Q2", "Q3", "Q4"} and 0.25 <= w["label_prob"] <= 1.0
+            assert 0.0 <= w["arousal_prob"] <= 1.0 and 0.0 <= w["valence_prob"] <= 1.0
+    threshold = read_bundle_config(result.fold_bundles["audio"][0])["ambiguous_threshold"]
+    top = ok[["prob_q1", "prob_q2", "prob_q3", "prob_q4"]].max(axis=1)
+    assert (ok["ambiguous"] == (top < threshold)).all()
+
+
+def test_new_columns_read_without_custom_code(labelled):
+    import duckdb
+
+    output, first, second = labelled
+    dataset = pads.dataset(output, format="parquet", partitioning="hive")
+    assert {"embedding", "timeline", "ambiguous"} <= set(dataset.schema.names)
+    table = dataset.to_table(columns=["song_id", "embedding", "timeline", "ambiguous"])
+    assert table.num_rows == 2 * SONGS
+    # the README's query: the songs closest in mood to one song, within one version
+    version = first.model_version
+    rows = duckdb.sql(f"""
+        WITH labels AS (SELECT * FROM read_parquet('{output}/*/*.parquet', hive_partitioning = true)
+                        WHERE version = '{version}' AND error IS NULL)
+        SELECT b.song_id, list_cosine_similarity(a.embedding::DOUBLE[], b.embedding::DOUBLE[]) AS similarity
+        FROM labels a, labels b WHERE a.song_id = 'synth-00000' AND b.song_id <> a.song_id
+        ORDER BY similarity DESC LIMIT 5""").fetchall()
+    assert len(rows) == 5 and all(-1.0001 <= s <= 1.0001 for _, s in rows)
+    windows = duckdb.sql(f"""SELECT song_id, w.start, w."end", w.label FROM
+        (SELECT song_id, unnest(timeline) AS w FROM read_parquet('{first.partition_uri}/*.parquet')) LIMIT 3""").fetchall()
+    assert len(windows) == 3
+    frame = pd.read_parquet(first.partition_uri)
+    assert frame["ambiguous"].dtype == bool or str(frame["ambiguous"].dtype) in ("boolean", "object")
+
+
+def test_compare_two_versions_from_the_command_line(labelled, tmp_path):
+    output, first, second = labelled
+    report = tmp_path / "cmp"
+    proc = subprocess.run([sys.executable, "-m", "labeler.cli", "compare", output, "--from", first.model_version[:8],
+                           "--to", second.model_version, "--report", str(report)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "agreement" in proc.stdout
+    result = json.loads((report / "report.json").read_text())
+    assert result["labelled_by_both"] == SONGS and result["songs_in_both"] == SONGS
+    assert sum(map(sum, result["transitions"])) == SONGS
+    assert 0.0 <= result["agreement"] <= 1.0
+    assert (report / "transitions.png").stat().st_size > 5_000
+    assert "## Transitions" in (report / "report.md").read_text()
