@@ -10,9 +10,11 @@ reads now; before ETL is pointed at the new version, this compares the two parti
 - the songs that changed most (largest probability shift, label changes first);
 - songs labelled by only one version, or with an error in one of them; `ambiguous` shares.
 
-Works for any class set: the label column is `label` (a catalogue's own classes) where the
-partitions have it, else `quadrant` (4Q), else the axis of an Ar/Va bundle; probabilities are the
-`prob_*` columns both partitions fill (or the axis probability as a two-class vector).
+Works for any class set: the label column is `label` (the top class in the bundle's own classes)
+where the partitions fill it, else `quadrant` (4Q), else the axis of an Ar/Va bundle; probabilities
+are `class_probs` (map class -> P) where filled, else the `prob_*` columns, else the axis
+probability as a two-class vector. Probability shifts are reported only when both versions have the
+same classes.
 
 Writes `report.md`, `report.json` and `transitions.png` to `--report` (default
 `OUT/_compare/<from>_to_<to>/`; the leading underscore keeps it out of readers of OUT as a dataset).
@@ -81,7 +83,9 @@ def read_partition(output_uri: str, version: str) -> Partition:
     if label_column is None:
         raise ValueError(f"{storage.describe(uri)} has no filled label column (looked for {', '.join(LABEL_COLUMNS)})")
     prob_names = [c for c in sorted(names) if c.startswith("prob_") and table.column(c).null_count < table.num_rows]
-    if label_column in AXIS_PROB:
+    if "class_probs" in names and table.column("class_probs").null_count < table.num_rows:
+        probs, prob_names = _map_probs(table.column("class_probs"))
+    elif label_column in AXIS_PROB:
         p_high = _floats(table.column(AXIS_PROB[label_column]))
         probs, prob_names = np.stack([1 - p_high, p_high], axis=1), ["low", "high"]
     elif prob_names:
@@ -96,6 +100,17 @@ def read_partition(output_uri: str, version: str) -> Partition:
         errors=np.array([e is not None for e in table.column("error").to_pylist()], dtype=bool),
         ambiguous=np.array(table.column("ambiguous").to_pylist(), dtype=object) if "ambiguous" in names else None,
     )
+
+
+def _map_probs(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """A `class_probs` map column (class -> P) as an (n, classes) matrix, classes sorted by name."""
+    rows = [dict(r) if r is not None else None for r in column.to_pylist()]
+    classes = sorted({k for r in rows if r for k in r})
+    probs = np.full((len(rows), len(classes)), np.nan)
+    for i, r in enumerate(rows):
+        if r:
+            probs[i] = [r.get(c, np.nan) for c in classes]
+    return probs, classes
 
 
 def _floats(column: pa.ChunkedArray) -> np.ndarray:

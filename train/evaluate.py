@@ -322,6 +322,12 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
 
     if results["calibration"]:
         lines += ["", "## Calibration", ""] + _calibration_markdown(results["calibration"])
+        if "ambiguous_threshold" in json.dumps(results["calibration"]):
+            lines += ["", "Temperature and `ambiguous_threshold` are fitted on the validation fold; the other "
+                      "figures are the test fold's. A song is *ambiguous* when its top probability is below the "
+                      "threshold (where the top class is right less than half the time on validation): "
+                      "`accuracy_all` counts every song, `accuracy_confident` only the others, "
+                      "`accuracy_ambiguous` only the ambiguous ones (`ambiguous_fraction` of the fold)."]
     if results["provenance"]:
         lines += ["", "## Provenance", "", "```json", json.dumps(results["provenance"], indent=2, sort_keys=True), "```"]
     return "\n".join(lines) + "\n"

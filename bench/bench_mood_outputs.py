@@ -1,0 +1,171 @@
+"""Benchmark (not a test): what `--embeddings` and `--timeline SECONDS` cost the labelling job.
+
+1. The job (`labeler.pipeline.label_catalogue` on a local Ray with --cpus CPUs) on one synthetic
+   catalogue, three times: plain, with `--embeddings`, with `--timeline SECONDS`; songs/s and
+   audio-seconds/s of each (audio-seconds = the catalogue's total track length).
+2. The Predictor alone on one featurised batch, with and without embeddings (median of --repeats):
+   the model-side overhead of the penultimate vector, free of the job's scheduling noise.
+3. One long track through `Predictor.timeline` in this process: seconds of CPU per minute of audio
+   and the peak RSS growth for a short and a long track (bounded memory: the long one must not cost
+   proportionally more memory).
+
+The bundle has the `cpu-small` architecture with untrained heads (bench/bench_label.py's), weights
+do not change the cost. Songs are synthesised once into --workdir and reused.
+
+    python bench/bench_mood_outputs.py --songs 120 --seconds 30 --timeline 10 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.bench_label import make_bundle, make_catalogue  # noqa: E402
+
+
+def audio_seconds(catalogue: str) -> float:
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    total = 0.0
+    for uri in pq.read_table(catalogue, columns=["audio_uri"]).column("audio_uri").to_pylist():
+        try:
+            total += sf.info(uri).duration
+        except Exception:  # noqa: BLE001 - a broken row has no length
+            continue
+    return total
+
+
+def run_jobs(catalogue: str, bundle: str, workdir: Path, cpus: int, timeline: float) -> dict:
+    import ray
+
+    from labeler.pipeline import LabelJobConfig, label_catalogue
+
+    seconds_of_audio = audio_seconds(catalogue)
+    results = {}
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        for name, extra in (("plain", {}), ("embeddings", {"embeddings": True}),
+                            (f"timeline_{timeline:g}", {"timeline_seconds": timeline})):
+            output = workdir / f"labels-{name}"
+            shutil.rmtree(output, ignore_errors=True)
+            t0 = time.perf_counter()
+            summary = label_catalogue(catalogue, bundle, str(output), LabelJobConfig(**extra))
+            seconds = time.perf_counter() - t0
+            results[name] = {"songs": summary.written, "seconds": round(seconds, 2),
+                             "songs_per_second": round(summary.written / seconds, 3),
+                             "audio_seconds_per_second": round(seconds_of_audio / seconds, 1)}
+            print(name, results[name], file=sys.stderr)
+    finally:
+        ray.shutdown()
+    results["audio_seconds"] = round(seconds_of_audio, 1)
+    return results
+
+
+def predictor_overhead(catalogue: str, bundle: str, batch: int, repeats: int) -> dict:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from labeler import storage
+    from labeler.audio import Featurizer
+    from labeler.bundle import read_bundle_config
+    from labeler.lyrics import LyricsTokenizer
+    from labeler.predict import Predictor
+
+    config = read_bundle_config(bundle)
+    rows = pq.read_table(catalogue).slice(0, batch).to_pydict()
+    features = LyricsTokenizer(storage.join(bundle, "tokenizer"), config["lyrics"])(
+        Featurizer(config["featurizer"])({k: np.array(v, dtype=object) for k, v in rows.items()}))
+    timings = {}
+    for name, embeddings in (("plain", False), ("embeddings", True)):
+        predictor = Predictor(bundle, batch_size=32, embeddings=embeddings)
+        predictor(features)  # warm-up
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            predictor(features)
+            runs.append(time.perf_counter() - t0)
+        timings[name] = round(statistics.median(runs), 4)
+    timings["overhead_percent"] = round(100 * (timings["embeddings"] / timings["plain"] - 1), 1)
+    timings["batch"] = batch
+    return timings
+
+
+def long_track(path: Path, minutes: float) -> str:
+    """A long test track: the synthesiser's songs are short, so one 30-s song repeated (FLAC, 22.05 kHz)."""
+    import numpy as np
+    import soundfile as sf
+
+    if not path.exists():
+        sr = 22050
+        t = np.arange(int(sr * 30)) / sr
+        phrase = (0.2 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 1.5 * t))).astype(np.float32)
+        with sf.SoundFile(path, "w", sr, 1, format="FLAC") as f:
+            for _ in range(int(minutes * 2)):
+                f.write(phrase)
+    return str(path)
+
+
+def timeline_cost(bundle: str, workdir: Path, timeline: float, minutes: list[float]) -> dict:
+    import torch
+
+    from labeler.predict import Predictor
+
+    predictor = Predictor(bundle, batch_size=32, timeline_seconds=timeline)
+    out = {"torch_threads": torch.get_num_threads()}
+    for m in minutes:
+        track = long_track(workdir / f"long-{m:g}min.flac", m)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        windows = predictor.timeline(track)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        out[f"{m:g}min"] = {"windows": len(windows), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                            "cpu_s_per_audio_minute": round(cpu / m, 2), "wall_s_per_audio_minute": round(wall / m, 2),
+                            "peak_rss_growth_mib": round(growth / 1024, 1)}
+        print(m, out[f"{m:g}min"], file=sys.stderr)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--songs", type=int, default=120)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--timeline", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=64, help="songs in the Predictor-only comparison")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--minutes", default="2,10", help="long-track lengths for the timeline cost")
+    parser.add_argument("--workdir", default="/tmp/recsys/bench")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    catalogue = make_catalogue(workdir, args.songs, args.seconds)
+    bundle = make_bundle(workdir)
+    result = {
+        "songs": args.songs, "song_seconds": args.seconds, "cpus": args.cpus,
+        "predictor": predictor_overhead(catalogue, bundle, args.batch, args.repeats),
+        "timeline_long_tracks": timeline_cost(bundle, workdir, args.timeline, [float(m) for m in args.minutes.split(",")]),
+        "job": run_jobs(catalogue, bundle, workdir, args.cpus, args.timeline),
+    }
+    (workdir / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
