@@ -154,7 +154,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     `ambiguous_threshold` (chosen on the validation fold, `train.calibration.ambiguity_threshold`):
     labels whose top calibrated probability is below it are flagged `ambiguous`; None: no flag.
     `embedding_dim` is recorded from the model: the length of the `embedding` column
-    (`labeler label --embeddings`), the input width of the head's last layer.
+    (`labeler label --embeddings`), `labeler.predict.penultimate_dim`.
 
     `tokenizer` is a tokenizer object or anything `labeler.pretrained.resolve_encoder` takes.
     `descriptor_stats` ({"mean": [...], "std": [...]}) is copied into the model's descriptor buffers
@@ -162,6 +162,8 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     On S3 the files are written to a temporary directory and uploaded one by one, config.json last,
     so a reader never sees a config whose files are not there yet.
     """
+    from labeler.predict import penultimate_dim  # noqa: PLC0415 - predict imports this module
+
     tokenizer = _load_tokenizer(tokenizer)
     _check_compatible(model, featurizer, lyrics, tokenizer, temperature)
     if ambiguous_threshold is not None and not 0.0 <= float(ambiguous_threshold) <= 1.0:
@@ -202,7 +204,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
             "lyrics": lyrics.to_dict() if lyrics is not None else None,
             "temperature": float(temperature),
             "ambiguous_threshold": None if ambiguous_threshold is None else float(ambiguous_threshold),
-            "embedding_dim": int(model.head[-1].in_features),
+            "embedding_dim": penultimate_dim(model),
             "descriptor_stats": descriptor_stats,
             "tied_weights": aliases,
             "provenance": dict(provenance or {}),

@@ -95,7 +95,7 @@ class Predictor:
         self.model_id = self.bundle.model_id
         self.model_version = self.bundle.model_version
         self.embeddings = bool(embeddings)
-        self.embedding_dim = int(self.model.head[-1].in_features)
+        self.embedding_dim = penultimate_dim(self.model)
         self.timeline_seconds = check_timeline(timeline_seconds, self.uses_audio)
 
     # ---- routing
@@ -252,8 +252,7 @@ class Predictor:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
             out = self.model(**kwargs)
-            # The head's last Linear reads this vector (eval mode: dropout is the identity).
-            penultimate = self.model.head[:-1](out.embedding) if self.embeddings else None
+            penultimate = penultimate_vector(self.model, out.embedding) if self.embeddings else None
         logits = out.logits.float() / self.temperature
         probs = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float32)
         va = out.va.float().cpu().numpy() if out.va is not None else np.full((n, 2), np.nan, np.float32)
@@ -262,6 +261,20 @@ class Predictor:
         else:
             emb = torch.nn.functional.normalize(penultimate.float(), dim=-1).cpu().numpy().astype(np.float32)
         return probs, va, np.array(out.modalities(), dtype=object), emb
+
+
+def penultimate_vector(model, embedding: torch.Tensor) -> torch.Tensor:
+    """What the model's last layer reads: for a fusion head, its hidden layer over the joined embeddings
+    (eval mode: dropout is the identity); for a single-branch model, or a late/gated fusion whose
+    branch heads read the branch embeddings themselves, the (joined) embedding."""
+    head = getattr(model, "head", None)
+    return embedding if head is None else head[:-1](embedding)
+
+
+def penultimate_dim(model) -> int:
+    """Length of `penultimate_vector`: the `embedding` column's length, recorded in the bundle."""
+    head = getattr(model, "head", None)
+    return int(model.embedding_dim if head is None else head[-1].in_features)
 
 
 def check_timeline(seconds: float | None, uses_audio: bool) -> float | None:
