@@ -119,3 +119,29 @@ def test_timeline_option_is_checked():
     with pytest.raises(ValueError, match="no audio branch"):
         check_timeline(10, uses_audio=False)
     assert Window(0, 1, 0, 1).end == 1
+
+
+def test_serve_answers_with_the_same_columns_from_an_upload(audio_bundle, tmp_path):
+    """`labeler serve --embeddings --timeline S`: the replica's own stages (SongFeaturiser -> Predictor ->
+    label_rows) on uploaded bytes, without starting Serve; and the flags reach ServeConfig."""
+    import argparse
+    from datetime import datetime, timezone
+
+    from labeler.pipeline import label_rows, read_bundle_info
+    from labeler.serve import ServeConfig, SongFeaturiser, config_from_args, configure_parser, row_to_json, song_from_fields
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    config = config_from_args(parser.parse_args(["--bundle", audio_bundle, "--embeddings", "--timeline", "2"]))
+    assert (config.embeddings, config.timeline_seconds) == (True, 2.0)
+    with pytest.raises(ValueError, match="timeline_seconds"):
+        ServeConfig(bundle=audio_bundle, timeline_seconds=-1.0)
+
+    info = read_bundle_info(audio_bundle)
+    audio = open(_tone(tmp_path / "up.wav", 5.0), "rb").read()
+    batch = SongFeaturiser(info, config)(song_from_fields({"song_id": "up"}, audio=audio, audio_name="up.wav"))
+    predictor = Predictor(audio_bundle, batch_size=4, embeddings=True, timeline_seconds=2.0)
+    row = row_to_json(label_rows(predictor(batch), info, datetime.now(timezone.utc)).to_pylist()[0])
+    assert len(row["embedding"]) == info.embedding_dim == 16
+    assert [w["start"] for w in row["timeline"]] == [0.0, 2.0, 4.0] and row["ambiguous"] in (True, False)
+    json.dumps(row)  # the answer is plain JSON
