@@ -114,7 +114,9 @@ def test_timeline_covers_each_track_and_ambiguous_follows_the_threshold(trained,
     ok = labels[labels["error"].isna()]
     for timeline in ok["timeline"]:
         windows = list(timeline)
-        assert [w["start"] for w in windows] == [0.0, 2.0] and windows[-1]["end"] == pytest.approx(5.0, abs=0.05)
+        # 5-s songs, 2-s windows: [0, 2), [2, 4), [4, 5) (a 1-s tail is not shorter than min_seconds)
+        assert [w["start"] for w in windows] == [0.0, 2.0, 4.0] and windows[-1]["end"] == pytest.approx(5.0, abs=0.05)
+        assert all(a["end"] == b["start"] for a, b in zip(windows, windows[1:]))
         for w in windows:
             assert w["label"] in {"Q1", "Q2", "Q3", "Q4"} and 0.25 <= w["label_prob"] <= 1.0
             assert 0.0 <= w["arousal_prob"] <= 1.0 and 0.0 <= w["valence_prob"] <= 1.0
