@@ -11,7 +11,10 @@ Why this shape: labelling must compute exactly the features training saw (the fe
 in the bundle, not in two places) and must never run code from a file it downloaded, so weights are
 safetensors, configs are JSON, the encoder is rebuilt from its config class (no `trust_remote_code`,
 no hub access) and every file is checked against the sha256 recorded in config.json. `model_version`
-is a content hash: same weights + same configs -> same version, in every labels row.
+is a content hash of what changes predictions (weights, model/featuriser/lyrics configs, classes,
+temperature, encoder config and tokenizer files): the same model re-exported with new provenance or
+metrics keeps its version, in every labels row. Reading and checking live in labeler.verified (no
+torch), which every process loading a bundle goes through.
 """
 
 from __future__ import annotations
@@ -29,16 +32,21 @@ import torch
 from labeler import storage
 from labeler.labels import class_names
 from labeler.models import EmotionModel, ModelConfig
-
-FORMAT = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-ENCODER_DIR = "encoder"
-TOKENIZER_DIR = "tokenizer"
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be trusted or read; the message names the bundle and the file."""
+from labeler.verified import (  # noqa: F401 - re-exported: the bundle's names and checks live in labeler.verified
+    CONFIG_FILE,
+    ENCODER_CONFIG,
+    ENCODER_DIR,
+    FORMAT,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    BundleError,
+    VerifiedBundle,
+    canonical_json,
+    compute_model_version,
+    open_bundle,
+    verify_bundle,
+)
+from labeler.verified import read_config as read_bundle_config  # noqa: F401
 
 
 @dataclass
@@ -62,32 +70,12 @@ class Bundle:
 # ------------------------------------------------------------------------------------------ hashing
 
 
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no whitespace: the same config always hashes the same."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def compute_model_version(config: dict) -> str:
-    """16 hex chars of sha256 over the weights' sha256, the other files' sha256 and the canonical config.
-
-    The config is taken without `model_version` and `files`; encoder and tokenizer hashes are included
-    as well as the weights', because a different tokenizer changes predictions just as new weights do.
-    """
-    files = dict(config.get("files") or {})
-    if WEIGHTS_FILE not in files:
-        raise BundleError(f"config.json lists no {WEIGHTS_FILE}")
-    body = {k: v for k, v in config.items() if k not in ("model_version", "files")}
-    others = "".join(f"{name}={files[name]};" for name in sorted(files) if name != WEIGHTS_FILE)
-    text = files[WEIGHTS_FILE] + "|" + others + "|" + canonical_json(body)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------- saving
@@ -241,100 +229,54 @@ def _copy_local(src: Path, dst: Path, names: list[str]) -> None:
 # ------------------------------------------------------------------------------------------- loading
 
 
-def read_bundle_config(uri: str) -> dict:
-    """config.json only (cheap: the pipeline driver reads mode, featuriser and tokenizer settings)."""
-    config_uri = storage.join(uri, CONFIG_FILE)
-    try:
-        text = storage.read_text(config_uri)
-    except FileNotFoundError as exc:
-        raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} not found") from exc
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} is not valid JSON ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} has format "
-                          f"{config.get('format') if isinstance(config, dict) else None!r}, expected {FORMAT}")
-    for key in ("model", "files", "model_version", "mode"):
-        if key not in config:
-            raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} has no {key!r}")
-    return config
-
-
-def _verify_files(uri: str, local_root: Path, config: dict) -> None:
-    files: dict[str, str] = config["files"]
-    for name, expected in sorted(files.items()):
-        if name.startswith("/") or ".." in Path(name).parts:
-            raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} lists an unsafe path {name!r}")
-        path = local_root / name
-        if not path.is_file():
-            raise BundleError(f"bundle {storage.describe(uri)}: {name} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise BundleError(f"bundle {storage.describe(uri)}: {name} has sha256 {actual[:16]}..., "
-                              f"{CONFIG_FILE} records {expected[:16]}... (tampered or corrupted)")
-    version = compute_model_version(config)
-    if version != config["model_version"]:
-        raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} does not match its model_version "
-                          f"{config['model_version']} (recomputed {version}): the config was edited")
-    tokenizer_dir = local_root / TOKENIZER_DIR
-    if tokenizer_dir.is_dir():  # only listed (verified) files may be read by the tokenizer loader
-        extra = sorted(p.relative_to(local_root).as_posix() for p in tokenizer_dir.rglob("*")
-                       if p.is_file() and p.relative_to(local_root).as_posix() not in files)
-        if extra:
-            raise BundleError(f"bundle {storage.describe(uri)}: unlisted file(s) {', '.join(extra)}")
-
-
-def _encoder_config(uri: str, path: Path):
+def _encoder_config(bundle: VerifiedBundle):
     """Rebuild the HF config from JSON through the built-in config class of its model_type (no code, no hub)."""
     from transformers import AutoConfig  # noqa: PLC0415
 
-    d = json.loads(path.read_text())
+    try:
+        d = json.loads(bundle.read(ENCODER_CONFIG))
+    except ValueError as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"bundle {storage.describe(bundle.uri)}: {ENCODER_CONFIG} is not valid JSON") from exc
+    if not isinstance(d, dict):
+        raise BundleError(f"bundle {storage.describe(bundle.uri)}: {ENCODER_CONFIG} is not a JSON object")
     model_type = d.pop("model_type", None)
     d.pop("auto_map", None)
     try:
         return AutoConfig.for_model(model_type, **d)
-    except (ValueError, KeyError) as exc:
-        raise BundleError(f"bundle {storage.describe(uri)}: {ENCODER_DIR}/config.json has model_type "
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"bundle {storage.describe(bundle.uri)}: {ENCODER_CONFIG} has model_type "
                           f"{model_type!r}, not a built-in transformers architecture") from exc
 
 
-def load_bundle(uri: str, device: str | torch.device = "cpu") -> Bundle:
-    """Load and verify a bundle; the model comes back in eval mode on `device`.
+def load_bundle(uri: str, device: str | torch.device = "cpu", expect_version: str | None = None) -> Bundle:
+    """Load a verified bundle; the model comes back in eval mode on `device`.
 
-    Every file listed in config.json is checked against its sha256 and the config against its
-    model_version before anything is parsed beyond JSON; a mismatch or a missing file raises
-    BundleError naming the file. Weights load with `safetensors` (never pickle) and strict=True.
+    Through labeler.verified: the listing is checked, model_version recomputed (and compared with
+    `expect_version` when given), and every file is used only from bytes that matched their sha256
+    (weights parsed from those bytes, the tokenizer from a private folder of its verified files).
+    Any failure raises BundleError naming the file. Weights load with safetensors (never pickle), strict.
     """
-    config = read_bundle_config(uri)
-    if storage.is_remote(uri):
-        with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
-            root = Path(tmp)
-            for name in config["files"]:
-                if name.startswith("/") or ".." in Path(name).parts:
-                    raise BundleError(f"bundle {storage.describe(uri)}: {CONFIG_FILE} lists an unsafe path {name!r}")
-                target = root / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    target.write_bytes(storage.read_bytes(storage.join(uri, name)))
-                except FileNotFoundError as exc:
-                    raise BundleError(f"bundle {storage.describe(uri)}: {name} is missing") from exc
-            return _load_verified(uri, root, config, device)
-    return _load_verified(uri, Path(storage.strip_scheme(uri)), config, device)
-
-
-def _load_verified(uri: str, root: Path, config: dict, device) -> Bundle:
-    _verify_files(uri, root, config)
-    from safetensors.torch import load_file  # noqa: PLC0415
-
+    bundle = open_bundle(uri, expect_version)
+    bundle.refuse_unlisted()
+    config = bundle.config
     try:
         model_config = ModelConfig.from_dict(config["model"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise BundleError(f"bundle {storage.describe(uri)}: model config is invalid: {exc}") from exc
-    encoder_config = _encoder_config(uri, root / ENCODER_DIR / "config.json") if model_config.uses_lyrics else None
+    encoder_config = _encoder_config(bundle) if model_config.uses_lyrics else None
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.torch import load as load_safetensors  # noqa: PLC0415
+
+    try:
+        state = load_safetensors(bundle.read(WEIGHTS_FILE))
+    except SafetensorError as exc:
+        raise BundleError(f"bundle {storage.describe(uri)}: {WEIGHTS_FILE} is not a safetensors file: {exc}") from exc
     model = EmotionModel(model_config, encoder_config=encoder_config)
-    state = load_file(str(root / WEIGHTS_FILE))
     for alias, name in (config.get("tied_weights") or {}).items():
+        if name not in state:
+            raise BundleError(f"bundle {storage.describe(uri)}: tied weight {alias!r} names a missing tensor")
         state[alias] = state[name]
     try:
         model.load_state_dict(state, strict=True)
@@ -344,9 +286,9 @@ def _load_verified(uri: str, root: Path, config: dict, device) -> Bundle:
 
     tokenizer = None
     if model_config.uses_lyrics:
-        from transformers import AutoTokenizer  # noqa: PLC0415
+        from labeler.verified import load_tokenizer  # noqa: PLC0415
 
-        tokenizer = AutoTokenizer.from_pretrained(str(root / TOKENIZER_DIR), trust_remote_code=False)
+        tokenizer = load_tokenizer(uri, bundle.model_version)
     featurizer = lyrics = None
     if config.get("featurizer") is not None:
         from labeler.audio import FeaturizerConfig  # noqa: PLC0415
@@ -358,7 +300,7 @@ def _load_verified(uri: str, root: Path, config: dict, device) -> Bundle:
         lyrics = LyricsConfig.from_dict(config["lyrics"])
     return Bundle(
         model=model, config=config, featurizer=featurizer, lyrics=lyrics, tokenizer=tokenizer,
-        model_id=config["model_id"], model_version=config["model_version"], mode=config["mode"],
+        model_id=config["model_id"], model_version=bundle.model_version, mode=config["mode"],
         classes=list(config.get("classes") or class_names(config["mode"])),
         temperature=float(config.get("temperature", 1.0)), descriptor_stats=config.get("descriptor_stats"),
         extra={"provenance": config.get("provenance", {}), "metrics": config.get("metrics", {})},

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from labeler.storage import quiet_credential_loggers  # noqa: PLC0415
+
+    quiet_credential_loggers()  # botocore and friends log credentials at DEBUG, even under -v
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run_cli(args) or 0)

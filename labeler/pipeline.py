@@ -57,6 +57,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections import Counter
@@ -71,6 +72,7 @@ import pyarrow.compute as pc
 from labeler import storage
 from labeler.lease import DEFAULT_TTL_SECONDS, LEASE_DIR, Lease
 from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS, quadrant_probs_to_axes
+from labeler.verified import TokenizerSource, VerifiedBundle, check_version, verify_bundle
 from labeler.schemas import (
     CATALOGUE,
     LABELS,
@@ -88,7 +90,6 @@ log = logging.getLogger(__name__)
 SUCCESS_FILE = "_SUCCESS.json"
 STAGING_DIR = "_staging"
 PARTITION_KEY = "version"
-TOKENIZER_DIR = "tokenizer"  # labeler.bundle.TOKENIZER_DIR, repeated to keep torch out of the driver's imports
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,6 +112,7 @@ class LabelJobConfig:
     lease_seconds: float = DEFAULT_TTL_SECONDS  # a killed run blocks its output version this long
     embeddings: bool = False  # write the `embedding` column
     timeline_seconds: float | None = None  # write the `timeline` column, windows of this many seconds
+    expect_version: str | None = None  # refuse a bundle whose model_version is not this one
 
     def __post_init__(self) -> None:
         for name in ("featurise_batch_size", "predict_batch_size", "min_actors", "max_actors", "rows_per_part"):
@@ -192,7 +194,6 @@ class BundleInfo:
     branch: str
     featurizer: dict
     lyrics: dict
-    tokenizer_uri: str | None
     ambiguous_threshold: float | None = None  # top probability below which a label is flagged ambiguous
     embedding_dim: int | None = None  # length of the `embedding` column
 
@@ -204,43 +205,60 @@ class BundleInfo:
     def uses_lyrics(self) -> bool:
         return self.branch in ("lyrics", "fusion")
 
+    @property
+    def tokenizer(self) -> TokenizerSource | None:
+        """Where featurise tasks and Serve load the verified tokenizer from (None without a lyrics branch)."""
+        return TokenizerSource(self.uri, self.model_version) if self.uses_lyrics else None
+
     @classmethod
-    def from_config(cls, uri: str, config: dict) -> "BundleInfo":
+    def from_verified(cls, bundle: VerifiedBundle) -> "BundleInfo":
+        config = bundle.config
         model = config.get("model") or {}
         branch = model.get("branch", "fusion")
-        uses_lyrics = branch in ("lyrics", "fusion")
         return cls(
-            uri=uri,
+            uri=bundle.uri,
             model_id=str(config["model_id"]),
-            model_version=str(config["model_version"]),
+            model_version=check_version(bundle.model_version),
             mode=str(config.get("mode") or model.get("mode", "4Q")),
             classes=tuple(config["classes"]),
             branch=branch,
             featurizer=dict(config.get("featurizer") or {}),
             lyrics=dict(config.get("lyrics") or {}),
-            tokenizer_uri=storage.join(uri, TOKENIZER_DIR) if uses_lyrics else None,
             ambiguous_threshold=config.get("ambiguous_threshold"),
             embedding_dim=config.get("embedding_dim"),
         )
 
 
-def read_bundle_info(bundle_uri: str) -> BundleInfo:
-    from labeler.bundle import read_bundle_config  # noqa: PLC0415 - imports torch: only when a run starts
-
-    uri = storage.absolute_uri(bundle_uri)
-    return BundleInfo.from_config(uri, read_bundle_config(uri))
+def read_bundle_info(bundle_uri: str, expect_version: str | None = None) -> BundleInfo:
+    """The whole bundle verified (every listed file against its sha256, the version recomputed and
+    compared with `expect_version`): drivers call this before a lease, a Ray task or a replica."""
+    return BundleInfo.from_verified(verify_bundle(storage.absolute_uri(bundle_uri), expect_version))
 
 
 # --------------------------------------------------------------------------------------------------
 # output layout
 
 
+RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")
+
+
+def new_run_id(started_at: datetime) -> str:
+    return f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
 @dataclass(frozen=True)
 class OutputLayout:
-    """Where one model version's labels, staging files and completion records live."""
+    """Where one model version's labels, staging files and completion records live.
+
+    Every path is built from the output URI and checked parts only: a model_version of 16 hex
+    digits (recomputed from the verified bundle) and run ids of the form new_run_id makes.
+    """
 
     output_uri: str
     model_version: str
+
+    def __post_init__(self) -> None:
+        check_version(self.model_version)
 
     @property
     def partition_uri(self) -> str:
@@ -264,6 +282,9 @@ class OutputLayout:
         return storage.join(self.output_uri, LEASE_DIR, f"{PARTITION_KEY}={self.model_version}")
 
     def staging_uri(self, run_id: str) -> str:
+        """This run's staging folder: the only place a run ever deletes a folder."""
+        if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+            raise ValueError(f"run id {str(run_id)[:40]!r} is not of the form {RUN_ID_PATTERN.pattern}")
         return storage.join(self.staging_root, run_id)
 
     def part_uris(self) -> list[str]:
@@ -309,15 +330,15 @@ def _drop_done(batch: pa.Table, done_ref: list) -> pa.Table:
 
 
 @functools.lru_cache(maxsize=4)
-def _lyrics_tokenizer(tokenizer_uri: str, lyrics_json: str):
+def _lyrics_tokenizer(tokenizer: TokenizerSource, lyrics_json: str):
     """One tokenizer per worker process and bundle: Ray Data tasks are stateless but worker
-    processes are reused, so this memo loads the tokenizer files once instead of once a batch."""
+    processes are reused, so this memo loads (and verifies) the tokenizer files once, not once a batch."""
     from labeler.lyrics import LyricsTokenizer  # noqa: PLC0415
 
-    return LyricsTokenizer(tokenizer_uri, json.loads(lyrics_json))
+    return LyricsTokenizer(tokenizer.load(), json.loads(lyrics_json))
 
 
-def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, tokenizer_uri: str | None,
+def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, tokenizer: TokenizerSource | None,
                     lyrics_json: str, keep_audio_uri: bool = False) -> dict[str, np.ndarray]:
     """CPU stage: decode + chorus + log-mel (when the bundle uses audio), tokenise (when it uses lyrics).
 
@@ -331,8 +352,8 @@ def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, token
     else:
         batch = dict(batch)
         batch["audio_error"] = np.array([None] * len(batch["song_id"]), dtype=object)
-    if tokenizer_uri is not None:
-        batch = _lyrics_tokenizer(tokenizer_uri, lyrics_json)(batch)
+    if tokenizer is not None:
+        batch = _lyrics_tokenizer(tokenizer, lyrics_json)(batch)
     for name in ("audio_error", "lyrics_error"):
         if name in batch:
             batch[name] = _no_error_as_empty(batch[name])
@@ -581,7 +602,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: 
         memory=featurise_memory_bytes(info.featurizer if info.uses_audio else None, res.featurise_batch_size),
         fn_kwargs={
             "featurizer": info.featurizer if info.uses_audio else None,
-            "tokenizer_uri": info.tokenizer_uri,
+            "tokenizer": info.tokenizer,
             "lyrics_json": json.dumps(info.lyrics, sort_keys=True),
             "keep_audio_uri": timeline_seconds is not None,
         },
@@ -590,7 +611,8 @@ def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: 
     ds = ds.map_batches(
         Predictor,
         fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size,
-                               "embeddings": embeddings, "timeline_seconds": timeline_seconds},
+                               "embeddings": embeddings, "timeline_seconds": timeline_seconds,
+                               "expect_version": info.model_version},
         batch_format="numpy",
         batch_size=res.predict_batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
@@ -626,13 +648,14 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     started_at = datetime.now(timezone.utc)
     catalogue_uri = storage.absolute_uri(catalogue_uri)
     output_uri = storage.absolute_uri(output_uri)
+    # The whole bundle is verified first: a bad bundle fails here, before a lease, a file or Ray.
+    info = read_bundle_info(bundle_uri, config.expect_version)
     columns, ids = _validated_catalogue(catalogue_uri)
-    info = read_bundle_info(bundle_uri)
     if config.timeline_seconds is not None and not info.uses_audio:
         raise ValueError(f"--timeline labels windows of the audio, but bundle {storage.describe(info.uri)} "
                          f"is a {info.branch} model without an audio branch")
     layout = OutputLayout(output_uri, info.model_version)
-    run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    run_id = new_run_id(started_at)
     # What is done is read under the lease: a run still committing would otherwise be relabelled.
     with Lease(layout.lease_dir, run_id, config.lease_seconds) as lease:
         _check_same_optional_columns(layout, config)
@@ -655,7 +678,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             ensure_ray(config.address)
             res = resolve_resources(config, ray.cluster_resources())
             log.info("resources: %s", res)
-            storage.remove(layout.staging_root, recursive=True)  # parts of killed runs were never committed
+            _report_stale_staging(layout)
             storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
             staging = layout.staging_uri(run_id)
             records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging,
@@ -693,6 +716,18 @@ def _check_same_optional_columns(layout: OutputLayout, config: LabelJobConfig) -
 
         raise ValueError(f"{storage.describe(layout.partition_uri)} was labelled with {flags(have)}; this run asks for "
                          f"{flags(want)}: use the same options, or label into another --output")
+
+
+def _report_stale_staging(layout: OutputLayout) -> None:
+    """Name the staging folders killed runs left behind (never committed, ignored by readers).
+
+    They are not deleted: a run deletes nothing but its own staging folder, so no path it did not
+    make itself can ever be removed. Delete them by hand when no run is writing.
+    """
+    stale = storage.listdir(layout.staging_root)
+    if stale:
+        log.warning("%d staging folder(s) of earlier runs under %s hold uncommitted parts (safe to delete "
+                    "while no run writes this version)", len(stale), storage.describe(layout.staging_root))
 
 
 def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_at: datetime,
@@ -807,6 +842,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="rows per committed part file, the unit a killed run resumes from (default %(default)s)")
     parser.add_argument("--lease-seconds", type=float, default=LabelJobConfig.lease_seconds,
                         help="how long a killed run keeps other runs off this output version (default %(default)s)")
+    parser.add_argument("--expect-version", default=None, metavar="V",
+                        help="refuse the bundle unless its recomputed model_version is V (pins the model against tampering)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="also draw the quadrant distribution and V-A scatter")
     parser.add_argument("--embeddings", action="store_true",
                         help="also write `embedding`: the model's penultimate vector, L2-normalised, for similarity search")
@@ -820,7 +857,7 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
         address=args.address, featurise_batch_size=args.featurise_batch_size, predict_batch_size=args.predict_batch_size,
         featurise_cpus=args.featurise_cpus, min_actors=args.min_actors, max_actors=args.max_actors,
         use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot, lease_seconds=args.lease_seconds,
-        embeddings=args.embeddings, timeline_seconds=args.timeline_seconds,
+        embeddings=args.embeddings, timeline_seconds=args.timeline_seconds, expect_version=args.expect_version,
     )
 
 

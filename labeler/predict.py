@@ -78,13 +78,14 @@ class Predictor:
 
     def __init__(self, bundle_uri: str | Bundle, device: str | None = None, batch_size: int = 32,
                  num_threads: int | None = None, embeddings: bool = False,
-                 timeline_seconds: float | None = None) -> None:
+                 timeline_seconds: float | None = None, expect_version: str | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
             configure_torch_threads(num_threads)
-        self.bundle = bundle_uri if isinstance(bundle_uri, Bundle) else load_bundle(bundle_uri, device=self.device)
+        self.bundle = bundle_uri if isinstance(bundle_uri, Bundle) else load_bundle(
+            bundle_uri, device=self.device, expect_version=expect_version)
         self.model = self.bundle.model.to(self.device).eval()
         self.batch_size = int(batch_size)
         cfg = self.model.config

@@ -106,7 +106,9 @@ def _download_dir(uri: str, root: Path) -> str:
     The folder is keyed by the URI and the listing (names, sizes, ETags), so new contents under the
     same URI are fetched again while repeated calls (every Ray worker on a node) reuse one copy.
     Each download goes to a temporary folder renamed into place, so concurrent workers never see a
-    half-written folder.
+    half-written folder. Every key must be a plain relative name under the prefix (storage.safe_join):
+    a key with '..' or an empty part is refused, never written outside the cache. (Bundles do not come
+    through here: labeler.verified downloads only the names their config.json lists.)
     """
     fs = storage.fsspec_filesystem(uri)
     base = storage.strip_scheme(uri).rstrip("/")
@@ -125,8 +127,12 @@ def _download_dir(uri: str, root: Path) -> str:
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=root / "encoders"))
     try:
         for path in sorted(files):
-            relative = path[len(base):].lstrip("/")
-            local = staging / relative
+            if not path.startswith(base + "/"):
+                raise EncoderError(f"refusing {storage.describe(uri)}: listed key {path[:80]!r} is not under the prefix")
+            try:  # a key holding '..' or an empty part would land outside the cache folder
+                local = storage.safe_join(staging, path[len(base) + 1:])
+            except storage.StorageError as exc:
+                raise EncoderError(f"refusing {storage.describe(uri)}: {exc}") from None
             local.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(path, str(local))
         try:

@@ -93,6 +93,7 @@ class ServeConfig:
     featurise_threads: int = 2  # featurising threads per replica
     replica_cpus: float = 1.0  # Ray CPUs reserved per replica (also torch's thread count)
     allow_uri_prefixes: tuple[str, ...] = ()  # audio_uri must start with one of these; () = audio_uri refused
+    expect_version: str | None = None  # refuse a bundle whose recomputed model_version is not this one
     route_prefix: str = "/"
     embeddings: bool = False  # answer with the `embedding` column too
     timeline_seconds: float | None = None  # answer with the `timeline` column, windows of this many seconds
@@ -353,7 +354,7 @@ class SongFeaturiser:
         self.info = info
         self.config = config
         self.featurizer = FeaturizerConfig.from_dict(info.featurizer) if info.uses_audio else None
-        self.tokenizer = LyricsTokenizer(info.tokenizer_uri, info.lyrics) if info.uses_lyrics else None
+        self.tokenizer = LyricsTokenizer(info.tokenizer.load(), info.lyrics) if info.uses_lyrics else None
         # A Hugging Face fast tokenizer is not safe to call from two threads at once (its Rust side
         # raises "Already borrowed" while another call changes its padding/truncation state); audio
         # featurising runs in parallel, tokenising (about a millisecond) one song at a time.
@@ -462,14 +463,17 @@ class LabelService:
     """A Serve replica: loads the bundle once, featurises per request, predicts in batches."""
 
     def __init__(self, config: ServeConfig):
-        from labeler.pipeline import read_bundle_info  # noqa: PLC0415
+        from labeler.pipeline import BundleInfo  # noqa: PLC0415
         from labeler.predict import Predictor  # noqa: PLC0415
+        from labeler.verified import open_bundle  # noqa: PLC0415
 
         self.config = config
-        self.info = read_bundle_info(config.bundle)
+        # The replica reads every file it uses through the verified loader, pinned to the version the
+        # driver checked (run_cli), so a bundle swapped after the driver's check is refused here.
+        self.info = BundleInfo.from_verified(open_bundle(config.bundle, config.expect_version))
         self.predictor = Predictor(self.info.uri, batch_size=config.max_batch_size,
                                    num_threads=max(1, int(config.replica_cpus)), embeddings=config.embeddings,
-                                   timeline_seconds=config.timeline_seconds)
+                                   timeline_seconds=config.timeline_seconds, expect_version=self.info.model_version)
         self.featuriser = SongFeaturiser(self.info, config)
         self._featurise_pool = ThreadPoolExecutor(config.featurise_threads, thread_name_prefix="featurise")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
@@ -546,6 +550,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings", action="store_true", help="answer with the `embedding` column (as labeler label --embeddings)")
     parser.add_argument("--timeline", dest="timeline_seconds", type=float, default=None, metavar="SECONDS",
                         help="answer with the `timeline` column (as labeler label --timeline)")
+    parser.add_argument("--expect-version", default=None, metavar="V",
+                        help="refuse the bundle unless its recomputed model_version is V")
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
@@ -555,7 +561,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
         max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds,
         allow_uri_prefixes=tuple(args.allow_uri_prefix), embeddings=args.embeddings,
-        timeline_seconds=args.timeline_seconds,
+        timeline_seconds=args.timeline_seconds, expect_version=args.expect_version,
     )
 
 
@@ -569,7 +575,10 @@ def run_cli(args: argparse.Namespace) -> int:
     from labeler.pipeline import ensure_ray, read_bundle_info  # noqa: PLC0415
 
     config = config_from_args(args)
-    info = read_bundle_info(config.bundle)  # a bad bundle URI fails here, with one line, not inside a replica
+    # The whole bundle is verified here (one line on failure, not inside a replica), and the replicas
+    # are pinned to the version checked.
+    info = read_bundle_info(config.bundle, config.expect_version)
+    config = dataclasses.replace(config, expect_version=info.model_version)
     if config.timeline_seconds is not None and not info.uses_audio:
         raise ValueError(f"--timeline labels windows of the audio, but bundle {storage.describe(info.uri)} "
                          f"is a {info.branch} model without an audio branch")

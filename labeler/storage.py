@@ -8,8 +8,10 @@ profile, instance profile); credentials are never logged or written anywhere.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+from pathlib import Path
 from typing import IO, Iterable
 
 import fsspec
@@ -18,6 +20,48 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 _S3_PREFIXES = ("s3://", "s3a://")
+# Libraries whose debug logs print request headers, signed URLs or credentials (botocore logs the
+# access key id and session token at DEBUG): capped at WARNING even under `labeler -v`.
+CREDENTIAL_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "fsspec", "urllib3", "s3transfer")
+
+
+class StorageError(ValueError):
+    """A URI this project refuses to open (the message never repeats a credential)."""
+
+
+def quiet_credential_loggers(level: int = logging.WARNING) -> None:
+    """Cap the loggers that can print credentials, whatever the root logger's level."""
+    for name in CREDENTIAL_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+def check_uri(uri: str) -> str:
+    """`uri` unless it carries userinfo (`s3://key:secret@bucket/...`): credentials come from the AWS
+    chain (environment, profile, instance role), never from a URI that ends up in logs and records."""
+    if _has_userinfo(uri):
+        raise StorageError(f"refusing {describe(uri)}: a URI must not carry credentials (user:secret@); "
+                           "use the AWS credential chain (AWS_PROFILE, environment, instance role)")
+    return uri
+
+
+def _has_userinfo(uri: str) -> bool:
+    """user@host, or user:secret@host where the secret may hold '/' (AWS secret keys do); an '@' in a
+    plain path ("s3://bucket/artist@live.mp3") is no credential."""
+    if "://" not in uri:
+        return False
+    userinfo, at, _ = uri.split("://", 1)[1].partition("@")
+    return bool(at) and ("/" not in userinfo or ":" in userinfo)
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """`root / relative` for a relative POSIX name with no '', '.', '..' or absolute parts, inside `root`."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or "\\" in relative or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"unsafe relative path {relative[:80]!r}")
+    target = root.joinpath(*parts)
+    if os.path.commonpath([os.path.abspath(root), os.path.abspath(target)]) != os.path.abspath(root):
+        raise StorageError(f"unsafe relative path {relative[:80]!r}")
+    return target
 
 
 def is_s3(uri: str) -> bool:
@@ -39,7 +83,9 @@ def strip_scheme(uri: str) -> str:
 
 
 def absolute_uri(uri: str) -> str:
-    """Local paths become absolute (Ray workers do not share the driver's working directory)."""
+    """Local paths become absolute (Ray workers do not share the driver's working directory);
+    a URI with credentials in it is refused here, where every job's URIs first arrive."""
+    check_uri(uri)
     if is_remote(uri):
         return uri
     return strip_scheme(uri)
@@ -64,7 +110,8 @@ def _s3_options() -> dict:
 
 
 def fsspec_filesystem(uri: str) -> fsspec.AbstractFileSystem:
-    """The fsspec filesystem that serves `uri` (s3fs for s3://, local otherwise)."""
+    """The fsspec filesystem that serves `uri` (s3fs for s3://, local otherwise); refuses userinfo."""
+    check_uri(uri)
     if is_s3(uri):
         import s3fs  # noqa: PLC0415 - only this module touches s3fs
 
@@ -205,11 +252,7 @@ def write_parquet(table: pa.Table, uri: str) -> None:
 
 def describe(uri: str) -> str:
     """A URI fit for logs: never holds credentials (URIs with user:password@ are masked)."""
-    if "://" in uri:
+    if _has_userinfo(uri):
         scheme, rest = uri.split("://", 1)
-        userinfo, at, host_and_path = rest.partition("@")
-        # user@host, or user:secret@host where the secret may hold '/' (AWS secret keys do); an '@' in
-        # a plain path ("s3://bucket/artist@live.mp3") is no credential and stays readable.
-        if at and ("/" not in userinfo or ":" in userinfo):
-            return f"{scheme}://***@{host_and_path}"
+        return f"{scheme}://***@{rest.partition('@')[2]}"
     return uri

@@ -21,7 +21,7 @@ def _write_version(output, version: str, probs: np.ndarray, errors: list, mode: 
                    success: bool = True) -> None:
     classes = QUADRANTS if mode == "4Q" else ("low", "high")
     info = BundleInfo(uri="/b", model_id="m", model_version=version, mode=mode, classes=classes, branch="audio",
-                      featurizer={}, lyrics={}, tokenizer_uri=None, ambiguous_threshold=0.5)
+                      featurizer={}, lyrics={}, ambiguous_threshold=0.5)
     n = len(probs)
     batch = {"song_id": np.array(ids or [f"s{i}" for i in range(n)], dtype=object),
              "probs": np.asarray(probs, np.float32), "error": np.array(errors, dtype=object)}

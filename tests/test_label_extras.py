@@ -19,7 +19,7 @@ WINDOW = {"start": 0.0, "end": 10.0, "label": "Q2", "label_prob": 0.6, "arousal_
 
 def _info(threshold: float | None = 0.5) -> BundleInfo:
     return BundleInfo(uri="/b", model_id="m", model_version="v1", mode="4Q", classes=("Q1", "Q2", "Q3", "Q4"),
-                      branch="fusion", featurizer={}, lyrics={}, tokenizer_uri=None, ambiguous_threshold=threshold,
+                      branch="fusion", featurizer={}, lyrics={}, ambiguous_threshold=threshold,
                       embedding_dim=3)
 
 
@@ -62,12 +62,12 @@ def test_embedding_and_timeline_columns(tmp_path):
 
 
 def test_a_version_keeps_one_set_of_optional_columns(tmp_path):
-    layout = OutputLayout(str(tmp_path), "v1")
+    layout = OutputLayout(str(tmp_path), "0123456789abcdef")
     _check_same_optional_columns(layout, LabelJobConfig(embeddings=True))  # nothing committed yet: anything goes
     emb = np.eye(3, dtype=np.float32)
-    (tmp_path / "version=v1").mkdir()
+    (tmp_path / "version=0123456789abcdef").mkdir()
     pq.write_table(label_rows(_batch(embedding=emb), _info(), datetime.now(timezone.utc)),
-                   tmp_path / "version=v1" / "part-x.parquet")
+                   tmp_path / "version=0123456789abcdef" / "part-x.parquet")
     _check_same_optional_columns(layout, LabelJobConfig(embeddings=True))
     with pytest.raises(ValueError, match="labelled with --embeddings; this run asks for neither"):
         _check_same_optional_columns(layout, LabelJobConfig())
