@@ -108,6 +108,7 @@ def decode_lyrics(value: str | bytes | None) -> str | None:
                 break
             except UnicodeDecodeError:
                 continue
+    text = cap_chars(text)  # the per-character checks below cost no more than a long song's
     problem = _looks_binary(text)
     if problem:
         raise LyricsError(f"{len(value)} bytes {problem}")
@@ -121,8 +122,12 @@ def decode_lyrics(value: str | bytes | None) -> str | None:
 # searched, and only a capitalised " Lyrics" that ends a word, so ordinary first lines stay.
 _GENIUS_HEADER = re.compile(r"^.{0,1000}? Lyrics(?![a-z])")
 # Genius footer: "…Embed", "…123Embed", "…1.2KEmbed", possibly after "You might also like".
-_GENIUS_EMBED = re.compile(r"(?:You might also like)?(?:\d+(?:\.\d+)?K?)?Embed\s*$")
+# The count may only start where a run of digits starts ((?<![\d.])): without that, a long run of
+# digits was tried from every position in it (quadratic: 40,000 digits took 54 s with the GIL held).
+_GENIUS_EMBED = re.compile(r"(?:You might also like)?(?:(?<![\d.])\d+(?:\.\d+)?K?)?Embed\s*$")
 _GENIUS_RECOMMEND = re.compile(r"You might also like")
+# Every pattern here runs in linear time on any input (1 MB of digits, brackets or whitespace each in
+# well under a second: tests/test_lyrics_security.py), and runs only on text capped to MAX_CHARS.
 # LRC: [mm:ss], [mm:ss.xx] and enhanced word stamps <mm:ss.xx>; metadata ([ar:…], [offset:…]) and
 # section tags ([Chorus], [Verse 1: Artist], [?]) go with the general rule below: square brackets in
 # lyrics hold annotations, not sung words (sung asides are written in parentheses, which are kept).
@@ -142,6 +147,7 @@ def clean_lyrics(text: str | None) -> str:
     """
     if not text:
         return ""
+    text = cap_chars(text)  # before any regular expression: the cost of one lyric is bounded
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _INVISIBLE.sub("", text)
     text = "".join(ch if ch in "\n\t" or unicodedata.category(ch) != "Cc" else " " for ch in text)
@@ -175,7 +181,9 @@ def _special_frame(tokenizer) -> tuple[list[int], list[int]]:
     raise ValueError(f"cannot find where {type(tokenizer).__name__} places its special tokens")
 
 
-def _cap_chars(text: str, policy: str) -> str:
+def cap_chars(text: str, policy: str = "head_tail") -> str:
+    """At most MAX_CHARS characters (+1 newline): the head, or the head and the tail (where Genius
+    headers and footers, and the final chorus, are)."""
     if len(text) <= MAX_CHARS:
         return text
     if policy == "head":
@@ -206,7 +214,7 @@ def tokenize(tokenizer, texts: list[str], config: LyricsConfig | dict | None = N
     mask = np.zeros((n, config.max_tokens), dtype=np.int8)
     if n == 0:
         return ids, mask
-    capped = [_cap_chars(t or "", config.long_policy) for t in texts]
+    capped = [cap_chars(t or "", config.long_policy) for t in texts]
     encoded = tokenizer(capped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     head = budget - budget // 2
     for row, content in enumerate(encoded):

@@ -1,0 +1,100 @@
+"""Adversarial lyrics (security finding 4): one lyric must never freeze a worker or a replica.
+
+The old footer pattern was quadratic on runs of digits and ran on uncapped text: 40,000 digits took
+54 s with the GIL held. Each pattern now runs in linear time and only on capped text. The 1 MB inputs
+below run the patterns *uncapped* (the worst case) and then through clean_lyrics and the job's
+featurise stage; a hang guard (SIGALRM, 20 s, far above the ~0.1 s they take and far below the hours
+the quadratic pattern needs) turns a regression into a failure instead of a stuck test run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from labeler import lyrics as L
+
+MB = 1_000_000
+ADVERSARIAL = {
+    "digits": "1" * MB,
+    "digits_then_embed_miss": "9" * MB + "Embe",
+    "dotted_digits": "1." * (MB // 2),
+    "open_brackets": "[" * MB,
+    "bracket_runs": "[a" * (MB // 2),
+    "lrc_like": "[1:" * (MB // 3),
+    "whitespace": " \t" * (MB // 2) + "x",
+    "repeat_marks": " x2" * (MB // 3) + " " * 1000 + "a",
+    "space_digits": " " + "7" * MB,
+    "parens": "(" * MB,
+}
+PATTERNS = [v for v in vars(L).values() if isinstance(v, re.Pattern)]
+
+
+@contextmanager
+def hang_guard(seconds: int = 20):
+    def fail(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: a super-linear pattern")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_every_pattern_is_linear_on_1mb_of_adversarial_text_uncapped(name):
+    text = ADVERSARIAL[name]
+    with hang_guard():
+        for pattern in PATTERNS:
+            pattern.sub("", text)
+        assert isinstance(L.clean_lyrics(text), str)
+
+
+def test_footer_is_still_removed_and_long_lyrics_are_capped_before_cleaning():
+    assert L.clean_lyrics("la la\n123Embed") == "la la"
+    assert L.clean_lyrics("la la\nYou might also like1.2KEmbed") == "la la"
+    assert L.clean_lyrics("Song Lyrics[Verse]\nhello\n7Embed") == "hello"
+    long = "head\n" + "w " * L.MAX_CHARS + "\ntail 42Embed"
+    cleaned = L.clean_lyrics(long)
+    assert cleaned.startswith("head") and cleaned.endswith("tail") and len(cleaned) <= L.MAX_CHARS + 1
+    assert len(L.decode_lyrics(b"a" * (3 * L.MAX_CHARS))) <= L.MAX_CHARS + 1
+
+
+def test_adversarial_lyrics_through_the_jobs_featurise_stage(tmp_path):
+    from test_pipeline import make_bundle
+
+    from labeler.pipeline import featurise_batch, read_bundle_info
+
+    info = read_bundle_info(make_bundle(tmp_path))
+    values = [ADVERSARIAL["digits"], ADVERSARIAL["open_brackets"], ADVERSARIAL["whitespace"], "love 3Embed"]
+    batch = {"song_id": np.array([f"s{i}" for i in range(len(values))], dtype=object),
+             "lyrics": np.array(values, dtype=object)}
+    with hang_guard():
+        out = featurise_batch(batch, None, info.tokenizer, json.dumps(info.lyrics))
+    assert out["has_lyrics"].tolist() == [True, True, True, True] and list(out["lyrics_error"]) == [""] * 4
+    assert out["input_ids"].shape == (4, info.lyrics["max_tokens"])
+
+
+TRICKY = st.sampled_from(list("0123456789.[]():<> \t\nxX×K") + ["Embed", "You might also like", " Lyrics", "\u200b"])
+
+
+@settings(max_examples=150, deadline=2000)
+@given(st.lists(TRICKY, min_size=0, max_size=300), st.integers(min_value=1, max_value=300))
+def test_clean_lyrics_property_bounded_and_tidy(pieces, repeat):
+    """Any mix of the characters the patterns care about, repeated into up to ~1.5 MB: cleaning ends
+    within hypothesis' deadline, never grows the text, and leaves tidy lines."""
+    text = "".join(pieces) * repeat
+    cleaned = L.clean_lyrics(text)
+    assert len(cleaned) <= min(len(text), L.MAX_CHARS + 1)
+    for line in cleaned.split("\n") if cleaned else []:
+        assert line and line == line.strip() and "\u200b" not in line and "  " not in line
