@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterable
 
@@ -141,6 +142,12 @@ def exists(uri: str) -> bool:
 
 def size(uri: str) -> int:
     return int(fsspec_filesystem(uri).size(strip_scheme(uri)))
+
+
+def modified(uri: str) -> datetime:
+    """The modification time of a file, in UTC (lease files that cannot be read expire by it)."""
+    value = fsspec_filesystem(uri).modified(strip_scheme(uri))
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def read_bytes(uri: str) -> bytes:
