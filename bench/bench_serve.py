@@ -11,6 +11,13 @@ bench_label's catalogue. The bundle has the `cpu-small` architecture with untrai
 
     .venv/bin/python bench/bench_serve.py                                   # 1/4/8 clients, 1 replica
     .venv/bin/python bench/bench_serve.py --clients 1 8 --replicas 2 --cpus 4 --max-batch-size 8
+
+`--upload-memory N` measures instead the replica's resident memory while N clients upload a WAV of
+just under the default 50 MB limit at once (security finding 6: 20 such uploads took a replica from
+0.8 GB to 3.3 GB when the body was held in memory; the goal is a peak under 1.5 GB). The replica's
+process is found through Ray's state API and sampled with psutil every 20 ms.
+
+    .venv/bin/python bench/bench_serve.py --upload-memory 20 --json > /tmp/bench_serve_upload.json
 """
 
 from __future__ import annotations
@@ -104,6 +111,68 @@ def run_level(url: str, songs: list[tuple[str, bytes, str]], clients: int, max_r
     }
 
 
+def max_size_wav(workdir: Path, limit_mb: float) -> bytes:
+    """A 16-bit stereo 44.1 kHz WAV (music-like: tones and noise) just under `limit_mb` with the form around it."""
+    import numpy as np
+    import soundfile as sf
+
+    path = workdir / f"max-{limit_mb:g}mb.wav"
+    if not path.exists():
+        seconds = int((limit_mb * 1024 * 1024 - 64 * 1024) / (44100 * 2 * 2))
+        t = np.arange(seconds * 44100) / 44100
+        rng = np.random.default_rng(0)
+        mono = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 0.5 * t)) / 2 + 0.05 * rng.standard_normal(t.size)
+        sf.write(path, np.stack([mono, mono[::-1]], axis=1).astype(np.float32), 44100, subtype="PCM_16")
+    return path.read_bytes()
+
+
+def replica_pid() -> int:
+    from ray.util.state import list_actors
+
+    actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+              if "LabelService" in (a.class_name or "") or "LabelService" in (a.name or "")]
+    if len(actors) != 1:
+        raise RuntimeError(f"expected one LabelService replica, found {len(actors)}")
+    return int(actors[0].pid)
+
+
+def upload_memory(url: str, audio: bytes, clients: int) -> dict:
+    """Peak and settled RSS of the replica while `clients` upload `audio` at the same moment."""
+    import psutil
+    import requests
+
+    proc = psutil.Process(replica_pid())
+    before = proc.memory_info().rss
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(proc.memory_info().rss)
+            done.wait(0.02)
+
+    barrier = threading.Barrier(clients)
+
+    def upload(i: int) -> int:
+        barrier.wait()
+        return requests.post(f"{url}/label", files={"audio": (f"max-{i}.wav", audio)},
+                             data={"lyrics": LYRICS[i % len(LYRICS)], "song_id": f"max-{i}"}, timeout=900).status_code
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        statuses = list(pool.map(upload, range(clients)))
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    after = proc.memory_info().rss
+    gb = 1024 ** 3
+    return {"clients": clients, "upload_mb": round(len(audio) / 2**20, 1), "seconds": round(wall, 1),
+            "statuses": {s: statuses.count(s) for s in set(statuses)}, "rss_before_gb": round(before / gb, 3),
+            "rss_peak_gb": round(max(samples + [after]) / gb, 3), "rss_after_gb": round(after / gb, 3)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default=None, help="a bundle (default: untrained cpu-small architecture)")
@@ -118,6 +187,8 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.05)
     parser.add_argument("--featurise-threads", type=int, default=2)
+    parser.add_argument("--upload-memory", type=int, default=0, metavar="N",
+                        help="instead: replica RSS under N concurrent maximum-size uploads")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -145,7 +216,13 @@ def main() -> int:
         result["startup_s"] = round(time.perf_counter() - t0, 1)
         warm = run_level(url, songs, 1, 2, 120.0)  # loads lazily-initialised kernels and caches
         assert warm["statuses"] == {200: 2}, warm
-        for clients in args.clients:
+        if args.upload_memory:
+            level = upload_memory(url, max_size_wav(workdir, config.max_upload_mb), args.upload_memory)
+            result["upload_memory"] = level
+            print(f"{level['clients']} x {level['upload_mb']} MB uploads: replica RSS {level['rss_before_gb']} GB -> "
+                  f"peak {level['rss_peak_gb']} GB, after {level['rss_after_gb']} GB, {level['seconds']} s, "
+                  f"statuses {level['statuses']}", file=sys.stderr, flush=True)
+        for clients in ([] if args.upload_memory else args.clients):
             level = run_level(url, songs, clients, args.requests, args.seconds)
             result["levels"].append(level)
             print(f"{clients:>2} clients: {level['requests']:>3} requests in {level['seconds']:6.1f} s = "
@@ -155,7 +232,7 @@ def main() -> int:
         serve.shutdown()
         ray.shutdown()
     result["loadavg_after"] = os.getloadavg()
-    print(json.dumps(result, indent=2) if args.json else json.dumps(result["levels"]))
+    print(json.dumps(result, indent=2) if args.json else json.dumps(result.get("upload_memory") or result["levels"]))
     return 0
 
 

@@ -23,7 +23,7 @@ What is a 4xx and what is a labelled row with `audio_error` (the rule):
 
 - 400 `bad_request`/`bad_json`/`missing_fields`/`bad_field`: the request itself is malformed
   (empty body, invalid JSON, unknown or mistyped fields, none of audio, audio_uri, lyrics).
-- 413 `too_large`: the request body exceeds `max_upload_mb`; `too_long`: the audio lasts longer than
+- 413 `too_large`: the request body exceeds `max_upload_mb` (a JSON body: `max_json_kb`); `too_long`: the audio lasts longer than
   `max_audio_seconds` (checked from the file header before decoding).
 - 415 `unsupported_media_type`: a body that is neither JSON nor multipart form data.
 - 403 `forbidden`: an `audio_uri` outside the prefixes the server was started with
@@ -56,7 +56,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -89,6 +89,7 @@ class ServeConfig:
     max_batch_size: int = 8  # songs per model call (@serve.batch)
     batch_wait_timeout_s: float = 0.05  # how long a model call waits to fill its batch
     max_upload_mb: float = 50.0  # request body limit
+    max_json_kb: float = 2048.0  # JSON body limit (JSON names audio by URI; lyrics are capped at 50,000 characters)
     max_audio_seconds: float = 900.0  # longest audio accepted (upload or URI)
     featurise_threads: int = 2  # featurising threads per replica
     replica_cpus: float = 1.0  # Ray CPUs reserved per replica (also torch's thread count)
@@ -110,7 +111,7 @@ class ServeConfig:
         for name in ("batch_wait_timeout_s",):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("max_upload_mb", "max_audio_seconds", "replica_cpus"):
+        for name in ("max_upload_mb", "max_json_kb", "max_audio_seconds", "replica_cpus"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.timeline_seconds is not None and not (0 < self.timeline_seconds < float("inf")):
@@ -121,6 +122,10 @@ class ServeConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * _MB)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_kb * 1024)
 
     @classmethod
     def from_mapping(cls, args: dict[str, Any]) -> "ServeConfig":
@@ -194,27 +199,67 @@ class SongRequest:
     """One song as a client sent it (validated; audio not decoded yet)."""
 
     song_id: str
-    audio: bytes | None = None
+    audio: bytes | BinaryIO | None = None  # an upload: spooled to a temporary file beyond UPLOAD_SPOOL_BYTES
     audio_name: str | None = None
     audio_uri: str | None = None
     lyrics: str | None = None
     chorus_start_s: float | None = None
     chorus_end_s: float | None = None
     extra: dict = field(default_factory=dict)
+    closers: list = field(default_factory=list, repr=False)  # async callables that free the upload
+
+    async def close(self) -> None:
+        for close in self.closers:
+            await close()
+        self.closers.clear()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes before or while reading it."""
+def _check_declared_size(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, "too_large", f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, "too_large", f"request body exceeds the limit of {limit} bytes")
+
+
+def _limited_receive(request: Request, limit: int):
+    """The request's ASGI receive, refusing (413) once more than `limit` body bytes have arrived.
+
+    The body is never held whole: JSON bodies are read up to the (small) JSON limit, and multipart
+    bodies stream through Starlette's parser, which spools an uploaded file to a temporary file
+    beyond UPLOAD_SPOOL_BYTES; so a replica's memory does not grow with concurrent large uploads.
+    """
+    seen = 0
+
+    async def receive() -> dict:
+        nonlocal seen
+        message = await request.receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise RequestError(413, "too_large", f"request body exceeds the limit of {limit} bytes")
+        return message
+
+    return receive
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body (JSON only: at most `limit` bytes, refused with 413 beyond)."""
+    _check_declared_size(request, limit)
+    chunks = []
+    async for chunk in Request(request.scope, _limited_receive(request, limit)).stream():
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_json_body(body: bytes) -> dict:
+    """A JSON object, or 400 for anything else: invalid JSON, nesting too deep for the parser
+    (RecursionError), integers longer than Python converts (ValueError), non-objects."""
+    try:
+        fields = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RequestError(400, "bad_json", f"body is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(fields, dict):
+        raise RequestError(400, "bad_json", f"expected a JSON object, got {type(fields).__name__}")
+    return fields
 
 
 def _optional_float(name: str, value: Any) -> float | None:
@@ -243,7 +288,8 @@ def _optional_text(name: str, value: Any) -> str | None:
     return value
 
 
-def song_from_fields(fields: dict[str, Any], audio: bytes | None = None, audio_name: str | None = None) -> SongRequest:
+def song_from_fields(fields: dict[str, Any], audio: bytes | BinaryIO | None = None,
+                     audio_name: str | None = None) -> SongRequest:
     """Validate the fields of one request (JSON object or form fields) into a SongRequest."""
     unknown = sorted(set(fields) - set(REQUEST_FIELDS))
     if unknown:
@@ -268,53 +314,64 @@ def song_from_fields(fields: dict[str, Any], audio: bytes | None = None, audio_n
 
 
 async def parse_request(request: Request, config: ServeConfig) -> SongRequest:
-    """Read and validate `POST /label`'s body: JSON or multipart form, within the size limit."""
-    body = await read_body(request, config.max_upload_bytes)
+    """Read and validate `POST /label`'s body: JSON or multipart form, within the size limits.
+
+    The caller closes the returned request (`song.close()`), which removes a spooled upload.
+    """
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    _check_declared_size(request, config.max_upload_bytes)
+    if content_type == "multipart/form-data":
+        return await _parse_form(request, config.max_upload_bytes)
+    body = await read_body(request, min(config.max_upload_bytes, config.max_json_bytes))
     if content_type == "application/json" or (not content_type and body.lstrip().startswith(b"{")):
-        try:
-            fields = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RequestError(400, "bad_json", f"body is not valid JSON ({exc})") from None
-        if not isinstance(fields, dict):
-            raise RequestError(400, "bad_json", f"expected a JSON object, got {type(fields).__name__}")
+        fields = parse_json_body(body)
         if "audio" in fields:
             raise RequestError(400, "bad_field", "JSON requests name audio by audio_uri; upload bytes as a multipart 'audio' part")
         return song_from_fields(fields)
-    if content_type == "multipart/form-data":
-        return await _parse_form(request, body)
     if not body:
         raise RequestError(400, "missing_fields", "empty body: send multipart/form-data with an 'audio' part, or a JSON object")
     raise RequestError(415, "unsupported_media_type",
                        f"content type {content_type or 'none'!r}; send multipart/form-data or application/json")
 
 
-async def _parse_form(request: Request, body: bytes) -> SongRequest:
-    """Multipart form from the already-read body (Starlette's parser, replaying the bytes)."""
+async def _parse_form(request: Request, limit: int) -> SongRequest:
+    """Multipart form streamed through Starlette's parser (the audio part spooled to a temporary file)."""
     from starlette.datastructures import UploadFile  # noqa: PLC0415
 
-    async def replay() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
-
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=len(REQUEST_FIELDS))
+        form = await Request(request.scope, _limited_receive(request, limit)).form(
+            max_files=1, max_fields=len(REQUEST_FIELDS))
+    except RequestError:
+        raise
     except Exception as exc:  # noqa: BLE001 - starlette raises HTTPException/MultiPartException on bad forms
         raise RequestError(400, "bad_request", f"malformed multipart form ({getattr(exc, 'detail', exc)})") from None
-    fields: dict[str, Any] = {}
-    audio, audio_name = None, None
-    for key, value in form.multi_items():
-        if key in fields or (key == "audio" and audio is not None):
-            raise RequestError(400, "bad_field", f"field {key!r} given more than once")
-        if isinstance(value, UploadFile):
-            if key != "audio":
-                raise RequestError(400, "bad_field", f"file part {key!r}: only 'audio' may be a file")
-            audio, audio_name = await value.read(), value.filename
-        elif key == "audio":
-            raise RequestError(400, "bad_field", "'audio' must be a file part (use audio_uri for a URI)")
-        else:
-            fields[key] = value
-    await form.close()
-    return song_from_fields(fields, audio=audio, audio_name=audio_name)
+    try:
+        fields: dict[str, Any] = {}
+        audio, audio_name = None, None
+        for key, value in form.multi_items():
+            if key in fields or (key == "audio" and audio is not None):
+                raise RequestError(400, "bad_field", f"field {key!r} given more than once")
+            if isinstance(value, UploadFile):
+                if key != "audio":
+                    raise RequestError(400, "bad_field", f"file part {key!r}: only 'audio' may be a file")
+                audio, audio_name = value.file, value.filename
+            elif key == "audio":
+                raise RequestError(400, "bad_field", "'audio' must be a file part (use audio_uri for a URI)")
+            else:
+                fields[key] = value
+        song = song_from_fields(fields, audio=audio, audio_name=audio_name)
+    except BaseException:
+        await form.close()
+        raise
+    song.closers.append(form.close)
+    return song
+
+
+def _rewound(source: Any) -> Any:
+    """An uploaded file object at its start (it is opened twice: the duration check, then featurising)."""
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return source
 
 
 def check_uri_allowed(uri: str, prefixes: tuple[str, ...]) -> str:
@@ -410,12 +467,12 @@ class SongFeaturiser:
             return None, "no_audio: audio_uri is null"
         name = song.audio_name or ("upload" if uploaded else storage.describe(song.audio_uri))
         try:
-            with open_audio(source) as reader:
+            with open_audio(_rewound(source)) as reader:
                 seconds = reader.duration_s
             if seconds is not None and seconds > self.config.max_audio_seconds:
                 raise RequestError(413, "too_long",
                                    f"{name}: {seconds:.1f} s of audio exceeds the limit of {self.config.max_audio_seconds:g} s")
-            return featurise_track(source, song.chorus_start_s, song.chorus_end_s, self.featurizer), None
+            return featurise_track(_rewound(source), song.chorus_start_s, song.chorus_end_s, self.featurizer), None
         except AudioError as exc:
             if uploaded and exc.kind in UNDECODABLE_KINDS:
                 raise RequestError(422, exc.kind, f"{name}: {str(exc).split(': ', 1)[-1]}") from None
@@ -488,12 +545,16 @@ class LabelService:
 
     @api.post("/label")
     async def label(self, request: Request) -> JSONResponse:
+        song = None
         try:
             song = await parse_request(request, self.config)
             loop = asyncio.get_running_loop()
             batch = await loop.run_in_executor(self._featurise_pool, self.featuriser, song)
         except RequestError as exc:
             return exc.response()
+        finally:
+            if song is not None:
+                await song.close()  # the spooled upload is not needed once featurised
         row = await self._predict(batch)
         status = status_for_row(row)
         if status != 200:
@@ -543,6 +604,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-wait-timeout-s", type=float, default=d.batch_wait_timeout_s,
                         help="seconds a model call waits to fill its batch (default %(default)s)")
     parser.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="request body limit (default %(default)s)")
+    parser.add_argument("--max-json-kb", type=float, default=d.max_json_kb, help="JSON body limit (default %(default)s)")
     parser.add_argument("--max-audio-seconds", type=float, default=d.max_audio_seconds,
                         help="longest audio accepted (default %(default)s)")
     parser.add_argument("--allow-uri-prefix", action="append", default=[], metavar="PREFIX",
@@ -559,7 +621,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         bundle=storage.absolute_uri(args.bundle), host=args.host, port=args.port, replicas=args.replicas,
         max_replicas=args.max_replicas, replica_cpus=args.replica_cpus, featurise_threads=args.featurise_threads,
         max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
-        max_upload_mb=args.max_upload_mb, max_audio_seconds=args.max_audio_seconds,
+        max_upload_mb=args.max_upload_mb, max_json_kb=args.max_json_kb, max_audio_seconds=args.max_audio_seconds,
         allow_uri_prefixes=tuple(args.allow_uri_prefix), embeddings=args.embeddings,
         timeline_seconds=args.timeline_seconds, expect_version=args.expect_version,
     )

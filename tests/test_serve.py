@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -228,3 +229,34 @@ def test_silent_upload_with_lyrics_is_labelled_from_lyrics(server, songs):
     assert row["modalities"] == "lyrics" and error_kind(row["audio_error"]) == "silent" and row["quadrant"] in QUADRANTS
     # the server is still healthy after every bad request
     assert requests.get(f"{server}/healthz", timeout=30).json()["ok"] is True
+
+
+# ---------------------------------------------------------------- attacks (see tests/test_serve_security.py)
+
+
+def test_a_megabyte_of_digits_as_lyrics_never_freezes_the_replica(server):
+    """The quadratic footer pattern held the GIL for minutes on one such request and Serve marked the
+    replica unhealthy; now the lyric is capped and every pattern is linear."""
+    lyric = "7" * (900 * 1024)
+    health: list[int] = []
+    answer: dict = {}
+
+    def post() -> None:
+        answer["response"] = requests.post(f"{server}/label", json={"lyrics": lyric, "song_id": "digits"}, timeout=120)
+
+    sender = threading.Thread(target=post)
+    sender.start()
+    while sender.is_alive() and len(health) < 50:
+        health.append(requests.get(f"{server}/healthz", timeout=30).status_code)
+    sender.join(timeout=120)
+    assert set(health) <= {200}
+    response = answer["response"]
+    assert response.status_code == 200, response.text
+    assert response.json()["song_id"] == "digits" and response.json()["modalities"] == "lyrics"
+
+
+def test_nested_json_and_huge_ints_get_400_from_the_running_endpoint(server):
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"song_id": ' + b"9" * 5000 + b"}"):
+        response = requests.post(f"{server}/label", data=body, headers={"content-type": "application/json"}, timeout=60)
+        assert response.status_code == 400 and response.json()["error"].startswith("bad_json"), response.text
+    assert requests.get(f"{server}/healthz", timeout=30).status_code == 200
