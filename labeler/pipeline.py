@@ -22,7 +22,8 @@ Why this layout:
 - Parts are committed in chunks: a worker writes a part into the run's staging directory and renames
   it into the partition (atomic locally; on S3 an object appears whole or not at all). A part's name
   is a hash of its song ids, so a retried task overwrites its own part instead of duplicating rows.
-  A killed run keeps its committed parts; its staging directory is discarded by the next run.
+  A killed run keeps its committed parts; its staging directory stays, ignored by readers (a run
+  deletes nothing but its own staging folder, so no path it did not make can be removed).
 - A re-run anti-joins the catalogue against the song ids already committed in the partition and
   labels only the rest (new songs, or what a killed run did not finish). An unchanged re-run writes
   nothing. Before committing anything the run removes the version's `_SUCCESS.json`; it writes it
@@ -30,7 +31,8 @@ Why this layout:
   for that file.
 - One run per output and model version at a time: a run takes the version's lease (labeler.lease)
   before it reads what is done or touches any file, and a second run fails at once with
-  LeaseHeldError naming the holder. A killed run's lease expires after `lease_seconds` (default 120),
+  LeaseHeldError naming the holder. Every part commit checks the lease generation (fencing), so a
+  run whose lease was lost (storage outage, a frozen driver) stops before committing more. A killed run's lease expires after `lease_seconds` (default 120),
   after which re-running resumes. Runs of different model versions into one output run side by side.
 - Songs removed from the catalogue keep their old labels in the partition (they are harmless to a
   join on song_id); the completion record counts the partition's rows and the catalogue's.
@@ -70,7 +72,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labeler import storage
-from labeler.lease import DEFAULT_TTL_SECONDS, LEASE_DIR, Lease
+from labeler.lease import DEFAULT_TTL_SECONDS, LEASE_DIR, Fence, Lease
 from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS, quadrant_probs_to_axes
 from labeler.verified import TokenizerSource, VerifiedBundle, check_version, verify_bundle
 from labeler.schemas import (
@@ -476,13 +478,20 @@ def _counts_json(values: list[str | None]) -> str:
     return json.dumps(dict(Counter(v for v in values if v is not None)), sort_keys=True)
 
 
-def commit_part(batch: dict[str, np.ndarray], info: BundleInfo, staging_uri: str, partition_uri: str) -> pa.Table:
-    """Write one chunk of label rows into staging, rename it into the partition, return its record."""
+def commit_part(batch: dict[str, np.ndarray], info: BundleInfo, staging_uri: str, partition_uri: str,
+                fence: Fence | None = None) -> pa.Table:
+    """Write one chunk of label rows into staging, rename it into the partition, return its record.
+
+    With a `fence` (the run's lease generation) the commit first checks that the run still holds
+    the lease, and raises LeaseLostError (writing nothing into the partition) when it does not.
+    """
     table = label_rows(batch, info, datetime.now(timezone.utc))
     ids = table.column("song_id").to_pylist()
     name = part_name(ids)
     staged, final = storage.join(staging_uri, name), storage.join(partition_uri, name)
     storage.write_parquet(table, staged)
+    if fence is not None:
+        fence.check()
     storage.makedirs(partition_uri)
     storage.move(staged, final)
     errors = table.column("error").to_pylist()
@@ -584,7 +593,7 @@ def _validated_catalogue(catalogue_uri: str) -> tuple[list[str], pa.Array]:
 
 def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: BundleInfo, res: Resources,
                   rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
-                  timeline_seconds: float | None = None):
+                  timeline_seconds: float | None = None, fence: Fence | None = None):
     """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part)."""
     import ray  # noqa: PLC0415
     from labeler.predict import Predictor  # noqa: PLC0415
@@ -625,7 +634,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: 
         batch_format="numpy",
         batch_size=rows_per_part,
         num_cpus=0,
-        fn_kwargs={"info": info, "staging_uri": staging_uri, "partition_uri": partition_uri},
+        fn_kwargs={"info": info, "staging_uri": staging_uri, "partition_uri": partition_uri, "fence": fence},
     )
 
 
@@ -682,10 +691,12 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
             staging = layout.staging_uri(run_id)
             records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging,
-                                    layout.partition_uri, config.embeddings, config.timeline_seconds)
+                                    layout.partition_uri, config.embeddings, config.timeline_seconds, fence=lease.fence)
             errors: Counter = Counter()
             audio_errors: Counter = Counter()
             for record in records.iter_rows():
+                if lease.lost.is_set():
+                    lease.check_held()  # raises LeaseLostError: the commits are fenced off already
                 summary.files.append(record["file"])
                 summary.written += int(record["rows"])
                 summary.labelled += int(record["labelled"])

@@ -57,3 +57,23 @@ def test_broken_config_is_rejected(cluster_config):
     broken["max_workers"] = "many"
     with pytest.raises(Exception, match="max_workers"):
         validate_config(prepare_config(broken))
+
+
+def test_ray_token_auth_is_on_everywhere_and_the_token_is_not_in_the_file(cluster_config):
+    """Without RAY_AUTH_MODE=token anyone reaching the GCS or job API runs code on the cluster."""
+    assert "-e RAY_AUTH_MODE=token" in " ".join(cluster_config["docker"]["run_options"])
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cluster_config[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
+    assert cluster_config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "RAY_AUTH_TOKEN=" not in CLUSTER_YAML.read_text()
+
+
+def test_nodes_have_internal_ips_and_the_clusters_own_security_group(cluster_config):
+    """The launcher's default group opens SSH to 0.0.0.0/0; every node type names the cluster's group."""
+    assert cluster_config["provider"]["use_internal_ips"] is True
+    for name, node_type in cluster_config["available_node_types"].items():
+        groups = node_type["node_config"].get("SecurityGroupIds")
+        assert groups and all(g.startswith("sg-") for g in groups), name
+    doc = (CLUSTER_YAML.parent / "docs" / "cluster.md").read_text()
+    assert "ADMIN_CIDR" in doc and "--source-group" in doc and "0.0.0.0/0" not in doc.replace("never 0.0.0.0/0", "")

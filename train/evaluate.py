@@ -492,10 +492,10 @@ def evaluate_bundle(bundle_uri: str, manifest_uri: str, fold: int | None = None,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     started = time.perf_counter()
+    bundle = load_bundle(bundle_uri)  # the whole bundle verified before any work; the Predictor reuses it
     table = _manifest_rows(manifest_uri, fold)
     if table.num_rows == 0:
         raise ValueError(f"no rows to evaluate in {storage.describe(manifest_uri)}" + (f" fold {fold}" if fold is not None else ""))
-    bundle = load_bundle(bundle_uri)  # verified once; the Predictor reuses the loaded model
     mode, classes = bundle.mode, list(bundle.classes)
     model_config = bundle.model.config
     featurizer = Featurizer(bundle.featurizer) if model_config.uses_audio else None
