@@ -149,6 +149,7 @@ class Lease:
     lost: threading.Event = field(default_factory=threading.Event, repr=False)
     lost_reason: str = ""
     failures: int = 0
+    renewed: threading.Event = field(default_factory=threading.Event, repr=False)  # set by each successful renewal
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _acquired_at: str = ""
@@ -232,6 +233,7 @@ class Lease:
             return False
         self.failures = 0
         self._valid_until = now + timedelta(seconds=self.ttl_seconds)
+        self.renewed.set()
         return True
 
     def _renew_until_stopped(self) -> None:
