@@ -445,8 +445,11 @@ class SongFeaturiser:
                 descriptors[0] = features.descriptors
         out = {"log_mel": mel, "audio_error": np.array([error], dtype=object)}
         if self.config.timeline_seconds is not None:  # what the Predictor decodes the timeline windows from
-            source = song.audio if song.audio is not None else song.audio_uri
-            out["audio_source"] = np.array([source if features is not None else None], dtype=object)
+            source = None
+            if features is not None:  # the upload's bytes (read from its spooled file), or the checked URI
+                source = (_rewound(song.audio).read() if hasattr(song.audio, "read") else song.audio) \
+                    if song.audio is not None else check_uri_allowed(song.audio_uri, self.config.allow_uri_prefixes)
+            out["audio_source"] = np.array([source], dtype=object)
         if cfg.descriptors:
             out["descriptors"] = descriptors
         return out

@@ -45,10 +45,10 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The names a bundle can hold; a tokenizer file is one plain name inside tokenizer/.
 _LISTABLE = re.compile(r"^(?:model\.safetensors|encoder/config\.json|tokenizer/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
 MAX_FILES = 64
-# The config keys that change what the model predicts (with the files' hashes): the version covers
-# these and nothing else.
+# The config keys that change what the model predicts or the label rows it yields (with the files'
+# hashes; ambiguous_threshold sets the `ambiguous` flag): the version covers these and nothing else.
 PREDICTIVE_KEYS = ("format", "mode", "classes", "model", "featurizer", "lyrics", "temperature",
-                   "descriptor_stats", "tied_weights")
+                   "descriptor_stats", "tied_weights", "ambiguous_threshold")
 
 
 class BundleError(ValueError):
