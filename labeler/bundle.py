@@ -186,7 +186,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
             "format": FORMAT,
             "model_id": model_id or cfg.short_name(),
             "mode": cfg.mode,
-            "classes": class_names(cfg.mode),
+            "classes": cfg.class_names(),
             "model": cfg.to_dict(),
             "featurizer": featurizer.to_dict() if featurizer is not None else None,
             "lyrics": lyrics.to_dict() if lyrics is not None else None,

@@ -3,6 +3,10 @@
 This is the only place that knows which quadrant is high on which axis, so training targets,
 dataset adapters and the labels output can never disagree about it.
 
+Mode `classes` is a catalogue's own fixed taxonomy (MIREX clusters, editorial moods, a vendor's tags):
+its class names come from the data (the manifest's `label` column), are stored in the bundle, and
+have no quadrant or axis meaning.
+
     Q2 A+V-  angry, tense   |  Q1 A+V+  joyful, powerful
     ------------------------+------------------------- valence
     Q3 A-V-  sad, bitter    |  Q4 A-V+  tender, peaceful
@@ -13,8 +17,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-Mode = Literal["Ar", "Va", "4Q"]
-MODES: tuple[str, ...] = ("Ar", "Va", "4Q")
+Mode = Literal["Ar", "Va", "4Q", "classes"]
+QUADRANT_MODES: tuple[str, ...] = ("Ar", "Va", "4Q")
+MODES: tuple[str, ...] = (*QUADRANT_MODES, "classes")
+CLASSES_MODE = "classes"
 QUADRANTS: tuple[str, ...] = ("Q1", "Q2", "Q3", "Q4")
 QUADRANT_DESCRIPTIONS: dict[str, str] = {
     "Q1": "A+V+ joyful, powerful",
@@ -27,20 +33,34 @@ AXIS_CLASSES: tuple[str, ...] = ("low", "high")
 
 
 def check_mode(mode: str) -> str:
-    """Return `mode` if it is one of Ar, Va, 4Q; raise a ValueError naming the valid ones otherwise."""
+    """Return `mode` if it is one of Ar, Va, 4Q, classes; raise a ValueError naming the valid ones otherwise."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
     return mode
 
 
-def class_names(mode: str) -> list[str]:
-    """The output classes of a model trained in `mode`, in logit order."""
+def check_classes(classes: "list[str] | tuple[str, ...] | None") -> list[str]:
+    """A `classes`-mode taxonomy: at least two distinct, non-empty names (their order is the logit order)."""
+    names = [str(c) for c in (classes or [])]
+    if len(names) < 2:
+        raise ValueError(f"mode 'classes' needs at least two class names, got {names!r}")
+    if any(not n.strip() for n in names):
+        raise ValueError(f"class names must be non-empty, got {names!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class names must be distinct, got {names!r}")
+    return names
+
+
+def class_names(mode: str, classes: "list[str] | tuple[str, ...] | None" = None) -> list[str]:
+    """The output classes of a model trained in `mode`, in logit order (`classes` only for mode 'classes')."""
     check_mode(mode)
+    if mode == CLASSES_MODE:
+        return check_classes(classes)
     return list(QUADRANTS) if mode == "4Q" else list(AXIS_CLASSES)
 
 
-def num_classes(mode: str) -> int:
-    return len(class_names(mode))
+def num_classes(mode: str, classes: "list[str] | tuple[str, ...] | None" = None) -> int:
+    return len(class_names(mode, classes))
 
 
 def check_quadrant(quadrant: int) -> int:
@@ -87,8 +107,10 @@ def valence_high(quadrant: int) -> bool:
 
 
 def target_for_mode(quadrant: int, mode: str) -> int:
-    """The class index a song of `quadrant` has when training in `mode`."""
+    """The class index a song of `quadrant` has when training in `mode` (not 'classes': see class_index)."""
     check_mode(mode)
+    if mode == CLASSES_MODE:
+        raise ValueError("mode 'classes' takes its targets from the label column, not the quadrant")
     if mode == "4Q":
         return check_quadrant(quadrant) - 1
     high = arousal_high(quadrant) if mode == "Ar" else valence_high(quadrant)
@@ -105,3 +127,11 @@ def quadrant_probs_to_axes(probs: "list[float] | tuple[float, ...]") -> tuple[fl
 
 def quadrant_name(quadrant: int) -> str:
     return QUADRANTS[check_quadrant(quadrant) - 1]
+
+
+def class_index(label: object, classes: "list[str] | tuple[str, ...]") -> int:
+    """The logit index of a `classes`-mode label; a ValueError naming the known classes otherwise."""
+    try:
+        return list(classes).index(str(label))
+    except ValueError:
+        raise ValueError(f"label {label!r} is not one of the classes {', '.join(map(repr, classes))}") from None

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labeler.labels import check_mode, num_classes
+from labeler.labels import CLASSES_MODE, check_mode, class_names, num_classes
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -102,7 +102,11 @@ class LyricsEncoderConfig:
 
 @dataclass
 class ModelConfig:
-    """The whole model: which branch, which label mode, the branch configs and the head."""
+    """The whole model: which branch, which label mode, the branch configs and the head.
+
+    `classes` names the outputs in mode `classes` (a catalogue's own taxonomy, in logit order); the
+    other modes take their fixed classes from labeler.labels and leave it None.
+    """
 
     branch: str = "fusion"
     mode: str = "4Q"
@@ -113,6 +117,7 @@ class ModelConfig:
     modality_dropout: float = 0.2
     regression: bool = False
     freeze_branches: bool = False
+    classes: list[str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.audio, dict):
@@ -120,6 +125,10 @@ class ModelConfig:
         if isinstance(self.lyrics, dict):
             self.lyrics = LyricsEncoderConfig(**self.lyrics)
         check_mode(self.mode)
+        if self.mode == CLASSES_MODE:
+            self.classes = class_names(self.mode, self.classes)
+        elif self.classes is not None:
+            raise ValueError(f"classes are given only in mode 'classes', not in mode {self.mode!r}")
         if self.branch not in BRANCHES:
             raise ValueError(f"unknown branch {self.branch!r}: expected one of {', '.join(BRANCHES)}")
         if self.uses_audio and self.audio is None:
@@ -134,6 +143,10 @@ class ModelConfig:
     @property
     def uses_audio(self) -> bool:
         return self.branch in ("audio", "fusion")
+
+    def class_names(self) -> list[str]:
+        """The output classes in logit order."""
+        return class_names(self.mode, self.classes)
 
     @property
     def uses_lyrics(self) -> bool:
@@ -432,7 +445,7 @@ class EmotionModel(nn.Module):
         config = copy.deepcopy(config)
         check_mode(config.mode)
         self.config = config
-        self.n_classes = num_classes(config.mode)
+        self.n_classes = num_classes(config.mode, config.classes)
         self.audio_encoder = AudioEncoder(config.audio) if config.uses_audio else None
         self.lyrics_encoder = (
             LyricsEncoder(config.lyrics, encoder_config, pretrained=_pretrained_lyrics) if config.uses_lyrics else None

@@ -45,8 +45,10 @@ existing parts have is refused (label into another output instead). `ambiguous` 
 
 Label columns by bundle mode: a 4Q bundle fills quadrant (argmax), prob_q1..q4 and both axes (their
 probabilities summed from the quadrants). An Ar or Va bundle fills only its axis (and its
-probability); quadrant, prob_q* and the other axis stay null. Continuous scores are filled where the
-model has a regression head.
+probability); quadrant, prob_q* and the other axis stay null. A `classes` bundle (a catalogue's own
+taxonomy) leaves every quadrant and axis column null. In every mode `label` is the top class of the
+bundle's classes, `label_prob` its probability and `class_probs` the map class -> probability.
+Continuous scores are filled where the model has a regression head.
 
 Audio bytes are read on the workers only: the driver handles URIs, song ids and the small
 per-part commit records.
@@ -428,11 +430,12 @@ def label_rows(batch: dict[str, np.ndarray], info: BundleInfo, labelled_at: date
         columns["valence_prob"] = pa.array(axes[:, 1], pa.float32(), mask=~ok)
         columns["arousal"] = side(axes[:, 0])
         columns["valence"] = side(axes[:, 1])
-    else:
+    elif info.mode in ("Ar", "Va"):
         axis = "arousal" if info.mode == "Ar" else "valence"
         p_high = probs[:, list(info.classes).index("high")]
         columns[f"{axis}_prob"] = pa.array(p_high, pa.float32(), mask=~ok)
         columns[axis] = side(p_high)
+    columns.update(_class_columns(probs, info.classes, ok))
     columns["arousal_score"] = _nullable_float(batch.get("arousal_score"), n, ok)
     columns["valence_score"] = _nullable_float(batch.get("valence_score"), n, ok)
     columns["modalities"] = pa.array(nullable_strings(batch.get("modalities"), n), pa.string())
@@ -472,6 +475,21 @@ def _timeline_column(values: Any, n: int) -> pa.Array:
     """JSON text per row (the Predictor's `timeline`) -> list<TIMELINE_WINDOW>; "" -> null."""
     rows = [None if not text else json.loads(text) for text in nullable_strings(values, n)]
     return pa.array(rows, TIMELINE_COLUMN.type)
+
+
+def _class_columns(probs: np.ndarray, classes: tuple[str, ...], ok: np.ndarray) -> dict[str, pa.Array]:
+    """label (top class), label_prob and class_probs (map class -> P) of every mode; null where not ok."""
+    n = len(ok)
+    top = probs.argmax(axis=1) if n else np.zeros(0, int)
+    offsets = np.concatenate([[0], np.cumsum(ok * len(classes))]).astype(np.int32)  # error rows: empty and null
+    keys = pa.array(list(classes) * int(ok.sum()), pa.string())
+    values = pa.array(probs[ok].reshape(-1), pa.float32())
+    class_probs = pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), keys, values, mask=pa.array(~ok))
+    return {
+        "label": pa.array([classes[i] for i in top], pa.string(), mask=~ok),
+        "label_prob": pa.array(probs[np.arange(n), top] if n else np.zeros(0, np.float32), pa.float32(), mask=~ok),
+        "class_probs": class_probs,
+    }
 
 
 def _counts_json(values: list[str | None]) -> str:

@@ -73,7 +73,7 @@ MANIFEST = Contract(
         Column("lyrics", pa.string()),
         Column("valence", pa.float64(), doc="rescaled so that 0 is the dataset's midpoint; null where not given"),
         Column("arousal", pa.float64(), doc="rescaled so that 0 is the dataset's midpoint; null where not given"),
-        Column("quadrant", pa.int8(), nullable=False, doc="1..4"),
+        Column("quadrant", pa.int8(), doc="1..4; null only in a `classes` dataset (its class is `label`)"),
         Column("fold", pa.int8(), nullable=False, doc="0..K-1 (see README: folds)"),
         Column("chorus_start_s", pa.float64(), required=False),
         Column("chorus_end_s", pa.float64(), required=False),
@@ -81,8 +81,14 @@ MANIFEST = Contract(
         Column("title", pa.string(), required=False, doc="provenance"),
         Column("source_id", pa.string(), required=False, doc="the id inside its dataset"),
         Column("also_in", pa.string(), required=False, doc="other datasets holding the same song"),
+        Column("label", pa.string(), required=False,
+               doc="class name in a `classes` dataset (own taxonomy, e.g. 'Cluster 3'); null in quadrant datasets"),
     ),
 )
+
+# All class probabilities in one column: a plain Arrow map (Parquet MAP), which pandas reads as a list of
+# (class, probability) tuples, DuckDB as a MAP (`class_probs['Q1']`) and Spark as map<string,float>.
+CLASS_PROBS_TYPE = pa.map_(pa.string(), pa.float32())
 
 _PROB_COLUMNS = tuple(
     Column(f"prob_{q.lower()}", pa.float32(), doc=f"P({q})") for q in QUADRANTS
@@ -92,7 +98,7 @@ LABELS = Contract(
     "labels",
     (
         Column("song_id", pa.string(), nullable=False),
-        Column("quadrant", pa.string(), doc="Q1..Q4; null when error is set"),
+        Column("quadrant", pa.string(), doc="Q1..Q4; null when error is set, and in mode `classes`"),
         *_PROB_COLUMNS,
         Column("arousal", pa.string(), doc="'high' or 'low'"),
         Column("arousal_prob", pa.float32(), doc="P(arousal high)"),
@@ -100,6 +106,10 @@ LABELS = Contract(
         Column("valence_prob", pa.float32(), doc="P(valence high)"),
         Column("arousal_score", pa.float32(), doc="continuous arousal (0 = midpoint) where the model regresses it"),
         Column("valence_score", pa.float32(), doc="continuous valence (0 = midpoint) where the model regresses it"),
+        Column("label", pa.string(), doc="the top class in the bundle's own classes (Q1..Q4, low/high, or e.g. 'Cluster 3')"),
+        Column("label_prob", pa.float32(), doc="P(label)"),
+        Column("class_probs", CLASS_PROBS_TYPE,
+               doc="every class's probability, map class -> P (pandas: list of (class, P) tuples; DuckDB/Spark: MAP)"),
         Column("modalities", pa.string(), doc="'audio+lyrics', 'audio', 'lyrics', or null with error"),
         Column("audio_error", pa.string(), doc="why the audio was not used, when it was not (e.g. 'missing_file: ...')"),
         Column("model_id", pa.string(), nullable=False),
@@ -168,6 +178,9 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
     if pa.types.is_struct(expected):
         return pa.types.is_struct(actual) and all(
             actual.get_field_index(f.name) >= 0 and _compatible(actual.field(f.name).type, f.type) for f in expected)
+    if pa.types.is_map(expected):
+        return pa.types.is_map(actual) and _compatible(actual.key_type, expected.key_type) and \
+            _compatible(actual.item_type, expected.item_type)
     return False
 
 

@@ -26,10 +26,26 @@ from labeler.labels import (
 
 
 def test_modes_and_their_classes():
-    assert labels.MODES == ("Ar", "Va", "4Q")
+    assert labels.MODES == ("Ar", "Va", "4Q", "classes")
     assert class_names("4Q") == ["Q1", "Q2", "Q3", "Q4"]
     assert class_names("Ar") == class_names("Va") == ["low", "high"]
-    assert [num_classes(m) for m in labels.MODES] == [2, 2, 4]
+    assert [num_classes(m) for m in labels.MODES[:3]] == [2, 2, 4]
+    assert class_names("classes", ["Cluster 1", "Cluster 2", "Cluster 3"]) == ["Cluster 1", "Cluster 2", "Cluster 3"]
+    assert num_classes("classes", ("a", "b")) == 2
+
+
+@pytest.mark.parametrize("bad", [None, [], ["only"], ["a", "a"], ["a", " "]])
+def test_classes_mode_needs_two_distinct_names(bad):
+    with pytest.raises(ValueError, match="class names|at least two"):
+        class_names("classes", bad)
+
+
+def test_class_index_names_the_known_classes():
+    assert labels.class_index("b", ["a", "b"]) == 1
+    with pytest.raises(ValueError, match="'c' is not one of the classes 'a', 'b'"):
+        labels.class_index("c", ["a", "b"])
+    with pytest.raises(ValueError, match="label column"):
+        target_for_mode(1, "classes")
     assert set(labels.QUADRANT_DESCRIPTIONS) == set(labels.QUADRANTS)
 
 
@@ -98,7 +114,7 @@ def test_axes_of_each_quadrant():
      (3, {"4Q": 2, "Ar": 0, "Va": 0}), (4, {"4Q": 3, "Ar": 0, "Va": 1})],
 )
 def test_target_for_every_mode(quadrant, expected):
-    assert {mode: target_for_mode(quadrant, mode) for mode in labels.MODES} == expected
+    assert {mode: target_for_mode(quadrant, mode) for mode in labels.QUADRANT_MODES} == expected
     for mode, target in expected.items():
         assert 0 <= target < num_classes(mode)
 

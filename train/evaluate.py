@@ -475,6 +475,23 @@ def _batch_columns(table: "pa.Table", start: int, stop: int) -> dict[str, np.nda
     return batch
 
 
+def _targets(table: "pa.Table", mode: str, classes: list[str], manifest_uri: str) -> list[int]:
+    """Each row's class index for a bundle of `mode`: from `label` in mode classes, else from the quadrant."""
+    from labeler.labels import class_index, target_for_mode  # noqa: PLC0415
+    from train.manifest import label_kind  # noqa: PLC0415
+
+    kind, _ = label_kind(table, storage.describe(manifest_uri))
+    if (kind == "classes") != (mode == "classes"):
+        raise ValueError(f"the bundle predicts {'its own classes' if mode == 'classes' else 'quadrant mode ' + mode} "
+                         f"but {storage.describe(manifest_uri)} has {'classes' if kind == 'classes' else 'quadrant'} labels")
+    if mode == "classes":
+        try:
+            return [class_index(v, classes) for v in table.column("label").to_pylist()]
+        except ValueError as exc:
+            raise ValueError(f"{storage.describe(manifest_uri)}: {exc} (the bundle's classes)") from None
+    return [target_for_mode(int(q), mode) for q in table.column("quadrant").to_pylist()]
+
+
 def evaluate_bundle(bundle_uri: str, manifest_uri: str, fold: int | None = None, batch_size: int = 16) -> dict:
     """Score a model bundle on a manifest's test fold `fold` (or on all rows), in-process and in batches.
 
@@ -485,7 +502,6 @@ def evaluate_bundle(bundle_uri: str, manifest_uri: str, fold: int | None = None,
     """
     from labeler.audio import Featurizer  # noqa: PLC0415 - heavy imports only when evaluating
     from labeler.bundle import load_bundle  # noqa: PLC0415
-    from labeler.labels import target_for_mode  # noqa: PLC0415
     from labeler.lyrics import LyricsTokenizer  # noqa: PLC0415
     from labeler.predict import Predictor  # noqa: PLC0415
 
@@ -502,7 +518,7 @@ def evaluate_bundle(bundle_uri: str, manifest_uri: str, fold: int | None = None,
     lyrics_tokenizer = LyricsTokenizer(bundle.tokenizer, bundle.lyrics) if model_config.uses_lyrics else None
     predictor = Predictor(bundle, device="cpu", batch_size=batch_size)
 
-    quadrants = np.asarray(table.column("quadrant").to_pylist())
+    targets = _targets(table, mode, classes, manifest_uri)
     y_true: list[int] = []
     probs: list[np.ndarray] = []
     skipped: dict[str, int] = {}
@@ -519,7 +535,7 @@ def evaluate_bundle(bundle_uri: str, manifest_uri: str, fold: int | None = None,
                 kind = str(error).split(":", 1)[0]
                 skipped[kind] = skipped.get(kind, 0) + 1
                 continue
-            y_true.append(target_for_mode(int(quadrants[start + i]), mode))
+            y_true.append(targets[start + i])
             probs.append(np.asarray(out["probs"][i], dtype=np.float64))
         log.info("evaluated %d/%d rows", stop, table.num_rows)
     if not probs:

@@ -12,6 +12,8 @@ LyricsConfig and the manifest's bytes (a different fold assignment or label is a
 A `_SUCCESS.json` written last marks a complete cache; a cache without it is rebuilt. Columns:
 
     song_id, fold, quadrant, valence, arousal          from the manifest
+    label, label_index int16                           a classes manifest only: the class and its index
+                                                       in the sorted class names (in _SUCCESS.json)
     log_mel float16 (n_frames, n_mels), has_audio, audio_error, [descriptors float32]
     mel_stats float32 (3 * n_mels)                     train.baselines.logmel_stats (audio baseline)
     input_ids int32, attention_mask int8 (max_tokens), has_lyrics, lyrics_error   (when tokenised)
@@ -37,7 +39,7 @@ SUCCESS = "_SUCCESS.json"
 # that each hold whole CPUs (on a 2-CPU machine a 1-CPU read would deadlock against a 1-CPU worker).
 READ_CPUS = 0.25
 MANIFEST_COLUMNS = ("song_id", "fold", "quadrant", "valence", "arousal", "audio_uri", "lyrics",
-                    "chorus_start_s", "chorus_end_s")
+                    "chorus_start_s", "chorus_end_s", "label")
 DROP_AFTER = ("audio_uri", "lyrics", "chorus_start_s", "chorus_end_s", "chorus_start_used_s", "chorus_end_used_s")
 
 
@@ -77,9 +79,11 @@ class CacheFeaturizer:
     lyrics on a small cluster can hold every CPU and starve the Parquet read tasks feeding them.
     """
 
-    def __init__(self, featurizer: dict, tokenizer_dir: str | None, lyrics: dict | None):
+    def __init__(self, featurizer: dict, tokenizer_dir: str | None, lyrics: dict | None,
+                 classes: list[str] | None = None):
         from labeler.audio import Featurizer  # noqa: PLC0415
 
+        self.classes = {name: i for i, name in enumerate(classes or [])}
         self.featurize = Featurizer(featurizer)
         self.tokenize = None
         if tokenizer_dir:
@@ -99,6 +103,9 @@ class CacheFeaturizer:
             stats[has_audio] = logmel_stats(mels[has_audio].astype(np.float32))
         out["has_audio"] = has_audio
         out["mel_stats"] = stats
+        if self.classes:
+            out["label_index"] = np.array([self.classes.get(v, -1) if isinstance(v, str) else -1 for v in batch["label"]],
+                                          dtype=np.int16)
         if self.tokenize is not None:
             out = self.tokenize(out)
         else:
@@ -118,6 +125,7 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     schema = storage.read_parquet_schema(manifest_uri)
     validate(schema, MANIFEST, where=storage.describe(manifest_uri))
     cache_uri = storage.join(cache_root_uri, cache_key(manifest_uri, featurizer, tokenizer_dir, lyrics))
+    classes = manifest_classes(manifest_uri)
     if storage.exists(storage.join(cache_uri, SUCCESS)):
         log.info("feature cache hit: %s", storage.describe(cache_uri))
         return cache_uri
@@ -131,7 +139,7 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     ds = ds.map_batches(
         CacheFeaturizer, batch_size=batch_size, batch_format="numpy", concurrency=(1, concurrency or n_cpus), num_cpus=1,
         fn_constructor_kwargs={"featurizer": featurizer.to_dict(), "tokenizer_dir": tokenizer_dir,
-                               "lyrics": lyrics.to_dict() if lyrics is not None else None},
+                               "lyrics": lyrics.to_dict() if lyrics is not None else None, "classes": classes},
     )
 
     staging = f"{cache_uri}.staging-{uuid.uuid4().hex[:8]}"
@@ -144,7 +152,7 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     storage.write_text(storage.join(cache_uri, SUCCESS), json.dumps({
         "manifest": storage.describe(manifest_uri), "featurizer": featurizer.to_dict(),
         "tokenizer": tokenizer_dir, "lyrics": lyrics.to_dict() if lyrics is not None else None,
-        "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+        "rows": rows, "classes": classes, "seconds": round(time.perf_counter() - started, 1),
     }, indent=2))
     log.info("feature cache built: %d rows in %.1f s -> %s", rows, time.perf_counter() - started,
              storage.describe(cache_uri))
@@ -187,9 +195,24 @@ def read_split(cache_uri: str, folds: list[int], columns: list[str] | None = Non
     return ds.select_columns(list(columns)) if columns is not None else ds
 
 
-def branch_columns(branch: str, descriptors: bool = False) -> list[str]:
+def manifest_classes(manifest_uri: str) -> list[str] | None:
+    """The sorted class names of a `classes` manifest (its `label` column); None for a quadrant manifest."""
+    from train.manifest import label_kind  # noqa: PLC0415
+
+    names = storage.read_parquet_schema(manifest_uri).names
+    columns = ["dataset", "quadrant"] + (["label"] if "label" in names else [])
+    kind, classes = label_kind(storage.read_parquet(manifest_uri, columns=columns), storage.describe(manifest_uri))
+    return classes if kind == "classes" else None
+
+
+def target_column(mode: str) -> str:
+    """The cache column holding a row's training target: `label_index` in mode classes, else `quadrant`."""
+    return "label_index" if mode == "classes" else "quadrant"
+
+
+def branch_columns(branch: str, descriptors: bool = False, mode: str = "4Q") -> list[str]:
     """The cache columns one branch trains on (tensors only: they go straight to iter_torch_batches)."""
-    cols = ["quadrant"]
+    cols = [target_column(mode)]
     if branch in ("audio", "fusion"):
         cols += ["log_mel"] + (["descriptors"] if descriptors else [])
     if branch in ("lyrics", "fusion"):
@@ -204,9 +227,9 @@ def branch_requirement(branch: str) -> str | None:
     return {"audio": "audio", "lyrics": "lyrics"}.get(branch)
 
 
-def scalar_columns(cache_uri: str) -> "pa.Table":  # noqa: F821
-    """fold, quadrant, has_audio, has_lyrics of every cached row (a few bytes a row; read with pyarrow)."""
-    return storage.read_parquet(cache_uri, columns=["fold", "quadrant", "has_audio", "has_lyrics"])
+def scalar_columns(cache_uri: str, mode: str = "4Q") -> "pa.Table":  # noqa: F821
+    """fold, the target column, has_audio, has_lyrics of every cached row (a few bytes a row; read with pyarrow)."""
+    return storage.read_parquet(cache_uri, columns=["fold", target_column(mode), "has_audio", "has_lyrics"])
 
 
 def iter_numpy(cache_uri: str, folds: list[int], columns: list[str], require: str | None = None,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -129,7 +130,7 @@ def assign_folds(table: pa.Table, k: int = 5, seed: int = 8848, cv: str = "ALL")
     n = table.num_rows
     datasets = np.array(table.column("dataset").to_pylist(), dtype=object)
     song_ids = np.array(table.column("song_id").to_pylist(), dtype=object)
-    quadrants = np.array(table.column("quadrant").to_pylist(), dtype=np.int64)
+    quadrants = _strata(table)
     groups = np.array(group_keys(table), dtype=object)
     folds = np.full(n, -1, dtype=np.int64)
 
@@ -199,16 +200,26 @@ def fold_summary(table: pa.Table) -> pa.Table:
     return counts.sort_by([("dataset", "ascending"), ("fold", "ascending"), ("quadrant", "ascending")])
 
 
+def _strata(table: pa.Table) -> np.ndarray:
+    """The class each row is stratified on, as integer codes: its quadrant, or its label (classes datasets)."""
+    from train.manifest import row_classes  # noqa: PLC0415 - train.manifest imports this module
+
+    return np.unique(np.array(row_classes(table), dtype=object), return_inverse=True)[1].astype(np.int64)
+
+
 def format_fold_summary(table: pa.Table) -> str:
-    """fold_summary as text: one line per dataset and fold, with rows per quadrant Q1..Q4."""
-    summary = fold_summary(table).to_pylist()
-    cells: dict[tuple[str, int], dict[int, int]] = {}
-    for r in summary:
-        cells.setdefault((r["dataset"], r["fold"]), {})[r["quadrant"]] = r["rows"]
-    lines = [f"{'dataset':<16}{'fold':>5}{'Q1':>7}{'Q2':>7}{'Q3':>7}{'Q4':>7}{'rows':>8}"]
-    for (name, fold), by_q in sorted(cells.items()):
-        q = [by_q.get(i, 0) for i in (1, 2, 3, 4)]
-        lines.append(f"{name:<16}{fold:>5}" + "".join(f"{c:>7}" for c in q) + f"{sum(q):>8}")
+    """Rows per dataset and fold, one column per class (Q1..Q4, or a classes dataset's own names)."""
+    from train.manifest import row_classes  # noqa: PLC0415
+
+    cells: dict[tuple[str, int], Counter] = {}
+    for name, fold, cls in zip(table.column("dataset").to_pylist(), table.column("fold").to_pylist(), row_classes(table)):
+        cells.setdefault((name, fold), Counter())[cls] += 1
+    names = sorted({c for counts in cells.values() for c in counts})
+    width = max([7] + [len(c) + 2 for c in names])
+    lines = [f"{'dataset':<16}{'fold':>5}" + "".join(f"{c:>{width}}" for c in names) + f"{'rows':>8}"]
+    for (name, fold), counts in sorted(cells.items()):
+        row = [counts.get(c, 0) for c in names]
+        lines.append(f"{name:<16}{fold:>5}" + "".join(f"{c:>{width}}" for c in row) + f"{sum(row):>8}")
     return "\n".join(lines)
 
 

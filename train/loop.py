@@ -38,15 +38,23 @@ BUNDLE_DIR = "bundle"
 
 
 def targets_for_mode(quadrant: np.ndarray, mode: str) -> np.ndarray:
-    """Vectorised labeler.labels.target_for_mode: quadrants 1..4 -> class indices of `mode`."""
+    """Vectorised labeler.labels.target_for_mode: quadrants 1..4 -> class indices of `mode`.
+
+    In mode `classes` the values are already class indices (the cache's `label_index`); a row without
+    one (-1) is a data error, not a class.
+    """
     q = np.asarray(quadrant).astype(np.int64)
+    if mode == "classes":
+        if len(q) and q.min() < 0:
+            raise ValueError("mode 'classes': some rows have no label (label_index -1): is this a classes manifest?")
+        return q
     if mode == "4Q":
         return q - 1
     if mode == "Ar":
         return np.isin(q, (1, 2)).astype(np.int64)
     if mode == "Va":
         return np.isin(q, (1, 4)).astype(np.int64)
-    raise ValueError(f"unknown mode {mode!r}: expected one of Ar, Va, 4Q")
+    raise ValueError(f"unknown mode {mode!r}: expected one of Ar, Va, 4Q, classes")
 
 
 def class_weights_from_counts(counts: np.ndarray) -> np.ndarray:
@@ -171,7 +179,13 @@ def model_inputs(batch: dict, branch: str, device) -> dict:
 
 
 def batch_targets(batch: dict, mode: str, device) -> torch.Tensor:
-    return torch.from_numpy(targets_for_mode(batch["quadrant"].cpu().numpy(), mode)).to(device)
+    return torch.from_numpy(targets_for_mode(batch[_target(mode)].cpu().numpy(), mode)).to(device)
+
+
+def _target(mode: str) -> str:
+    from train.feature_cache import target_column  # noqa: PLC0415
+
+    return target_column(mode)
 
 
 def predict_logits(model, batches, branch: str, mode: str, device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +196,7 @@ def predict_logits(model, batches, branch: str, mode: str, device, amp: bool) ->
         for batch in batches:
             out = model(**model_inputs(batch, branch, device))
             logits.append(out.logits.float().cpu().numpy())
-            ys.append(targets_for_mode(batch["quadrant"].cpu().numpy(), mode))
+            ys.append(targets_for_mode(batch[_target(mode)].cpu().numpy(), mode))
     if not logits:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(logits), np.concatenate(ys)

@@ -10,6 +10,10 @@ song. The row of the dataset listed *first* is kept, with its label; it takes th
 (with its chorus times) or lyrics when it has none, and lists the duplicates' song ids in `also_in`.
 Valence/arousal are never merged: each dataset rates on its own scale. Duplicates, and those whose
 quadrants disagree, are in the report.
+
+Label kinds: a quadrant dataset labels every row with `quadrant`; a `classes` dataset (its own
+taxonomy, e.g. mirex's clusters) with `label`, quadrant null. One manifest holds one kind: a model
+trains on one set of classes, so mixing them is an error (`label_kind`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from train.datasets.common import adapter_stats, song_key
 from train.datasets.deezer import prepare_deezer
 from train.datasets.fourq import prepare_4q
 from train.datasets.generic import prepare_generic
+from train.datasets.mirex import prepare_mirex
 from train.datasets.moodylyrics4q import prepare_moodylyrics4q
 from train.datasets.pmemo import prepare_pmemo
 from train.folds import assign_folds, check_k, format_fold_summary, parse_cv
@@ -46,6 +51,7 @@ ADAPTERS: dict[str, Callable[..., pa.Table]] = {
     "deezer": prepare_deezer,
     "moodylyrics4q": prepare_moodylyrics4q,
     "generic": prepare_generic,
+    "mirex": prepare_mirex,
 }
 
 Source = tuple[str, str, dict[str, Any]]
@@ -74,9 +80,9 @@ class PrepareReport:
 
     def format(self) -> str:
         """The printed summary: rows, rows with audio, rows with lyrics per dataset and quadrant."""
-        lines = [f"{'dataset':<16}{'quadrant':<10}{'rows':>8}{'audio':>8}{'lyrics':>8}"]
+        lines = [f"{'dataset':<16}{'class':<12}{'rows':>8}{'audio':>8}{'lyrics':>8}"]
         for r in self.summary:
-            lines.append(f"{r['dataset']:<16}{r['quadrant']:<10}{r['rows']:>8}{r['with_audio']:>8}{r['with_lyrics']:>8}")
+            lines.append(f"{r['dataset']:<16}{r['quadrant']:<12}{r['rows']:>8}{r['with_audio']:>8}{r['with_lyrics']:>8}")
         for name, stats in self.datasets.items():
             skipped = ", ".join(f"{n} {reason}" for reason, n in stats.get("skipped", {}).items())
             extra = f"; join match rate {stats['match_rate']:.1%}" if "match_rate" in stats else ""
@@ -121,19 +127,47 @@ def _merge_duplicates(table: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
     return merged, duplicates
 
 
+def row_classes(table: pa.Table) -> list[str]:
+    """Per row, its class name: 'Q1'..'Q4' in a quadrant dataset, the `label` in a classes dataset."""
+    labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * table.num_rows
+    return [lab if lab is not None else QUADRANTS[q - 1] for q, lab in zip(table.column("quadrant").to_pylist(), labels)]
+
+
+def label_kind(table: pa.Table, where: str = "manifest") -> tuple[str, list[str]]:
+    """('quadrant', Q1..Q4) or ('classes', sorted class names) of a manifest; ValueError when mixed.
+
+    Every row must carry exactly one kind of label: a quadrant, or (a classes dataset) a `label`.
+    """
+    quadrants = table.column("quadrant").to_pylist()
+    labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * table.num_rows
+    datasets = table.column("dataset").to_pylist()
+    by_kind: dict[str, set[str]] = {"quadrant": set(), "classes": set()}
+    for ds, q, lab in zip(datasets, quadrants, labels):
+        if (q is None) == (lab is None):
+            raise ValueError(f"{where}: a {ds} row has {'both a quadrant and a label' if q is not None else 'neither a quadrant nor a label'}")
+        by_kind["quadrant" if q is not None else "classes"].add(ds)
+    if by_kind["quadrant"] and by_kind["classes"]:
+        raise ValueError(
+            f"{where} mixes quadrant datasets ({', '.join(sorted(by_kind['quadrant']))}) with classes datasets "
+            f"({', '.join(sorted(by_kind['classes']))}): a model trains on one set of classes; prepare them separately")
+    if by_kind["classes"]:
+        return "classes", sorted({lab for lab in labels if lab is not None})
+    return "quadrant", list(QUADRANTS)
+
+
 def _summary(table: pa.Table) -> list[dict[str, Any]]:
-    counts: dict[tuple[str, int], list[int]] = {}
-    for ds, q, audio, text in zip(
-        table.column("dataset").to_pylist(), table.column("quadrant").to_pylist(),
+    counts: dict[tuple[str, str], list[int]] = {}
+    for ds, name, audio, text in zip(
+        table.column("dataset").to_pylist(), row_classes(table),
         table.column("audio_uri").to_pylist(), table.column("lyrics").to_pylist(),
     ):
-        c = counts.setdefault((ds, q), [0, 0, 0])
+        c = counts.setdefault((ds, name), [0, 0, 0])
         c[0] += 1
         c[1] += bool(audio)
         c[2] += bool(text)
     return [
-        {"dataset": ds, "quadrant": QUADRANTS[q - 1], "rows": c[0], "with_audio": c[1], "with_lyrics": c[2]}
-        for (ds, q), c in sorted(counts.items())
+        {"dataset": ds, "quadrant": name, "rows": c[0], "with_audio": c[1], "with_lyrics": c[2]}
+        for (ds, name), c in sorted(counts.items())
     ]
 
 
@@ -158,6 +192,7 @@ def prepare(sources: list[Source], k: int = 5, cv: str = "ALL", seed: int = 8848
         report.datasets[label] = stats
         tables.append(conform(table, MANIFEST))
     union = pa.concat_tables(tables)
+    label_kind(union)  # one kind of label per manifest, before any work on it
     if holdout is not None and holdout not in report.datasets:
         raise ValueError(f"cv {cv!r}: dataset {holdout!r} is not among those prepared ({', '.join(report.datasets)})")
     check_unique_ids(union, where="manifest")

@@ -78,8 +78,8 @@ def lyrics_config(preset: TrainPreset):
     return LyricsConfig(max_tokens=preset.max_tokens, long_policy=preset.long_policy)
 
 
-def model_config(preset: TrainPreset, branch: str, mode: str) -> dict:
-    """ModelConfig (as a dict) of one branch under `preset`."""
+def model_config(preset: TrainPreset, branch: str, mode: str, classes: list[str] | None = None) -> dict:
+    """ModelConfig (as a dict) of one branch under `preset` (`classes`: mode classes' names)."""
     from labeler.audio import DESCRIPTOR_DIM  # noqa: PLC0415
     from labeler.models import AudioCnnConfig, LyricsEncoderConfig, ModelConfig  # noqa: PLC0415
 
@@ -93,7 +93,7 @@ def model_config(preset: TrainPreset, branch: str, mode: str) -> dict:
     cfg = ModelConfig(branch=branch, mode=mode, audio=audio if branch != "lyrics" else None,
                       lyrics=lyrics if branch != "audio" else None, hidden_dim=preset.hidden_dim,
                       dropout=preset.head_dropout, modality_dropout=preset.modality_dropout,
-                      freeze_branches=preset.freeze_branches and branch == "fusion")
+                      freeze_branches=preset.freeze_branches and branch == "fusion", classes=classes)
     return cfg.to_dict()
 
 
@@ -142,17 +142,17 @@ def _manifest_folds(manifest_uri: str) -> tuple[np.ndarray, int]:
 
 
 def _split_stats(cache_uri: str, scalars, train_folds: list[int], require: str | None, mode: str,
-                 descriptors: bool) -> tuple[int, np.ndarray, dict | None]:
+                 descriptors: bool, n_classes: int) -> tuple[int, np.ndarray, dict | None]:
     """(rows, class counts, descriptor mean/std) of a training part (descriptors streamed from the cache)."""
-    from train.feature_cache import iter_numpy  # noqa: PLC0415
+    from train.feature_cache import iter_numpy, target_column  # noqa: PLC0415
     from train.loop import targets_for_mode  # noqa: PLC0415
 
     fold = scalars.column("fold").to_numpy()
     keep = np.isin(fold, train_folds)
     if require:
         keep &= scalars.column(f"has_{require}").to_numpy(zero_copy_only=False)
-    y = targets_for_mode(scalars.column("quadrant").to_numpy()[keep], mode)
-    counts = np.bincount(y, minlength=num_classes(mode))
+    y = targets_for_mode(scalars.column(target_column(mode)).to_numpy()[keep], mode)
+    counts = np.bincount(y, minlength=n_classes)
     stats = None
     if descriptors:
         total, sq, n_desc = 0.0, 0.0, 0
@@ -206,7 +206,7 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
     loop_config["hparams"] = {k: config[k] for k in SEARCH_KEYS if k in config}
     preset = loop_config["preset"]
     branch = loop_config["branch"]
-    columns = branch_columns(branch, descriptors=bool(loop_config.get("descriptor_stats")))
+    columns = branch_columns(branch, descriptors=bool(loop_config.get("descriptor_stats")), mode=loop_config["mode"])
     require = branch_requirement(branch)
     datasets = {
         "train": read_split(run["cache_uri"], loop_config["split"]["train"], columns, require),
@@ -255,7 +255,7 @@ def _predict_folds(bundle, cache_uri: str, folds: list[int], branch: str, mode: 
     from train.feature_cache import branch_columns, branch_requirement, read_split  # noqa: PLC0415
     from train.loop import predict_logits  # noqa: PLC0415
 
-    ds = read_split(cache_uri, folds, branch_columns(branch, descriptors) + ["fold"], branch_requirement(branch))
+    ds = read_split(cache_uri, folds, branch_columns(branch, descriptors, mode) + ["fold"], branch_requirement(branch))
     seen: list[np.ndarray] = []
 
     def batches():
@@ -290,7 +290,7 @@ def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: st
     threshold = ambiguity_threshold(apply_temperature(val_logits, temperature), val_y)  # validation only too
     test_logits, test_y = predicted[test_fold]
     probs = apply_temperature(test_logits, temperature)
-    metrics = classification_metrics(test_y, probs, class_names(mode))
+    metrics = classification_metrics(test_y, probs, bundle.model.config.class_names())
     calibration = {
         "temperature": temperature,
         "ece_before": expected_calibration_error(apply_temperature(test_logits, 1.0), test_y),
@@ -311,26 +311,31 @@ def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: st
 # ------------------------------------------------------------------------------------------ baselines
 
 
-def run_baselines(manifest_uri: str, cache_uri: str, folds: list[int], k: int, mode: str, which: set[str]) -> dict:
+def run_baselines(manifest_uri: str, cache_uri: str, folds: list[int], k: int, mode: str, which: set[str],
+                  classes: list[str] | None = None) -> dict:
     """Audio and lyrics baselines on the same train/test folds (fitted on the training part only)."""
     import pyarrow.compute as pc  # noqa: PLC0415
 
     from train.baselines import lyrics_baseline, make_audio_baseline  # noqa: PLC0415
     from train.evaluate import classification_metrics  # noqa: PLC0415
-    from train.feature_cache import iter_numpy, split_folds  # noqa: PLC0415
+    from labeler.labels import class_index  # noqa: PLC0415
+    from train.feature_cache import iter_numpy, split_folds, target_column  # noqa: PLC0415
     from train.loop import targets_for_mode  # noqa: PLC0415
 
-    classes, n_classes = class_names(mode), num_classes(mode)
+    names = class_names(mode, classes)
+    n_classes = len(names)
+    target = target_column(mode)
     out: dict = {}
     texts = None
     if "lyrics" in which:
         # Lyrics text is small beside audio; only four columns of the manifest are read.
-        texts = storage.read_parquet(manifest_uri, columns=["song_id", "lyrics", "fold", "quadrant"])
+        texts = storage.read_parquet(manifest_uri, columns=["song_id", "lyrics", "fold",
+                                                            "label" if mode == "classes" else "quadrant"])
     if "audio" in which:
         # Log-mel statistics (3 x n_mels floats a song) of every fold involved, in one streamed pass.
         involved = sorted({f for fold in folds for role in ("train", "test") for f in split_folds(fold, k)[role]})
-        parts = [(b["mel_stats"], targets_for_mode(b["quadrant"], mode), b["fold"])
-                 for b in iter_numpy(cache_uri, involved, ["mel_stats", "quadrant", "fold"], "audio")]
+        parts = [(b["mel_stats"], targets_for_mode(b[target], mode), b["fold"])
+                 for b in iter_numpy(cache_uri, involved, ["mel_stats", target, "fold"], "audio")]
         all_x, all_y, all_f = (np.concatenate([p[i] for p in parts]) for i in range(3))
     for fold in folds:
         split = split_folds(fold, k)
@@ -340,17 +345,20 @@ def run_baselines(manifest_uri: str, cache_uri: str, folds: list[int], k: int, m
             model = make_audio_baseline()[1:].fit(x_tr, y_tr)  # stats are precomputed in the cache
             proba = np.zeros((len(x_te), n_classes))
             proba[:, model.classes_.astype(int)] = model.predict_proba(x_te)
-            out.setdefault("audio_logmel_logreg", {"folds": {}})["folds"][fold] = classification_metrics(y_te, proba, classes)
+            out.setdefault("audio_logmel_logreg", {"folds": {}})["folds"][fold] = classification_metrics(y_te, proba, names)
         if texts is not None:
             def rows(fs):
                 t = texts.filter(pc.is_in(texts.column("fold"), value_set=__import__("pyarrow").array(fs, type=texts.column("fold").type)))
                 lyr = t.column("lyrics").to_pylist()
                 keep = [i for i, v in enumerate(lyr) if v and str(v).strip()]  # same rows as the lyrics branch
+                if mode == "classes":
+                    labels = t.column("label").to_pylist()
+                    return [lyr[i] for i in keep], np.array([class_index(labels[i], names) for i in keep], dtype=np.int64)
                 return [lyr[i] for i in keep], targets_for_mode(t.column("quadrant").to_numpy()[keep], mode)
             tr_x, tr_y = rows(split["train"])
             te_x, te_y = rows(split["test"])
             proba = lyrics_baseline(tr_x, tr_y, te_x, n_classes=n_classes)
-            out.setdefault("lyrics_tfidf_logreg", {"folds": {}})["folds"][fold] = classification_metrics(te_y, proba, classes)
+            out.setdefault("lyrics_tfidf_logreg", {"folds": {}})["folds"][fold] = classification_metrics(te_y, proba, names)
     return out
 
 
@@ -367,19 +375,22 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
     out_dir = storage.join(run["output_uri"], branch)
     from train.feature_cache import scalar_columns  # noqa: PLC0415
 
-    scalars = scalar_columns(run["cache_uri"])
+    scalars = scalar_columns(run["cache_uri"], mode)
+    classes = run.get("classes")
+    n_classes = num_classes(mode, classes)
     preset_dict = preset.to_dict()
     preset_dict["epochs"] = preset.epochs_for(branch)
     fold_configs: dict[int, dict] = {}
     for fold in folds:
         split = split_folds(fold, k)
         n_train, counts, desc = _split_stats(run["cache_uri"], scalars, split["train"], branch_requirement(branch), mode,
-                                             descriptors=branch != "lyrics" and preset.audio_arch == "Hybrid")
+                                             descriptors=branch != "lyrics" and preset.audio_arch == "Hybrid",
+                                             n_classes=n_classes)
         if n_train == 0:
             raise ValueError(f"{branch} fold {fold}: the training part has no rows with the needed modality")
         cfg = {
-            "fold": fold, "k": k, "branch": branch, "mode": mode, "n_classes": num_classes(mode), "split": split,
-            "model": model_config(preset, branch, mode), "preset": preset_dict,
+            "fold": fold, "k": k, "branch": branch, "mode": mode, "n_classes": n_classes, "split": split,
+            "model": model_config(preset, branch, mode, classes), "preset": preset_dict,
             "featurizer": run["featurizer"], "lyrics": run["lyrics"], "tokenizer_dir": run["tokenizer_dir"],
             "n_train": n_train, "class_counts": counts.tolist(), "descriptor_stats": desc,
             "class_weights": _weights(counts) if preset.class_weights else None,
@@ -452,6 +463,20 @@ def _weights(counts: np.ndarray) -> list[float]:
 # ------------------------------------------------------------------------------------------ the run
 
 
+def _check_label_kind(manifest_uri: str, mode: str) -> list[str] | None:
+    """The manifest's classes in mode `classes` (None otherwise); a ValueError when mode and labels disagree."""
+    from train.feature_cache import manifest_classes  # noqa: PLC0415
+
+    classes = manifest_classes(manifest_uri)
+    if mode == "classes" and classes is None:
+        raise ValueError(f"--mode classes needs a classes manifest (a `label` column, e.g. from mirex); "
+                         f"{storage.describe(manifest_uri)} has quadrant labels: use --mode 4Q, Ar or Va")
+    if mode != "classes" and classes is not None:
+        raise ValueError(f"{storage.describe(manifest_uri)} labels its songs with its own classes "
+                         f"({', '.join(classes)}), not quadrants: train it with --mode classes")
+    return classes
+
+
 def _branch_run_config(run_uri: str, branch: str) -> dict:
     uri = storage.join(run_uri, "run.json")
     if not storage.exists(uri):
@@ -507,6 +532,7 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         branch_runs = {"audio": storage.join(output_uri, "audio"), "lyrics": storage.join(output_uri, "lyrics")}
 
     _, k = _manifest_folds(manifest_uri)
+    classes = _check_label_kind(manifest_uri, mode)
     fold_list = parse_folds(folds if folds not in (None, "") else None, k, p)
     if not ray.is_initialized():
         ray.init()
@@ -524,13 +550,13 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         "output_uri": output_uri, "cache_uri": cache, "run_name": f"train-{created.replace(':', '').replace('+', 'Z')[:17]}",
         "storage_uri": storage.absolute_uri(storage_uri) if storage_uri else storage.join(output_uri, "checkpoints"),
         "featurizer": featurizer.to_dict(), "lyrics": lyrics.to_dict(), "tokenizer_dir": tokenizer_dir,
-        "model_id": f"mood-{mode.lower()}", "provenance": provenance,
+        "model_id": f"mood-{mode.lower()}", "provenance": provenance, "classes": classes,
     }
     search_space = parse_search(search) if isinstance(search, (str, type(None))) else dict(search)
     extra = dict(extra_config or {})
     extra.update(p.extra)
 
-    results: dict = {"mode": mode, "classes": class_names(mode), "branches": {}, "baselines": {}, "calibration": {},
+    results: dict = {"mode": mode, "classes": class_names(mode, classes), "branches": {}, "baselines": {}, "calibration": {},
                      "provenance": provenance}
     fold_bundles: dict = {}
     entries: dict = {}
@@ -542,7 +568,7 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         results["branches"][b] = {"folds": entry["folds"], "curves": entry["curves"]}
         results["calibration"][b] = entry["calibration"]
     which = {m for b in branches for m in ({"audio", "lyrics"} if b == "fusion" else {b})}
-    results["baselines"] = run_baselines(manifest_uri, cache, fold_list, k, mode, which)
+    results["baselines"] = run_baselines(manifest_uri, cache, fold_list, k, mode, which, classes)
     results["selection"] = {b: e["selection"] for b, e in entries.items()}
     write_report(output_uri, results)
 
@@ -586,7 +612,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="training manifest (Parquet, local or s3://) with folds")
     parser.add_argument("--output", required=True, help="run output folder (local or s3://)")
     parser.add_argument("--branch", default="all", choices=("audio", "lyrics", "fusion", "all"))
-    parser.add_argument("--mode", default="4Q", choices=("4Q", "Ar", "Va"))
+    parser.add_argument("--mode", default="4Q", choices=("4Q", "Ar", "Va", "classes"),
+                        help="4Q/Ar/Va: quadrant labels; classes: the manifest's own `label` classes (e.g. mirex clusters)")
     parser.add_argument("--preset", default="cpu-small", choices=tuple(PRESETS))
     parser.add_argument("--model", dest="audio_model", choices=("Cnn6", "Cnn10", "Hybrid"), help="audio branch network")
     parser.add_argument("--lyrics-model", help="lyrics encoder: BERT, ALBERT, MiniLM, a HF id, a folder or s3://")

@@ -305,11 +305,14 @@ def build_table(
     """Rows (dicts with manifest column names) -> a manifest table with fold = -1 and stats metadata.
 
     Fills `quadrant` from valence/arousal where the dataset gives no label, drops (and counts) rows
-    with neither audio nor lyrics when `require_inputs`, and checks song ids are unique.
+    with neither audio nor lyrics when `require_inputs`, and checks song ids are unique. A row with a
+    `label` (a `classes` dataset: its own taxonomy) keeps `quadrant` null.
     """
     kept: list[dict[str, Any]] = []
     for row in rows:
-        if row.get("quadrant") is None:
+        if row.get("label") is not None:
+            row["quadrant"] = None
+        elif row.get("quadrant") is None:
             if row.get("valence") is None or row.get("arousal") is None:
                 raise ValueError(f"{dataset}: song {row.get('source_id')!r} has neither a quadrant nor valence+arousal")
             row["quadrant"] = quadrant_from_va(row["valence"], row["arousal"])

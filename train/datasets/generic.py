@@ -5,7 +5,9 @@ Each keyword names the *source* column that holds a manifest column, e.g.
 on the command line `--dataset generic=mine.csv --option generic.song_id=id --option
 generic.quadrant=mood_q`. Left unset, a manifest column is read from the same-named source column
 when there is one. The label is `quadrant` (1..4 or Q1..Q4) or `valence` + `arousal` with their
-`midpoint` (values are stored as `v - midpoint`); when both are given the quadrant wins.
+`midpoint` (values are stored as `v - midpoint`); when both are given the quadrant wins. A catalogue's
+own taxonomy maps `label=<column>` instead (a `classes` dataset: its text is the class name, quadrant
+stays null; train with `--mode classes`); it cannot be combined with a quadrant label.
 
 Relative local audio paths are resolved against `base_dir` (default: the table's folder); a local
 audio file that is listed but absent is counted and the row keeps its lyrics (rows with neither are
@@ -30,7 +32,8 @@ from train.datasets.common import (
     text_or_none,
 )
 
-MAPPABLE = ("song_id", "audio_uri", "lyrics", "quadrant", "valence", "arousal", "artist", "title", "chorus_start_s", "chorus_end_s")
+MAPPABLE = ("song_id", "audio_uri", "lyrics", "quadrant", "valence", "arousal", "artist", "title", "chorus_start_s",
+            "chorus_end_s", "label")
 
 
 def prepare_generic(
@@ -46,6 +49,7 @@ def prepare_generic(
     title: str | None = None,
     chorus_start_s: str | None = None,
     chorus_end_s: str | None = None,
+    label: str | None = None,
     dataset: str = "generic",
     base_dir: str | None = None,
     require_inputs: bool = True,
@@ -55,16 +59,19 @@ def prepare_generic(
     given = {
         "song_id": song_id, "audio_uri": audio_uri, "lyrics": lyrics, "quadrant": quadrant,
         "valence": valence, "arousal": arousal, "artist": artist, "title": title,
-        "chorus_start_s": chorus_start_s, "chorus_end_s": chorus_end_s,
+        "chorus_start_s": chorus_start_s, "chorus_end_s": chorus_end_s, "label": label,
     }
     require_columns(df, [c for c in given.values() if c], path)  # explicitly mapped: must exist
     mapping = {name: given[name] or (name if name in df.columns else None) for name in MAPPABLE}
     if mapping["song_id"] is None:
         raise ValueError(f"{path}: no song id column: map one with song_id=<column> (it has {list(df.columns)})")
     has_va = mapping["valence"] is not None and mapping["arousal"] is not None
-    if mapping["quadrant"] is None and not has_va:
+    if mapping["label"] is not None and (mapping["quadrant"] is not None or has_va):
+        raise ValueError(f"{path}: map either label=<column> (own classes) or a quadrant / valence+arousal, not both")
+    if mapping["quadrant"] is None and not has_va and mapping["label"] is None:
         raise ValueError(
-            f"{path}: no label: map quadrant=<column> or valence=<column> and arousal=<column> (it has {list(df.columns)})"
+            f"{path}: no label: map quadrant=<column>, valence=<column> and arousal=<column>, or label=<column> "
+            f"(it has {list(df.columns)})"
         )
     if mapping["audio_uri"] is None and mapping["lyrics"] is None:
         raise ValueError(f"{path}: no input column: map audio_uri=<column> and/or lyrics=<column> (it has {list(df.columns)})")
@@ -97,6 +104,10 @@ def prepare_generic(
             "artist": text_or_none(cell("artist")),
             "title": text_or_none(cell("title")),
         }
+        if mapping["label"] is not None:
+            row["label"] = text_or_none(cell("label"))
+            if row["label"] is None:
+                raise ValueError(f"{where}: empty label in column {mapping['label']!r}")
         q = cell("quadrant")
         row["quadrant"] = parse_quadrant_at(q, where) if q is not None else None
         for axis in ("valence", "arousal"):
