@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 AUDIO_ARCHS: tuple[str, ...] = ("Cnn6", "Cnn10")
 BRANCHES: tuple[str, ...] = ("audio", "lyrics", "fusion")
+# How a fusion model joins its branches: "head" learns a head on the concatenated embeddings; "late"
+# combines the branches' calibrated log-probabilities linearly (a weighted average or a logistic
+# regression); "gated" mixes them with a per-song weight from the two branches' entropies.
+FUSIONS: tuple[str, ...] = ("head", "late", "gated")
 POOLINGS: tuple[str, ...] = ("mean", "cls")
 # Four pooling stages of 2x2 halve the mel axis four times: fewer than 16 bins leaves nothing to pool.
 MIN_MELS = 16
@@ -118,6 +122,7 @@ class ModelConfig:
     regression: bool = False
     freeze_branches: bool = False
     classes: list[str] | None = None
+    fusion: str = "head"
 
     def __post_init__(self) -> None:
         if isinstance(self.audio, dict):
@@ -131,6 +136,10 @@ class ModelConfig:
             raise ValueError(f"classes are given only in mode 'classes', not in mode {self.mode!r}")
         if self.branch not in BRANCHES:
             raise ValueError(f"unknown branch {self.branch!r}: expected one of {', '.join(BRANCHES)}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}: expected one of {', '.join(FUSIONS)}")
+        if self.fusion != "head" and self.branch != "fusion":
+            raise ValueError(f"fusion={self.fusion!r} is for branch 'fusion', not {self.branch!r}")
         if self.uses_audio and self.audio is None:
             raise ValueError(f"branch {self.branch!r} needs an audio config")
         if self.uses_lyrics and self.lyrics is None:
@@ -189,6 +198,7 @@ class ModelOutput:
     va: torch.Tensor | None = None
     has_audio: torch.Tensor | None = None
     has_lyrics: torch.Tensor | None = None
+    branch_logprobs: tuple[torch.Tensor, torch.Tensor] | None = None  # late/gated fusion: (audio, lyrics)
 
     def modalities(self) -> list[str | None]:
         """Per row: 'audio+lyrics', 'audio', 'lyrics' (what the prediction actually used)."""
@@ -456,7 +466,12 @@ class EmotionModel(nn.Module):
         if self.lyrics_encoder is not None:
             dims.append(self.lyrics_encoder.embedding_dim)
         self.embedding_dim = sum(dims)
-        if config.branch == "fusion":
+        if config.branch == "fusion" and config.fusion != "head":
+            self.audio_placeholder = nn.Parameter(torch.zeros(dims[0]), requires_grad=False)
+            self.lyrics_placeholder = nn.Parameter(torch.zeros(dims[1]), requires_grad=False)
+            self.late = LateFusion(dims[0], dims[1], self.n_classes, config.fusion, config.dropout)
+            self.head = None  # the branch heads live in self.late
+        elif config.branch == "fusion":
             self.audio_placeholder = nn.Parameter(torch.zeros(dims[0]))
             self.lyrics_placeholder = nn.Parameter(torch.zeros(dims[1]))
             self.head = nn.Sequential(
@@ -502,6 +517,24 @@ class EmotionModel(nn.Module):
             model.freeze_branches()
         return model
 
+    @classmethod
+    def late_from_branches(cls, audio_model: "EmotionModel", lyrics_model: "EmotionModel", config: ModelConfig,
+                           audio_temperature: float = 1.0, lyrics_temperature: float = 1.0) -> "EmotionModel":
+        """A late or gated fusion model holding two trained branch models of the same fold, whole.
+
+        Encoders and heads are copied unchanged with the branches' calibration temperatures, so the
+        fused model starts as exactly the two calibrated branches; `LateFusion.set_*` then sets the
+        combiner fitted on the validation fold (train.fusion). A song with one modality gets that
+        branch's calibrated prediction.
+        """
+        if config.fusion == "head":
+            raise ValueError("late_from_branches builds fusion='late' or 'gated'; use fusion_from_branches for 'head'")
+        model = cls.fusion_from_branches(audio_model, lyrics_model, config)
+        model.late.audio_head.load_state_dict(audio_model.head.state_dict())
+        model.late.lyrics_head.load_state_dict(lyrics_model.head.state_dict())
+        model.late.temperature.copy_(torch.tensor([audio_temperature, lyrics_temperature], dtype=torch.float32))
+        return model
+
     @property
     def encoder_config(self) -> "PretrainedConfig | None":
         return self.lyrics_encoder.encoder_config if self.lyrics_encoder is not None else None
@@ -531,7 +564,15 @@ class EmotionModel(nn.Module):
                 labels: torch.Tensor | None = None, va_targets: torch.Tensor | None = None,
                 class_weights: torch.Tensor | None = None) -> ModelOutput:
         batch = _batch_size(log_mel, input_ids)
-        device = self.head[-1].weight.device
+        device = (self.head[-1] if self.head is not None else self.late.audio_head[-1]).weight.device
+        if self.config.branch == "fusion" and self.config.fusion != "head":
+            embedding, has_audio, has_lyrics = self._fused_embedding(
+                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors)
+            audio_emb, text_emb = embedding.split([self.late.audio_dim, self.late.lyrics_dim], dim=1)
+            logits, parts = self.late(audio_emb, text_emb, has_audio, has_lyrics)
+            loss = self._loss(logits, None, labels, None, class_weights)
+            return ModelOutput(logits=logits, embedding=embedding, loss=loss, has_audio=has_audio.cpu(),
+                               has_lyrics=has_lyrics.cpu(), branch_logprobs=parts)
         if self.config.branch == "fusion":
             embedding, has_audio, has_lyrics = self._fused_embedding(
                 batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors)
@@ -588,6 +629,72 @@ class EmotionModel(nn.Module):
             if bool(finite.any()):
                 loss = loss + F.mse_loss(va.float()[finite], targets[finite])
         return loss
+
+
+class LateFusion(nn.Module):
+    """Late and gated fusion over two branches' calibrated log-probabilities.
+
+    Why: on small real data a head trained on the branches' embeddings of the *training* fold learns
+    from branches that have already fitted those songs (the lyrics encoder nearly memorises them), so
+    it over-trusts them. Here the branch heads stay as trained, each branch's probabilities are
+    calibrated by its own validation-fold temperature, and only a few combiner parameters are fitted,
+    on the validation fold (train.fusion):
+
+    * late:  z = W [log p_audio, log p_lyrics] + b   (a weighted average is W = [w I, (1 - w) I], b = 0;
+             a multinomial logistic regression fills W and b freely);
+    * gated: z = g log p_audio + (1 - g) log p_lyrics, g = sigmoid(u . [H_audio, H_lyrics] + c) per song,
+             H the entropy of a branch's distribution: the less certain branch weighs less.
+
+    A row with one modality gets that branch's calibrated log-probabilities.
+    """
+
+    def __init__(self, audio_dim: int, lyrics_dim: int, n_classes: int, kind: str, dropout: float = 0.0) -> None:
+        super().__init__()
+        if kind not in ("late", "gated"):
+            raise ValueError(f"LateFusion kind must be 'late' or 'gated', got {kind!r}")
+        self.kind, self.audio_dim, self.lyrics_dim, self.n_classes = kind, int(audio_dim), int(lyrics_dim), int(n_classes)
+        self.audio_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(audio_dim, n_classes))
+        self.lyrics_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(lyrics_dim, n_classes))
+        self.register_buffer("temperature", torch.ones(2))
+        if kind == "late":
+            self.combiner = nn.Linear(2 * n_classes, n_classes)
+            self.set_average(0.5)
+        else:
+            self.gate = nn.Linear(2, 1)
+            self.set_gate([0.0, 0.0], 0.0)
+
+    @torch.no_grad()
+    def set_average(self, audio_weight: float) -> None:
+        """z = w log p_audio + (1 - w) log p_lyrics."""
+        eye = torch.eye(self.n_classes)
+        self.combiner.weight.copy_(torch.cat([audio_weight * eye, (1.0 - audio_weight) * eye], dim=1))
+        self.combiner.bias.zero_()
+
+    @torch.no_grad()
+    def set_linear(self, weight, bias) -> None:
+        """z = W [log p_audio, log p_lyrics] + b (W: classes x 2 classes), e.g. a fitted logistic regression."""
+        self.combiner.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).reshape(self.n_classes, 2 * self.n_classes))
+        self.combiner.bias.copy_(torch.as_tensor(bias, dtype=torch.float32).reshape(self.n_classes))
+
+    @torch.no_grad()
+    def set_gate(self, weight, bias: float) -> None:
+        """g = sigmoid(weight . [H_audio, H_lyrics] + bias)."""
+        self.gate.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).reshape(1, 2))
+        self.gate.bias.fill_(float(bias))
+
+    def forward(self, audio_emb, text_emb, has_audio, has_lyrics):
+        log_a = F.log_softmax(self.audio_head(audio_emb).float() / self.temperature[0], dim=-1)
+        log_l = F.log_softmax(self.lyrics_head(text_emb).float() / self.temperature[1], dim=-1)
+        if self.kind == "late":
+            both = self.combiner(torch.cat([log_a, log_l], dim=-1))
+        else:
+            entropy = torch.stack([-(log_a.exp() * log_a).sum(-1), -(log_l.exp() * log_l).sum(-1)], dim=-1)
+            g = torch.sigmoid(self.gate(entropy))
+            both = g * log_a + (1.0 - g) * log_l
+        a = has_audio.reshape(-1, 1).to(both.device)
+        t = has_lyrics.reshape(-1, 1).to(both.device)
+        logits = torch.where(a & t, both, torch.where(a, log_a, log_l))
+        return logits, (log_a, log_l)
 
 
 def _batch_size(log_mel, input_ids) -> int:

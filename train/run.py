@@ -17,6 +17,9 @@ One run, for each requested branch (audio, then lyrics, then fusion for `--branc
 4. Baselines (log-mel statistics + logistic regression; TF-IDF + logistic regression) are fitted on
    the same training folds and scored on the same test folds; `train.evaluate.write_report` writes
    report.json, report.md and PNG plots (confusion matrices, per-fold bars, training curves).
+   Fusion: after the head is trained, `train.fusion` fits late fusion (weighted average, logistic
+   regression) and gated fusion over the fold's calibrated branch probabilities on the validation
+   fold, and keeps whichever of the four scores best there (the report lists all four on test).
 5. Export: `<output>/bundle` is the last branch's fold model with the best *validation* macro-F1.
    Choosing by test score would make the reported test metrics optimistic; the cross-validated test
    summary is stored beside it in the bundle's metrics.
@@ -446,12 +449,30 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
             "hparams": {k: chosen.config[k] for k in SEARCH_KEYS if k in chosen.config},
             "trials": len(trials),
         }
+        if branch == "fusion":
+            _choose_fusion(entry, fold, cfg, run, done, bundle_uri)
     storage.write_text(storage.join(out_dir, "run.json"), json.dumps({
         "branch": branch, "mode": mode, "preset": preset.to_dict(), "featurizer": run["featurizer"],
         "lyrics": run["lyrics"], "tokenizer_dir": run["tokenizer_dir"], "folds": folds, "k": k,
         "selection": {str(f): s for f, s in entry["selection"].items()},
     }, indent=2))
     return entry
+
+
+def _choose_fusion(entry: dict, fold: int, cfg: dict, run: dict, done: dict, bundle_uri: str) -> None:
+    """Head vs late vs gated fusion on the validation fold (train.fusion); the winner becomes the fold's bundle."""
+    from train.fusion import finalise_fusion_fold  # noqa: PLC0415
+
+    fused = finalise_fusion_fold(cfg, run, done["metrics"], cfg["val_macro_f1"], bundle_uri)
+    winner = fused["winner"]
+    entry["folds"][fold] = fused["metrics"]
+    entry["selection"][fold]["val_macro_f1"] = fused["selection"]["val_macro_f1"][winner]
+    entry["selection"][fold]["fusion"] = {"winner": winner, **fused["selection"]}
+    for name, metrics in fused["variants"].items():
+        entry.setdefault("variants", {}).setdefault(name, {})[fold] = metrics
+    if winner != "head":  # the late bundle's probabilities are the calibrated branches', combined: T = 1
+        entry["calibration"][fold] = {"temperature": 1.0, "ece_after": fused["metrics"]["ece"],
+                                      "accuracy": fused["metrics"]["accuracy"]}
 
 
 def _weights(counts: np.ndarray) -> list[float]:
@@ -566,6 +587,8 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         entries[b] = entry
         fold_bundles[b] = entry["bundles"]
         results["branches"][b] = {"folds": entry["folds"], "curves": entry["curves"]}
+        for name, per_fold in entry.get("variants", {}).items():  # every fusion candidate's test scores
+            results["branches"][f"fusion_{name}"] = {"folds": per_fold}
         results["calibration"][b] = entry["calibration"]
     which = {m for b in branches for m in ({"audio", "lyrics"} if b == "fusion" else {b})}
     results["baselines"] = run_baselines(manifest_uri, cache, fold_list, k, mode, which, classes)

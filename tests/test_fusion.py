@@ -1,0 +1,130 @@
+"""train.fusion and labeler.models.LateFusion: fitting on validation rows, choosing, and the model's math.
+
+Pure numpy for the fitting; tiny offline models for the model and bundle round trip (no Ray).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import log_softmax
+from tiny_models import tiny_bert_dir
+from transformers import AutoConfig
+
+from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
+from train import fusion
+
+N_CLASSES = 3
+
+
+def branches(n=150, audio_acc=0.9, lyrics_acc=0.4, seed=0):
+    """Synthetic calibrated branch log-probabilities: a reliable audio branch and a weak lyrics one."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % N_CLASSES
+    out = []
+    for acc in (audio_acc, lyrics_acc):
+        guess = np.where(rng.random(n) < acc, y, rng.integers(0, N_CLASSES, n))
+        logits = rng.normal(0, 0.3, (n, N_CLASSES))
+        logits[np.arange(n), guess] += 2.0
+        out.append(log_softmax(logits, axis=1))
+    return out[0], out[1], y
+
+
+def test_average_weight_leans_on_the_better_branch_and_logreg_fits():
+    log_a, log_l, y = branches()
+    w = fusion.fit("average", log_a, log_l, y, N_CLASSES)["audio_weight"]
+    assert 0.6 <= w <= 1.0
+    params = fusion.fit("logreg", log_a, log_l, y, N_CLASSES)
+    assert np.asarray(params["weight"]).shape == (N_CLASSES, 2 * N_CLASSES)
+    assert fusion.macro_f1(y, fusion.combine("logreg", params, log_a, log_l), N_CLASSES) >= 0.8
+
+
+def test_gate_trusts_the_confident_branch():
+    log_a, log_l, y = branches()
+    params = fusion.fit("gated", log_a, log_l, y, N_CLASSES)
+    assert fusion.macro_f1(y, fusion.combine("gated", params, log_a, log_l), N_CLASSES) >= 0.8
+
+
+def test_logreg_with_a_class_absent_from_validation_never_predicts_it():
+    log_a, log_l, y = branches()
+    keep = y != 2
+    params = fusion.fit("logreg", log_a[keep], log_l[keep], y[keep], N_CLASSES)
+    assert (fusion.combine("logreg", params, log_a, log_l).argmax(1) != 2).all()
+
+
+def test_choose_scores_late_candidates_by_cross_fitting_and_keeps_the_head_when_it_is_better():
+    log_a, log_l, y = branches()
+    choice = fusion.choose(log_a, log_l, y, N_CLASSES, head_val_macro_f1=0.1)
+    assert set(choice["val_macro_f1"]) == {"average", "logreg", "gated", "head"}
+    assert choice["winner"] != "head"
+    assert all(0.0 <= v <= 1.0 for v in choice["val_macro_f1"].values())
+    assert fusion.choose(log_a, log_l, y, N_CLASSES, head_val_macro_f1=1.0)["winner"] == "head"
+
+
+def test_one_modality_rows_take_their_branch():
+    log_a, log_l, y = branches(n=6)
+    has_a = np.array([True, True, False, True, False, True])
+    has_l = np.array([True, False, True, True, True, False])
+    out = fusion.fused_logits("average", {"audio_weight": 0.3}, log_a, log_l, has_a, has_l)
+    np.testing.assert_allclose(out[1], log_a[1])
+    np.testing.assert_allclose(out[2], log_l[2])
+    np.testing.assert_allclose(out[0], 0.3 * log_a[0] + 0.7 * log_l[0])
+
+
+@pytest.fixture(scope="module")
+def branch_models(tmp_path_factory):
+    bert = tiny_bert_dir(tmp_path_factory.mktemp("enc"))
+    torch.manual_seed(0)
+    audio = AudioCnnConfig(n_mels=64, width=0.25, embedding_dim=32)
+    lyrics = LyricsEncoderConfig(name_or_path=bert)
+    a = EmotionModel(ModelConfig(branch="audio", mode="classes", classes=["x", "y", "z"], audio=audio, lyrics=None))
+    t = EmotionModel(ModelConfig(branch="lyrics", mode="classes", classes=["x", "y", "z"], audio=None, lyrics=lyrics),
+                     encoder_config=AutoConfig.from_pretrained(bert))
+    return a.eval(), t.eval(), bert
+
+
+@pytest.mark.parametrize("kind", ["average", "logreg", "gated"])
+def test_late_model_matches_the_numpy_math_and_survives_a_bundle(branch_models, kind, tmp_path):
+    from labeler.audio import FeaturizerConfig
+    from labeler.bundle import load_bundle, save_bundle
+    from labeler.lyrics import LyricsConfig
+
+    audio, lyrics, bert = branch_models
+    config = ModelConfig(branch="fusion", mode="classes", classes=["x", "y", "z"], audio=audio.config.audio,
+                         lyrics=lyrics.config.lyrics, fusion=fusion.model_kind(kind))
+    model = EmotionModel.late_from_branches(audio, lyrics, config, audio_temperature=1.7, lyrics_temperature=0.8).eval()
+    log_a, log_l, y = branches(n=40, seed=1)
+    params = fusion.fit(kind, log_a, log_l, y, N_CLASSES)
+    fusion.set_params(model.late, kind, params)
+
+    torch.manual_seed(1)
+    log_mel = torch.randn(4, 64, 64)
+    ids = torch.randint(5, 50, (4, 10))
+    mask = torch.ones(4, 10, dtype=torch.long)
+    flags = dict(has_audio=torch.tensor([True, True, False, True]), has_lyrics=torch.tensor([True, False, True, True]))
+    with torch.inference_mode():
+        out = model(log_mel=log_mel, input_ids=ids, attention_mask=mask, **flags)
+        # the branch parts are the branch models' own logits at their temperatures
+        torch.testing.assert_close(out.branch_logprobs[0][0], torch.log_softmax(audio(log_mel=log_mel[:1]).logits[0] / 1.7, -1))
+        torch.testing.assert_close(out.branch_logprobs[1][2], torch.log_softmax(
+            lyrics(input_ids=ids[2:3], attention_mask=mask[2:3]).logits[0] / 0.8, -1))
+    parts = [p.double().numpy() for p in out.branch_logprobs]
+    expected = fusion.fused_logits(kind, params, parts[0], parts[1], flags["has_audio"].numpy(), flags["has_lyrics"].numpy())
+    np.testing.assert_allclose(out.logits.numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert out.modalities() == ["audio+lyrics", "audio", "lyrics", "audio+lyrics"]
+
+    uri = str(tmp_path / "bundle")
+    save_bundle(uri, model, FeaturizerConfig(n_mels=64), LyricsConfig(), tokenizer=bert)
+    loaded = load_bundle(uri)
+    assert loaded.classes == ["x", "y", "z"] and loaded.model.config.fusion == fusion.model_kind(kind)
+    with torch.inference_mode():
+        again = loaded.model(log_mel=log_mel, input_ids=ids, attention_mask=mask, **flags)
+    torch.testing.assert_close(again.logits, out.logits)
+
+
+def test_late_fusion_needs_the_fusion_branch():
+    with pytest.raises(ValueError, match="fusion='late' is for branch 'fusion'"):
+        ModelConfig(branch="audio", fusion="late", lyrics=None)
+    with pytest.raises(ValueError, match="unknown fusion"):
+        ModelConfig(fusion="stacked")

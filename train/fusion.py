@@ -1,0 +1,251 @@
+"""Which fusion a fold keeps: the trained head, late fusion or gated fusion, chosen on the validation fold.
+
+Why: the fusion head is trained on the training fold, where both branches have already fitted the
+songs, and on the synthetic catalogue it scored below the audio branch alone. Late fusion keeps both
+branches as trained and calibrated, and fits only a few parameters over their calibrated
+log-probabilities on the *validation* fold, which neither branch trained on:
+
+* `average`: z = w log p_audio + (1 - w) log p_lyrics, w on a grid of 0..1 by validation NLL (w = 0 or 1
+  is a single branch: fusion never has to be worse than the better branch on validation);
+* `logreg`:  a multinomial logistic regression on [log p_audio, log p_lyrics] (L2, C = 1);
+* `gated`:   z = g log p_audio + (1 - g) log p_lyrics with g = sigmoid(u . [H_audio, H_lyrics] + c) per song.
+
+The math is `labeler.models.LateFusion`'s, in numpy (`combine`); a test checks the two agree. Choosing
+among candidates fitted on the validation fold by their score on that same fold would favour the most
+flexible, so each late candidate is scored by cross-fitting inside the validation fold (fit on 4/5,
+predict the other 1/5, macro-F1 of the pooled predictions); the head keeps its own validation
+macro-F1 (that of its checkpoint, itself chosen on validation, so if anything flattered). The test
+fold is only scored, never used to choose.
+
+Functions work on any two branches' calibrated log-probabilities, so `bench/bench_fusion.py` uses them
+over baseline branches too.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, log_softmax
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
+
+log = logging.getLogger(__name__)
+
+LATE_KINDS: tuple[str, ...] = ("average", "logreg", "gated")
+# Preference on equal validation scores: the simplest first.
+PREFERENCE: tuple[str, ...] = ("average", "gated", "logreg", "head")
+AVERAGE_GRID = np.linspace(0.0, 1.0, 21)
+ABSENT_CLASS_BIAS = -20.0
+
+
+def calibrated_logprobs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return log_softmax(np.asarray(logits, dtype=np.float64) / float(temperature), axis=1)
+
+
+def _entropy(logp: np.ndarray) -> np.ndarray:
+    return -(np.exp(logp) * logp).sum(axis=1)
+
+
+def combine(kind: str, params: dict, log_a: np.ndarray, log_l: np.ndarray) -> np.ndarray:
+    """Fused logits of rows that have both modalities (LateFusion.forward's math)."""
+    if kind == "average":
+        w = float(params["audio_weight"])
+        return w * log_a + (1.0 - w) * log_l
+    if kind == "logreg":
+        return np.concatenate([log_a, log_l], axis=1) @ np.asarray(params["weight"]).T + np.asarray(params["bias"])
+    if kind == "gated":
+        h = np.stack([_entropy(log_a), _entropy(log_l)], axis=1)
+        g = expit(h @ np.asarray(params["gate_weight"], dtype=np.float64) + float(params["gate_bias"]))[:, None]
+        return g * log_a + (1.0 - g) * log_l
+    raise ValueError(f"unknown late fusion {kind!r}: expected one of {', '.join(LATE_KINDS)}")
+
+
+def _nll(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(-log_softmax(logits, axis=1)[np.arange(len(y)), y].mean())
+
+
+def fit(kind: str, log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+    """Fit one late candidate on rows with both modalities; returns its parameters (JSON-able)."""
+    y = np.asarray(y, dtype=np.int64)
+    if kind == "average":
+        losses = [_nll(combine("average", {"audio_weight": w}, log_a, log_l), y) for w in AVERAGE_GRID]
+        best = min(range(len(AVERAGE_GRID)), key=lambda i: (round(losses[i], 9), abs(AVERAGE_GRID[i] - 0.5)))
+        return {"audio_weight": float(AVERAGE_GRID[best])}
+    if kind == "logreg":
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+        weight = np.zeros((n_classes, 2 * n_classes))
+        bias = np.full(n_classes, ABSENT_CLASS_BIAS)
+        present = np.unique(y)
+        if len(present) < 2:  # nothing to discriminate: predict the one class seen
+            bias[present] = 0.0
+            return {"weight": weight.tolist(), "bias": bias.tolist()}
+        model = LogisticRegression(C=1.0, max_iter=2000).fit(np.concatenate([log_a, log_l], axis=1), y)
+        if len(present) == 2:  # sklearn's binary form: one row for class 1
+            coef = np.vstack([-model.coef_[0] / 2, model.coef_[0] / 2])
+            intercept = np.array([-model.intercept_[0] / 2, model.intercept_[0] / 2])
+        else:
+            coef, intercept = model.coef_, model.intercept_
+        weight[model.classes_] = coef
+        bias[model.classes_] = intercept
+        return {"weight": weight.tolist(), "bias": bias.tolist()}
+    if kind == "gated":
+        h = np.stack([_entropy(log_a), _entropy(log_l)], axis=1)
+
+        def loss(theta: np.ndarray) -> float:
+            g = expit(h @ theta[:2] + theta[2])[:, None]
+            return _nll(g * log_a + (1.0 - g) * log_l, y) + 1e-3 * float(theta @ theta)
+
+        theta = minimize(loss, np.zeros(3), method="L-BFGS-B").x
+        return {"gate_weight": theta[:2].tolist(), "gate_bias": float(theta[2])}
+    raise ValueError(f"unknown late fusion {kind!r}: expected one of {', '.join(LATE_KINDS)}")
+
+
+def macro_f1(y: np.ndarray, logits: np.ndarray, n_classes: int) -> float:
+    return float(f1_score(y, np.asarray(logits).argmax(1), labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
+def cross_fitted_macro_f1(kind: str, log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classes: int,
+                          n_splits: int = 5, seed: int = 8848) -> float:
+    """Macro-F1 of out-of-fold predictions inside the validation rows (fit on the rest each time)."""
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y) if len(y) else np.zeros(0, dtype=np.int64)
+    splits = min(n_splits, int(counts[counts > 0].min())) if len(y) else 0
+    if splits < 2:
+        return macro_f1(y, combine(kind, fit(kind, log_a, log_l, y, n_classes), log_a, log_l), n_classes)
+    pred = np.zeros((len(y), n_classes))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
+        for train, test in StratifiedKFold(splits, shuffle=True, random_state=seed).split(log_a, y):
+            params = fit(kind, log_a[train], log_l[train], y[train], n_classes)
+            pred[test] = combine(kind, params, log_a[test], log_l[test])
+    return macro_f1(y, pred, n_classes)
+
+
+def fused_logits(kind: str, params: dict, log_a: np.ndarray, log_l: np.ndarray, has_audio: np.ndarray,
+                 has_lyrics: np.ndarray) -> np.ndarray:
+    """Every row's logits: combined where both modalities are there, else the one branch it has."""
+    a, t = np.asarray(has_audio, bool)[:, None], np.asarray(has_lyrics, bool)[:, None]
+    return np.where(a & t, combine(kind, params, log_a, log_l), np.where(a, log_a, log_l))
+
+
+def choose(log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classes: int,
+           head_val_macro_f1: float | None = None) -> dict:
+    """Fit every late candidate on the validation rows with both modalities and pick the fusion to keep.
+
+    Returns {"winner", "val_macro_f1": {candidate: score}, "params": {late candidate: params}}; the
+    params are refitted on all those validation rows.
+    """
+    scores: dict[str, float] = {}
+    params: dict[str, dict] = {}
+    for kind in LATE_KINDS:
+        scores[kind] = cross_fitted_macro_f1(kind, log_a, log_l, y, n_classes)
+        params[kind] = fit(kind, log_a, log_l, y, n_classes)
+    if head_val_macro_f1 is not None:
+        scores["head"] = float(head_val_macro_f1)
+    winner = max(scores, key=lambda k: (round(scores[k], 9), -PREFERENCE.index(k)))
+    return {"winner": winner, "val_macro_f1": scores, "params": params}
+
+
+# --------------------------------------------------------------------------------- one fold of a run
+
+
+def model_kind(kind: str) -> str:
+    """The ModelConfig.fusion that holds a late candidate: average and logreg are both 'late'."""
+    return "gated" if kind == "gated" else "late"
+
+
+def set_params(late, kind: str, params: dict) -> None:
+    """Write a fitted candidate's parameters into a labeler.models.LateFusion."""
+    if kind == "average":
+        late.set_average(params["audio_weight"])
+    elif kind == "logreg":
+        late.set_linear(params["weight"], params["bias"])
+    elif kind == "gated":
+        late.set_gate(params["gate_weight"], params["gate_bias"])
+    else:
+        raise ValueError(f"unknown late fusion {kind!r}: expected one of {', '.join(LATE_KINDS)}")
+
+
+def late_model(fold_config: dict, kind: str):
+    """The fold's late/gated fusion model from its calibrated audio and lyrics bundles (combiner unset)."""
+    from labeler.bundle import load_bundle  # noqa: PLC0415
+    from labeler.models import EmotionModel, ModelConfig  # noqa: PLC0415
+
+    audio, lyrics = load_bundle(fold_config["audio_bundle"]), load_bundle(fold_config["lyrics_bundle"])
+    config = ModelConfig.from_dict({**fold_config["model"], "fusion": model_kind(kind), "freeze_branches": False})
+    model = EmotionModel.late_from_branches(audio.model, lyrics.model, config, audio.temperature, lyrics.temperature)
+    return model, audio, lyrics
+
+
+def branch_parts(model, cache_uri: str, folds: list[int], mode: str, descriptors: bool) -> dict:
+    """Per row of `folds`: the two branches' calibrated log-probabilities, modality flags, target and fold."""
+    import torch  # noqa: PLC0415
+
+    from train.feature_cache import branch_columns, read_split, target_column  # noqa: PLC0415
+    from train.loop import model_inputs, targets_for_mode  # noqa: PLC0415
+
+    ds = read_split(cache_uri, folds, branch_columns("fusion", descriptors, mode) + ["fold"], None)
+    out: dict[str, list] = {"log_a": [], "log_l": [], "has_audio": [], "has_lyrics": [], "y": [], "fold": []}
+    model.eval()
+    with torch.inference_mode():
+        for batch in ds.iter_torch_batches(batch_size=64):
+            result = model(**model_inputs(batch, "fusion", torch.device("cpu")))
+            out["log_a"].append(result.branch_logprobs[0].double().numpy())
+            out["log_l"].append(result.branch_logprobs[1].double().numpy())
+            out["has_audio"].append(result.has_audio.numpy())
+            out["has_lyrics"].append(result.has_lyrics.numpy())
+            out["y"].append(targets_for_mode(batch[target_column(mode)].numpy(), mode))
+            out["fold"].append(batch["fold"].numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_val_macro_f1: float,
+                         bundle_uri: str) -> dict:
+    """Choose the fold's fusion on validation; if a late candidate wins, it replaces the head's bundle.
+
+    Returns {"winner", "selection" (validation scores and params), "variants": {name: test metrics},
+    "metrics" (the winner's test metrics)}. Rows with neither modality are left out, as labelling
+    leaves them unlabelled.
+    """
+    from labeler import storage  # noqa: PLC0415
+    from labeler.bundle import save_bundle  # noqa: PLC0415
+    from train.evaluate import classification_metrics  # noqa: PLC0415
+
+    mode, split = fold_config["mode"], fold_config["split"]
+    (val_fold,), (test_fold,) = split["val"], split["test"]
+    descriptors = bool(fold_config.get("descriptor_stats"))
+    model, audio, lyrics = late_model(fold_config, "average")
+    names = model.config.class_names()
+    n_classes = len(names)
+    parts = branch_parts(model, run["cache_uri"], [val_fold, test_fold], mode, descriptors)
+    usable = parts["has_audio"] | parts["has_lyrics"]
+    val = (parts["fold"] == val_fold) & parts["has_audio"] & parts["has_lyrics"]
+    choice = choose(parts["log_a"][val], parts["log_l"][val], parts["y"][val], n_classes, head_val_macro_f1)
+    test = (parts["fold"] == test_fold) & usable
+    variants = {"head": head_metrics}
+    for kind in LATE_KINDS:
+        logits = fused_logits(kind, choice["params"][kind], parts["log_a"][test], parts["log_l"][test],
+                              parts["has_audio"][test], parts["has_lyrics"][test])
+        probs = np.exp(log_softmax(logits, axis=1))
+        variants[kind] = classification_metrics(parts["y"][test], probs, names)
+    winner = choice["winner"]
+    log.info("fusion fold %s: validation macro-F1 %s -> keeping %s", fold_config["fold"],
+             {k: round(v, 3) for k, v in choice["val_macro_f1"].items()}, winner)
+    if winner != "head":
+        if model_kind(winner) != model.config.fusion:
+            model, audio, lyrics = late_model(fold_config, winner)
+        set_params(model.late, winner, choice["params"][winner])
+        save_bundle(bundle_uri, model, audio.featurizer, lyrics.lyrics, tokenizer=lyrics.tokenizer,
+                    model_id=fold_config.get("model_id"),
+                    provenance={**run["provenance"], "branch": "fusion", "fusion": winner, "fold": fold_config["fold"],
+                                "split": split, "audio_bundle": storage.describe(fold_config["audio_bundle"]),
+                                "lyrics_bundle": storage.describe(fold_config["lyrics_bundle"])},
+                    metrics={"val_macro_f1": choice["val_macro_f1"][winner], "test": variants[winner],
+                             "fusion_selection": {"val_macro_f1": choice["val_macro_f1"], "winner": winner}},
+                    temperature=1.0, descriptor_stats=fold_config.get("descriptor_stats"))
+    return {"winner": winner, "selection": {"val_macro_f1": choice["val_macro_f1"], "params": choice["params"]},
+            "variants": variants, "metrics": variants[winner]}
