@@ -402,3 +402,79 @@ def test_song_key_normalisation():
     assert normalise_name("Get Lucky (Radio Edit) [Remastered]") == "get lucky"
     assert song_key("Simon & Garfunkel", "The Boxer!") == song_key("simon and garfunkel", "the boxer")
     assert song_key("", "Title") is None and song_key(None, "x") is None
+
+
+# --------------------------------------------------------------------------- mirex (mode classes)
+
+
+def _mirex_layout(root: Path, clusters: list[str], present: dict[int, tuple[bool, bool]], titles: dict[int, str] | None = None):
+    """A MIREX-layout folder: every song listed, files only for `present` {song: (audio, lyrics)}."""
+    (root / "Audio").mkdir(parents=True)
+    (root / "Lyrics").mkdir()
+    (root / "clusters.txt").write_text("\n".join(clusters) + "\n\n")
+    (root / "categories.txt").write_text("\n".join(["Rousing"] * len(clusters)) + "\n")
+    meta = ["Title;Artist;Album;Track;Year;Length;Size;Last Modified;Filename;"]
+    for i in range(1, len(clusters) + 1):
+        title = (titles or {}).get(i, f"Song {i}")
+        meta.append(f"{title};Artist {i};Album {i};1;1999;30;352,00 KB;09-09-2010;{i:03d}.mp3;")
+    (root / "dataset info.csv").write_bytes("\r\n".join(meta).encode("utf-16"))
+    for i, (audio, lyrics) in present.items():
+        if audio:
+            (root / "Audio" / f"{i:03d}.mp3").write_bytes(b"not decoded here")
+        if lyrics:
+            (root / "Lyrics" / f"{i:03d}.txt").write_bytes(b"line one\r\nline two\r\n")
+
+
+def test_mirex_layout_labels_counts_absent_songs_and_reads_utf16_metadata(tmp_path):
+    from train.datasets.mirex import prepare_mirex
+
+    clusters = ["Cluster 1", "Cluster 2", "Cluster 5", "Cluster 3", "Cluster 4"]
+    _mirex_layout(tmp_path, clusters, {1: (True, True), 2: (True, False), 3: (False, True)},
+                  titles={1: "World's a Mess; It's in My Kiss"})
+    table = prepare_mirex(tmp_path)
+    validate(table.schema, MANIFEST)
+    rows = {r["source_id"]: r for r in table.to_pylist()}
+    assert sorted(rows) == ["001", "002", "003"]  # 004 and 005 are listed but absent: counted, not rows
+    assert [rows[s]["label"] for s in ("001", "002", "003")] == ["Cluster 1", "Cluster 2", "Cluster 5"]
+    assert all(r["quadrant"] is None and r["song_id"] == f"mirex:{r['source_id']}" for r in rows.values())
+    assert rows["001"]["title"] == "World's a Mess; It's in My Kiss" and rows["001"]["artist"] == "Artist 1"
+    assert "line one" in rows["001"]["lyrics"] and "line two" in rows["001"]["lyrics"]
+    assert rows["002"]["lyrics"] is None and rows["003"]["audio_uri"] is None
+    stats = adapter_stats(table)
+    assert stats["listed"] == 5 and stats["classes"] == {"Cluster 1": 1, "Cluster 2": 1, "Cluster 5": 1}
+    assert stats["skipped"]["clips listed but absent"] == 3
+    assert stats["skipped"]["rows with neither audio nor lyrics (dropped)"] == 2
+
+
+def test_mirex_metadata_that_disagrees_with_the_clusters_is_an_error(tmp_path):
+    from train.datasets.mirex import prepare_mirex
+
+    _mirex_layout(tmp_path, ["Cluster 1", "Cluster 2"], {1: (True, True)})
+    (tmp_path / "categories.txt").write_text("Rousing\n")
+    with pytest.raises(ValueError, match=r"categories.txt: 1 songs, but .*clusters.txt lists 2"):
+        prepare_mirex(tmp_path)
+    with pytest.raises(FileNotFoundError, match="MIREX clusters not found"):
+        prepare_mirex(tmp_path / "nowhere")
+
+
+@pytest.mark.realdata
+def test_mirex_real_slice(shared_data):
+    from train.datasets.mirex import prepare_mirex
+
+    table = prepare_mirex(shared_data / "mirex")
+    rows = table.to_pylist()
+    assert len(rows) == 200 and all(r["audio_uri"] and r["lyrics"] for r in rows)
+    assert pd.Series([r["label"] for r in rows]).value_counts().to_dict() == {f"Cluster {c}": 40 for c in range(1, 6)}
+    stats = adapter_stats(table)
+    assert stats["listed"] == 903 and stats["skipped"]["rows with neither audio nor lyrics (dropped)"] == 703
+    by_id = {r["source_id"]: r for r in rows}
+    assert by_id["008"]["title"] == "Cigarettes and Alcohol"
+
+
+def test_generic_label_mapping_makes_a_classes_dataset(tmp_path):
+    path = tmp_path / "mine.csv"
+    pd.DataFrame({"id": ["s1", "s2"], "text": ["la", "da"], "mood": ["Calm", "Epic"], "q": ["Q1", "Q2"]}).to_csv(path, index=False)
+    rows = {r["source_id"]: r for r in prepare_generic(str(path), song_id="id", lyrics="text", label="mood").to_pylist()}
+    assert rows["s1"]["label"] == "Calm" and rows["s1"]["quadrant"] is None
+    with pytest.raises(ValueError, match="either label"):
+        prepare_generic(str(path), song_id="id", lyrics="text", label="mood", quadrant="q")

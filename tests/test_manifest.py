@@ -128,3 +128,24 @@ def test_cli_writes_to_s3(tmp_path, s3_bucket):
     table = storage.read_parquet(uri)
     validate(table.schema, MANIFEST)
     assert table.num_rows == 8 and set(table.column("fold").to_pylist()) == {0, 1, 2, 3}
+
+
+def test_classes_dataset_folds_by_label_and_cannot_mix_with_quadrants(tmp_path, capsys):
+    from train.manifest import label_kind
+
+    listing = tmp_path / "moods.csv"
+    pd.DataFrame({"id": [f"m{i}" for i in range(15)], "text": [f"words {i}" for i in range(15)],
+                  "mood": ["Calm", "Epic", "Dark"] * 5}).to_csv(listing, index=False)
+    table, report = prepare([("generic", str(listing), {"song_id": "id", "lyrics": "text", "label": "mood"})], k=5)
+    assert label_kind(table) == ("classes", ["Calm", "Dark", "Epic"])
+    folds = table.group_by(["fold", "label"]).aggregate([("label", "count")]).to_pylist()
+    assert {r["label_count"] for r in folds} == {1}  # stratified on the label: one of each class per fold
+    assert "Calm" in report.format() and "Epic" in report.fold_table
+
+    fourq = _write_4q(tmp_path / "4q")
+    with pytest.raises(ValueError, match=r"mixes quadrant datasets \(4q\) with classes datasets \(generic\)"):
+        prepare([("4q", str(fourq), {}), ("generic", str(listing), {"song_id": "id", "lyrics": "text", "label": "mood"})])
+    assert main(["prepare", "--dataset", f"4q={fourq}", "--dataset", f"generic={listing}", "--option", "generic.song_id=id",
+                 "--option", "generic.lyrics=text", "--option", "generic.label=mood", "--output", str(tmp_path / "m.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "mixes quadrant datasets" in err and "Traceback" not in err

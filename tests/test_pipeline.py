@@ -156,6 +156,43 @@ def test_label_rows_axis_bundle_fills_only_its_axis():
     assert row["quadrant"] is None and row["valence"] is None and row["prob_q1"] is None
 
 
+def test_label_rows_classes_bundle_fills_label_columns_and_leaves_quadrants_null(tmp_path):
+    import duckdb
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    classes = ("Cluster 1", "Cluster 2", "Cluster 3")
+    info = BundleInfo(uri="/b", model_id="m", model_version="v1", mode="classes", classes=classes, branch="fusion",
+                      featurizer={}, lyrics={}, tokenizer_uri=None)
+    batch = {"song_id": np.array(["a", "b", "c"], dtype=object),
+             "probs": np.array([[0.1, 0.7, 0.2], [np.nan] * 3, [0.5, 0.2, 0.3]], np.float32),
+             "error": np.array([None, "no_audio: null; no_lyrics: null", None], dtype=object)}
+    table = label_rows(batch, info, datetime.now(timezone.utc))
+    validate(table.schema, LABELS)
+    rows = table.to_pylist()
+    assert [r["label"] for r in rows] == ["Cluster 2", None, "Cluster 1"]
+    assert rows[0]["label_prob"] == pytest.approx(0.7) and rows[1]["label_prob"] is None
+    assert dict(rows[0]["class_probs"]) == pytest.approx({"Cluster 1": 0.1, "Cluster 2": 0.7, "Cluster 3": 0.2})
+    assert rows[1]["class_probs"] is None
+    assert all(r["quadrant"] is None and r["prob_q1"] is None and r["arousal"] is None and r["valence"] is None
+               for r in rows)
+    # The map column reads without custom code: pandas (list of pairs), DuckDB (MAP lookups).
+    path = tmp_path / "labels.parquet"
+    pq.write_table(table, path)
+    df = pd.read_parquet(path)
+    assert dict(df.loc[2, "class_probs"])["Cluster 1"] == pytest.approx(0.5)
+    got = duckdb.sql(f"SELECT song_id, class_probs['Cluster 3'] FROM read_parquet('{path}') ORDER BY song_id").fetchall()
+    assert got[0][1] == pytest.approx(0.2) and got[1][1] is None and got[2][1] == pytest.approx(0.3)
+
+
+def test_label_rows_4q_also_fills_label_and_class_probs():
+    batch = {"song_id": np.array(["a"], dtype=object), "probs": np.array([[0.1, 0.2, 0.6, 0.1]], np.float32),
+             "error": np.array([None], dtype=object)}
+    row = label_rows(batch, _info("4Q"), datetime.now(timezone.utc)).to_pylist()[0]
+    assert row["label"] == row["quadrant"] == "Q3" and row["label_prob"] == pytest.approx(0.6)
+    assert [k for k, _ in row["class_probs"]] == ["Q1", "Q2", "Q3", "Q4"]
+
+
 def test_resources_follow_the_cluster_and_flags():
     cpu = resolve_resources(LabelJobConfig(), {"CPU": 2})
     assert (cpu.use_gpu, cpu.min_actors, cpu.max_actors, cpu.featurise_cpus) == (False, 1, 1, 0.5)

@@ -44,7 +44,8 @@ def trained(synth_manifest, ray_local, tmp_path_factory):
 
 def test_all_branches_beat_chance_on_test_folds(trained):
     report = trained.report
-    assert set(report["branches"]) == {"audio", "lyrics", "fusion"}
+    assert set(report["branches"]) == {"audio", "lyrics", "fusion", "fusion_head", "fusion_average", "fusion_logreg",
+                                       "fusion_gated"}
     f1 = {b: np.mean([m["macro_f1"] for m in e["folds"].values()]) for b, e in report["branches"].items()}
     assert sorted(int(f) for f in report["branches"]["fusion"]["folds"]) == [0, 1]
     assert f1["fusion"] >= 0.6, f1
@@ -54,12 +55,26 @@ def test_all_branches_beat_chance_on_test_folds(trained):
     assert sorted(int(f) for f in report["baselines"]["lyrics_tfidf_logreg"]["folds"]) == [0, 1]
 
 
+def test_fusion_kept_is_the_best_on_validation_and_scored_like_its_variant(trained):
+    from labeler.bundle import read_bundle_config
+
+    for fold, s in trained.report["selection"]["fusion"].items():
+        choice = s["fusion"]
+        assert choice["winner"] == max(choice["val_macro_f1"], key=choice["val_macro_f1"].get)
+        assert s["val_macro_f1"] == pytest.approx(choice["val_macro_f1"][choice["winner"]])
+        variant = trained.report["branches"][f"fusion_{choice['winner']}"]["folds"][fold]
+        assert trained.report["branches"]["fusion"]["folds"][fold] == variant
+        config = read_bundle_config(trained.fold_bundles["fusion"][int(fold)])
+        assert config["model"]["fusion"] == {"head": "head", "gated": "gated"}.get(choice["winner"], "late")
+
+
 def test_selection_is_on_validation_and_curves_are_recorded(trained):
     for branch, selection in trained.report["selection"].items():
         for fold, s in selection.items():
             curves = trained.report["branches"][branch]["curves"][fold]
             assert len(curves["val_macro_f1"]) == s["epochs_run"] >= 1
-            assert s["val_macro_f1"] == pytest.approx(max(curves["val_macro_f1"]))
+            trained_val = s["fusion"]["val_macro_f1"]["head"] if branch == "fusion" else s["val_macro_f1"]
+            assert trained_val == pytest.approx(max(curves["val_macro_f1"]))
 
 
 def test_report_files_and_calibration(trained):

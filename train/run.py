@@ -471,7 +471,8 @@ def _choose_fusion(entry: dict, fold: int, cfg: dict, run: dict, done: dict, bun
     for name, metrics in fused["variants"].items():
         entry.setdefault("variants", {}).setdefault(name, {})[fold] = metrics
     if winner != "head":  # the late bundle's probabilities are the calibrated branches', combined: T = 1
-        entry["calibration"][fold] = {"temperature": 1.0, "ece_after": fused["metrics"]["ece"],
+        ece = fused["metrics"]["ece"]
+        entry["calibration"][fold] = {"temperature": 1.0, "ece_before": ece, "ece_after": ece,
                                       "accuracy": fused["metrics"]["accuracy"]}
 
 
