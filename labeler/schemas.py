@@ -68,7 +68,7 @@ MANIFEST = Contract(
     "manifest",
     (
         Column("song_id", pa.string(), nullable=False, doc="unique across datasets, e.g. 'pmemo:1001'"),
-        Column("dataset", pa.string(), nullable=False, doc="adapter name: 4q, pmemo, bimodal, deezer, moodylyrics4q, generic, synth"),
+        Column("dataset", pa.string(), nullable=False, doc="adapter name: 4q, pmemo, bimodal, deezer, moodylyrics4q, mirex, generic, synth"),
         Column("audio_uri", pa.string()),
         Column("lyrics", pa.string()),
         Column("valence", pa.float64(), doc="rescaled so that 0 is the dataset's midpoint; null where not given"),

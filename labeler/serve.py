@@ -497,6 +497,8 @@ def row_to_json(row: dict[str, Any]) -> dict[str, Any]:
             value = value.isoformat()
         elif isinstance(value, float) and not math.isfinite(value):
             value = None
+        elif isinstance(value, list) and value and isinstance(value[0], tuple):  # a map column (class_probs)
+            value = dict(value)
         out[key] = value
     return out
 

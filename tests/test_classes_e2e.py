@@ -126,3 +126,55 @@ def test_prepare_train_evaluate_label(corpus, ray_local, capsys):
     assert len(rows) == 8
     for song, value in rows:
         assert value == pytest.approx(by_id[song])
+
+
+def copy_slice(source: Path, target: Path, songs: list[str]) -> None:
+    """A partial copy of the MIREX slice: all its metadata, the files of `songs` only."""
+    (target / "Audio").mkdir(parents=True)
+    (target / "Lyrics").mkdir()
+    for name in ("clusters.txt", "categories.txt", "dataset info.csv"):
+        shutil.copy(source / name, target / name)
+    for song in songs:
+        shutil.copy(source / "Audio" / f"{song}.mp3", target / "Audio" / f"{song}.mp3")
+        shutil.copy(source / "Lyrics" / f"{song}.txt", target / "Lyrics" / f"{song}.txt")
+
+
+@pytest.mark.realdata
+def test_development_slice_end_to_end(shared_data, ray_local, tmp_path, capsys):
+    """The same commands on real MIREX songs: 8 a cluster train, 4 a cluster form the second manifest."""
+    source = shared_data / "mirex"
+    clusters = (source / "clusters.txt").read_text().splitlines()
+    present = sorted(p.stem for p in (source / "Audio").glob("*.mp3"))
+    by_cluster: dict[str, list[str]] = {}
+    for song in present:
+        by_cluster.setdefault(clusters[int(song) - 1], []).append(song)
+    train_songs = [s for songs in by_cluster.values() for s in songs[:8]]
+    other_songs = [s for songs in by_cluster.values() for s in songs[8:12]]
+    copy_slice(source, tmp_path / "a", train_songs)
+    copy_slice(source, tmp_path / "b", other_songs)
+    manifest, other = str(tmp_path / "m.parquet"), str(tmp_path / "m2.parquet")
+    assert cli.main(["prepare", "--dataset", f"mirex={tmp_path / 'a'}", "--folds", "5", "--cv", "ALL", "--output", manifest]) == 0
+    assert cli.main(["prepare", "--dataset", f"mirex={tmp_path / 'b'}", "--folds", "3", "--output", other]) == 0
+    assert f"{903 - len(train_songs)} clips listed but absent" in capsys.readouterr().out
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--manifest", manifest, "--branch", "all", "--mode", "classes", "--preset", "cpu-small",
+                     "--folds", "0", "--output", str(run), "--set", "epochs=1", "--set", "audio_epoch_factor=2",
+                     "--set", "clip_seconds=4"]) == 0
+    capsys.readouterr()
+    classes = [f"Cluster {c}" for c in range(1, 6)]
+    for branch in ("audio", "lyrics", "fusion"):
+        assert cli.main(["evaluate", "--bundle", str(run / branch / "fold0" / "bundle"), "--manifest", other,
+                         "--format", "json"]) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        assert metrics["classes"] == classes and metrics["n"] == len(other_songs) and "macro_f1" in metrics
+
+    rows = storage.read_parquet(other).select(["song_id", "audio_uri", "lyrics"])
+    catalogue = str(tmp_path / "catalogue.parquet")
+    pq.write_table(rows, catalogue)
+    assert cli.main(["label", "--catalogue", catalogue, "--bundle", str(run / "fusion" / "fold0" / "bundle"),
+                     "--output", str(tmp_path / "labels")]) == 0
+    df = pq.read_table(next((tmp_path / "labels").glob("version=*"))).to_pandas()
+    assert len(df) == len(other_songs) and df["error"].isna().all() and set(df["modalities"]) == {"audio+lyrics"}
+    assert set(df["label"]) <= set(classes) and df["quadrant"].isna().all()
+    assert all(abs(sum(dict(p).values()) - 1) < 1e-4 for p in df["class_probs"])

@@ -260,3 +260,8 @@ def test_nested_json_and_huge_ints_get_400_from_the_running_endpoint(server):
         response = requests.post(f"{server}/label", data=body, headers={"content-type": "application/json"}, timeout=60)
         assert response.status_code == 400 and response.json()["error"].startswith("bad_json"), response.text
     assert requests.get(f"{server}/healthz", timeout=30).status_code == 200
+def test_row_to_json_gives_class_probs_as_an_object():
+    from labeler.serve import row_to_json
+
+    row = row_to_json({"song_id": "a", "class_probs": [("Cluster 1", 0.25), ("Cluster 2", 0.75)], "label_prob": float("nan")})
+    assert row == {"song_id": "a", "class_probs": {"Cluster 1": 0.25, "Cluster 2": 0.75}, "label_prob": None}
