@@ -209,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         out["wall"], out["cpu"] = time.perf_counter() - t, time.process_time() - c
         return out
 
-    results += fusion_rows("baselines (descriptors LR + TF-IDF LR)", baseline_branch(vector_baseline, descriptors),
+    descriptor_branch = baseline_branch(vector_baseline, descriptors)
+    results += fusion_rows("baselines (descriptors LR + TF-IDF LR)", descriptor_branch,
                            baseline_branch(lyrics_baseline, texts), y, folds, k, classes)
+    results += fusion_rows("baselines (descriptors LR + frozen MiniLM LR)", descriptor_branch,
+                           baseline_branch(vector_baseline, frozen), y, folds, k, classes)
 
     if not args.skip_networks:
         audio_preset = get_preset("cpu-small", clip_seconds=args.clip_seconds, epochs=args.audio_epochs, patience=4)
