@@ -53,7 +53,7 @@ def corpus(tmp_path_factory):
     from labeler.synth import SynthConfig, synthesise
 
     root = tmp_path_factory.mktemp("mirex")
-    synth = synthesise(SynthConfig(songs=40, output=str(root / "synth"), seconds=4.0, formats=("mp3",), seed=5))
+    synth = synthesise(SynthConfig(songs=40, output=str(root / "synth"), seconds=5.0, formats=("mp3",), seed=5))
     rows = write_mirex_layout(synth.manifest_uri, root / "mirex")
     return {"root": root, "dir": root / "mirex", "rows": rows, "catalogue": synth.catalogue_uri}
 
