@@ -162,8 +162,8 @@ def test_label_rows_classes_bundle_fills_label_columns_and_leaves_quadrants_null
     import pyarrow.parquet as pq
 
     classes = ("Cluster 1", "Cluster 2", "Cluster 3")
-    info = BundleInfo(uri="/b", model_id="m", model_version="v1", mode="classes", classes=classes, branch="fusion",
-                      featurizer={}, lyrics={}, tokenizer_uri=None)
+    info = BundleInfo(uri="/b", model_id="m", model_version="0123456789abcdef", mode="classes", classes=classes,
+                      branch="fusion", featurizer={}, lyrics={})
     batch = {"song_id": np.array(["a", "b", "c"], dtype=object),
              "probs": np.array([[0.1, 0.7, 0.2], [np.nan] * 3, [0.5, 0.2, 0.3]], np.float32),
              "error": np.array([None, "no_audio: null; no_lyrics: null", None], dtype=object)}
