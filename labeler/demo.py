@@ -81,48 +81,50 @@ def _fusion_test_f1(report: dict) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
-def run_demo(config: DemoConfig) -> DemoResult:
-    """Synthesise, train, label; return where everything is and how it went."""
+def run_demo(config: DemoConfig, console=None) -> DemoResult:
+    """Synthesise, train, label; return where everything is and how it went (progress on `console`)."""
+    from labeler.console import Console, ensure_ray  # noqa: PLC0415
     from labeler.pipeline import LabelJobConfig, label_catalogue  # noqa: PLC0415
     from labeler.synth import SynthConfig, synthesise  # noqa: PLC0415
     from train.folds import assign_folds  # noqa: PLC0415
     from train.run import train  # noqa: PLC0415
 
+    console = console or Console.silent()
     workdir = Path(config.workdir).expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
+    console.print(f"[1/3] synthesising {config.songs} songs of {config.seconds:g} s (audio with planted emotion, lyrics) ...")
     t0 = time.perf_counter()
     synth = synthesise(SynthConfig(songs=config.songs, seconds=config.seconds, seed=config.seed, output=str(workdir),
                                    corrupt=True))
     manifest = assign_folds(storage.read_parquet(synth.manifest_uri), k=5, seed=config.seed)
     storage.write_parquet(manifest, synth.manifest_uri)
     seconds["synthesise"] = time.perf_counter() - t0
-    print(f"[1/3] synthesised {len(synth.songs)} songs (+{len(synth.corrupt_ids)} broken rows) "
-          f"in {seconds['synthesise']:.0f} s", flush=True)
+    console.print(f"      synthesised {len(synth.songs)} songs (+{len(synth.corrupt_ids)} broken rows) "
+                  f"in {seconds['synthesise']:.0f} s")
 
+    console.print("[2/3] training the audio, lyrics and fused models (Ray Train, cpu-small preset) ...")
     t0 = time.perf_counter()
-    import ray  # noqa: PLC0415
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)  # a local Ray for training and labelling; no dashboard to wait for
+    ensure_ray()  # a local Ray for training and labelling
     overrides = {"epochs": config.epochs} if config.epochs else {}
     trained = train(synth.manifest_uri, str(workdir / "training"), branch="all", mode="4Q", preset="cpu-small",
-                    folds=config.folds, **overrides)
+                    folds=config.folds, console=console, **overrides)
     bundle = workdir / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
     shutil.copytree(storage.strip_scheme(trained.bundle_uri), bundle)
     seconds["train"] = time.perf_counter() - t0
     test_f1 = _fusion_test_f1(trained.report)
     f1_text = f", fused test macro-F1 {test_f1:.2f}" if test_f1 is not None else ""
-    print(f"[2/3] trained audio, lyrics and fused models in {seconds['train']:.0f} s{f1_text}", flush=True)
+    console.print(f"      trained in {seconds['train']:.0f} s{f1_text}")
 
+    console.print("[3/3] labelling the catalogue with the fused bundle (Ray Data) ...")
     t0 = time.perf_counter()
     plot = str(workdir / "labels.png")
-    summary = label_catalogue(synth.catalogue_uri, str(bundle), str(workdir / "labels"), LabelJobConfig(plot=plot))
+    summary = label_catalogue(synth.catalogue_uri, str(bundle), str(workdir / "labels"), LabelJobConfig(plot=plot),
+                              console=console)
     seconds["label"] = time.perf_counter() - t0
     agreement = _agreement(synth.manifest_uri, summary.partition_uri)
-    print(f"[3/3] labelled the catalogue in {seconds['label']:.0f} s", flush=True)
     return DemoResult(
         workdir=str(workdir), catalogue_uri=synth.catalogue_uri, bundle_uri=str(bundle),
         labels_uri=str(workdir / "labels"), plot=plot, summary=summary, agreement=agreement,
@@ -146,9 +148,13 @@ def format_result(result: DemoResult) -> str:
         f"plot:      {result.plot}",
         "time:      " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
         "",
-        "next: label your own catalogue (columns " + ", ".join(("song_id", "audio_uri", "lyrics")) + "):",
-        f"  labeler label --catalogue my_catalogue.parquet --bundle {result.bundle_uri} --output my_labels/",
         "quadrants: " + ", ".join(f"{q} {QUADRANT_DESCRIPTIONS[q]}" for q in QUADRANTS),
+        "",
+        "This model learnt synthetic songs: it says nothing about real music. Next step, a real-music bundle",
+        "from the public 4Q / MIREX-like / MoodyLyrics4Q datasets (docs/real-music.md):",
+        "  labeler recipe --data DIR_WITH_THE_DATASETS --output real_music/",
+        "then label your own catalogue (columns " + ", ".join(("song_id", "audio_uri", "lyrics")) + "):",
+        "  labeler label --catalogue my_catalogue.parquet --bundle real_music/bundle --output my_labels/",
     ]
     return "\n".join(lines)
 
@@ -163,8 +169,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run_cli(args: argparse.Namespace, console=None) -> int:
+    from labeler.console import Console  # noqa: PLC0415
+
+    console = console or Console()
     config = DemoConfig(workdir=args.workdir, songs=args.songs, seconds=args.seconds, folds=args.folds,
                         epochs=args.epochs, seed=args.seed)
-    print(format_result(run_demo(config)), flush=True)
+    console.print(format_result(run_demo(config, console=console)))
     return 0

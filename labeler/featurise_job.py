@@ -43,6 +43,7 @@ def featurise_catalogue(
     keep_columns: Iterable[str] = (),
     overwrite: bool = False,
     backend: str = DEFAULT_STFT_BACKEND,
+    address: str | None = None,
 ) -> dict:
     """Featurise every catalogue row's chorus into Parquet at `output_uri`; returns a summary dict.
 
@@ -74,18 +75,23 @@ def featurise_catalogue(
 
     import ray  # noqa: PLC0415 - Ray loads only when a job runs
 
+    from labeler.console import ensure_ray  # noqa: PLC0415
+
+    ensure_ray(address)  # after the checks above: a bad input fails without starting Ray
+
     started = time.perf_counter()
     in_fs, in_path = storage.filesystem(catalogue_uri)
     out_fs, out_path = storage.filesystem(output_uri)
     dataset = ray.data.read_parquet(in_path, filesystem=in_fs).select_columns(columns)  # projection is pushed into the read
     if concurrency is None:
         concurrency = (1, max(1, int(ray.cluster_resources().get("CPU", 1))))
+    low, high = concurrency if isinstance(concurrency, tuple) else (concurrency, concurrency)
     featurised = dataset.map_batches(
         Featurizer,
         fn_constructor_kwargs={"config": config.to_dict(), "backend": backend},
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),  # `concurrency=` is deprecated since Ray 2.51
         num_cpus=1,
     )
     storage.makedirs(output_uri)
@@ -141,10 +147,6 @@ def run_cli(args: argparse.Namespace) -> int:
         chorus_search_seconds=max(args.chorus_search_seconds, args.clip_seconds),
         descriptors=args.descriptors,
     )
-    import ray  # noqa: PLC0415
-
-    if not ray.is_initialized():
-        ray.init(address=args.address)
     summary = featurise_catalogue(
         args.catalogue,
         args.output,
@@ -153,6 +155,7 @@ def run_cli(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         keep_columns=[c.strip() for c in args.keep_columns.split(",") if c.strip()],
         overwrite=args.overwrite,
+        address=args.address,
     )
     print(format_summary(summary))
     return 0

@@ -343,7 +343,7 @@ def _lyrics_tokenizer(tokenizer: TokenizerSource, lyrics_json: str):
 
 
 def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, tokenizer: TokenizerSource | None,
-                    lyrics_json: str, keep_audio_uri: bool = False) -> dict[str, np.ndarray]:
+                    lyrics_json: str, keep_audio_uri: bool = False, progress_sink=None) -> dict[str, np.ndarray]:
     """CPU stage: decode + chorus + log-mel (when the bundle uses audio), tokenise (when it uses lyrics).
 
     The Featurizer and LyricsTokenizer turn a bad song into a row error themselves; this stage only
@@ -365,6 +365,9 @@ def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, token
     # Predictor decodes window by window): do not ship them to the actors.
     for name in ("lyrics",) if keep_audio_uri else ("lyrics", "audio_uri"):
         batch.pop(name, None)
+    from labeler.console import report  # noqa: PLC0415
+
+    report(progress_sink, len(batch["song_id"]))  # featurising is the job's cost: count songs here
     return batch
 
 
@@ -586,11 +589,10 @@ class LabelSummary:
 
 
 def ensure_ray(address: str | None) -> None:
-    """Connect to the cluster at `address` (or RAY_ADDRESS), or start a local Ray when neither is set."""
-    import ray  # noqa: PLC0415
+    """Connect to the cluster at `address` (or RAY_ADDRESS), or start a local Ray (with its dashboard) when neither is set."""
+    from labeler.console import ensure_ray as start  # noqa: PLC0415
 
-    if not ray.is_initialized():
-        ray.init(address=address)
+    start(address, include_dashboard=None)
 
 
 def _catalogue_columns(schema: pa.Schema) -> list[str]:
@@ -611,7 +613,7 @@ def _validated_catalogue(catalogue_uri: str) -> tuple[list[str], pa.Array]:
 
 def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: BundleInfo, res: Resources,
                   rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
-                  timeline_seconds: float | None = None, fence: Fence | None = None):
+                  timeline_seconds: float | None = None, fence: Fence | None = None, progress_sink=None):
     """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part)."""
     import ray  # noqa: PLC0415
     from labeler.predict import Predictor  # noqa: PLC0415
@@ -632,6 +634,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: 
             "tokenizer": info.tokenizer,
             "lyrics_json": json.dumps(info.lyrics, sort_keys=True),
             "keep_audio_uri": timeline_seconds is not None,
+            "progress_sink": progress_sink,
         },
     )
     actor_resources = {"num_gpus": 1} if res.use_gpu else {"num_cpus": 1}
@@ -663,14 +666,18 @@ def _ids_in(ids: pa.Array, value_set: pa.Array) -> int:
 
 
 def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
-                    config: LabelJobConfig | None = None) -> LabelSummary:
+                    config: LabelJobConfig | None = None, console=None) -> LabelSummary:
     """Label every catalogue song that this bundle's model version has not labelled yet.
 
     The catalogue's contract and its song ids are checked before any work (SchemaError naming the
     columns). Returns the run's summary; raises RuntimeError, without writing the completion record,
     if the committed partition does not hold exactly one row per catalogue song, and
     labeler.lease.LeaseHeldError, before any work, while another run writes this output and version.
+    With a `console` (labeler.console.Console), the run shows a progress line of songs done.
     """
+    from labeler.console import Console  # noqa: PLC0415
+
+    console = console or Console.silent()
     config = config or LabelJobConfig()
     started_at = datetime.now(timezone.utc)
     catalogue_uri = storage.absolute_uri(catalogue_uri)
@@ -702,25 +709,29 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
         if todo:
             import ray  # noqa: PLC0415
 
-            ensure_ray(config.address)
+            from labeler.console import ensure_ray as start_ray  # noqa: PLC0415
+
+            start_ray(config.address)
             res = resolve_resources(config, ray.cluster_resources())
             log.info("resources: %s", res)
             _report_stale_staging(layout)
             storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
             staging = layout.staging_uri(run_id)
-            records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging,
-                                    layout.partition_uri, config.embeddings, config.timeline_seconds, fence=lease.fence)
             errors: Counter = Counter()
             audio_errors: Counter = Counter()
-            for record in records.iter_rows():
-                if lease.lost.is_set():
-                    lease.check_held()  # raises LeaseLostError: the commits are fenced off already
-                summary.files.append(record["file"])
-                summary.written += int(record["rows"])
-                summary.labelled += int(record["labelled"])
-                errors.update(json.loads(record["errors"]))
-                audio_errors.update(json.loads(record["audio_errors"]))
-                log.info("committed %s (%d rows; %d/%d this run)", _basename(record["file"]), record["rows"], summary.written, todo)
+            with console.stage("label", total=todo, remote=True) as stage:
+                records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging,
+                                        layout.partition_uri, config.embeddings, config.timeline_seconds,
+                                        fence=lease.fence, progress_sink=stage.sink)
+                for record in records.iter_rows():
+                    if lease.lost.is_set():
+                        lease.check_held()  # raises LeaseLostError: the commits are fenced off already
+                    summary.files.append(record["file"])
+                    summary.written += int(record["rows"])
+                    summary.labelled += int(record["labelled"])
+                    errors.update(json.loads(record["errors"]))
+                    audio_errors.update(json.loads(record["audio_errors"]))
+                    log.info("committed %s (%d rows; %d/%d this run)", _basename(record["file"]), record["rows"], summary.written, todo)
             summary.errors, summary.audio_errors = dict(errors), dict(audio_errors)
             storage.remove(staging, recursive=True)
         summary.seconds = time.perf_counter() - t0
@@ -890,7 +901,10 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
     )
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    summary = label_catalogue(args.catalogue, args.bundle, args.output, config_from_args(args))
-    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.to_text(), flush=True)
+def run_cli(args: argparse.Namespace, console=None) -> int:
+    from labeler.console import Console  # noqa: PLC0415
+
+    console = console or Console()
+    summary = label_catalogue(args.catalogue, args.bundle, args.output, config_from_args(args), console=console)
+    console.print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.to_text())
     return 0

@@ -80,10 +80,11 @@ class CacheFeaturizer:
     """
 
     def __init__(self, featurizer: dict, tokenizer_dir: str | None, lyrics: dict | None,
-                 classes: list[str] | None = None):
+                 classes: list[str] | None = None, progress_sink=None):
         from labeler.audio import Featurizer  # noqa: PLC0415
 
         self.classes = {name: i for i, name in enumerate(classes or [])}
+        self.progress_sink = progress_sink  # labeler.console: songs done are counted on the driver's line
         self.featurize = Featurizer(featurizer)
         self.tokenize = None
         if tokenizer_dir:
@@ -110,13 +111,21 @@ class CacheFeaturizer:
             out = self.tokenize(out)
         else:
             out["has_lyrics"] = np.zeros(len(errors), dtype=bool)
+        from labeler.console import report  # noqa: PLC0415
+
+        report(self.progress_sink, len(errors))
         return {k: v for k, v in out.items() if k not in DROP_AFTER}
 
 
 def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, tokenizer_dir: str | None = None,
-                        lyrics=None, concurrency: int = 0, batch_size: int = 8) -> str:
-    """Featurise (and tokenise) the manifest into `<cache_root>/<key>/` unless complete there; return its URI."""
+                        lyrics=None, concurrency: int = 0, batch_size: int = 8, console=None) -> str:
+    """Featurise (and tokenise) the manifest into `<cache_root>/<key>/` unless complete there; return its URI.
+
+    With a `console` (labeler.console.Console), featurising shows a progress line of songs done.
+    """
     import ray  # noqa: PLC0415
+
+    from labeler.console import Console  # noqa: PLC0415
 
     from labeler.schemas import MANIFEST, validate  # noqa: PLC0415
 
@@ -126,8 +135,10 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     validate(schema, MANIFEST, where=storage.describe(manifest_uri))
     cache_uri = storage.join(cache_root_uri, cache_key(manifest_uri, featurizer, tokenizer_dir, lyrics))
     classes = manifest_classes(manifest_uri)
+    console = console or Console.silent()
     if storage.exists(storage.join(cache_uri, SUCCESS)):
         log.info("feature cache hit: %s", storage.describe(cache_uri))
+        console.print(f"  features of this manifest are cached: {storage.describe(cache_uri)}")
         return cache_uri
 
     started = time.perf_counter()
@@ -136,15 +147,18 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     ds = ray.data.read_parquet(path, filesystem=fs).select_columns(columns)
     # Leave one CPU to the read tasks that feed the actors (see CacheFeaturizer).
     n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
-    ds = ds.map_batches(
-        CacheFeaturizer, batch_size=batch_size, batch_format="numpy", concurrency=(1, concurrency or n_cpus), num_cpus=1,
-        fn_constructor_kwargs={"featurizer": featurizer.to_dict(), "tokenizer_dir": tokenizer_dir,
-                               "lyrics": lyrics.to_dict() if lyrics is not None else None, "classes": classes},
-    )
-
-    staging = f"{cache_uri}.staging-{uuid.uuid4().hex[:8]}"
-    sfs, spath = storage.filesystem(staging)
-    ds.write_parquet(spath, filesystem=sfs)
+    total = storage.read_parquet(manifest_uri, columns=["song_id"]).num_rows
+    with console.stage("featurise", total=total, remote=True) as stage:
+        ds = ds.map_batches(
+            CacheFeaturizer, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency or n_cpus),
+            fn_constructor_kwargs={"featurizer": featurizer.to_dict(), "tokenizer_dir": tokenizer_dir,
+                                   "lyrics": lyrics.to_dict() if lyrics is not None else None, "classes": classes,
+                                   "progress_sink": stage.sink},
+        )
+        staging = f"{cache_uri}.staging-{uuid.uuid4().hex[:8]}"
+        sfs, spath = storage.filesystem(staging)
+        ds.write_parquet(spath, filesystem=sfs)
     if storage.exists(cache_uri):  # an incomplete earlier attempt
         storage.remove(cache_uri, recursive=True)
     storage.move(staging, cache_uri)

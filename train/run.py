@@ -230,6 +230,7 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
                                                checkpoint_score_attribute="val_macro_f1",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=int(preset["max_failures"])),
+            callbacks=[epoch_lines(run.get("progress_sink"), branch, fold, int(preset["epochs"]))],
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
@@ -246,6 +247,25 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
         "history": json.dumps(last.get("history", [])), "resumed_from_epoch": int(last.get("resumed_from_epoch", 0)),
         "epochs_run": int(last.get("epoch", 0)),
     })
+
+
+def epoch_lines(sink, branch: str, fold: int, epochs: int):
+    """A Ray Train callback (it runs in the trial's controller) that reports one line per epoch to `sink`."""
+    from ray.train import UserCallback  # noqa: PLC0415
+
+    from labeler.console import report, report_event  # noqa: PLC0415
+
+    class EpochLines(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):  # noqa: ARG002 - the callback's signature
+            m = metrics[0] if metrics else {}
+            if "epoch" not in m:
+                return
+            best = " (best)" if m.get("val_macro_f1") == m.get("best_val_macro_f1") else ""
+            report_event(sink, f"  {branch} fold {fold} epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.3f}, "
+                               f"val macro-F1 {m['val_macro_f1']:.3f}{best}, {m.get('epoch_seconds', 0):.0f} s")
+            report(sink, 1)
+
+    return EpochLines()
 
 
 # ------------------------------------------------------------------------------------------ finalise
@@ -520,9 +540,13 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
           folds="all", audio_model: str | None = None, lyrics_model: str | None = None,
           audio_run: str | None = None, lyrics_run: str | None = None, storage_uri: str | None = None,
           cache_uri: str | None = None, search: str | dict | None = None, num_samples: int = 1,
-          extra_config: dict | None = None, **overrides) -> TrainResult:
-    """Train `branch` (audio | lyrics | fusion | all) over `folds`; write bundles, report and export. See module doc."""
-    import ray  # noqa: PLC0415
+          extra_config: dict | None = None, console=None, **overrides) -> TrainResult:
+    """Train `branch` (audio | lyrics | fusion | all) over `folds`; write bundles, report and export. See module doc.
+
+    With a `console` (labeler.console.Console), featurising and training each show a progress line,
+    and every epoch of every fold one line of metrics.
+    """
+    from labeler.console import Console, ensure_ray  # noqa: PLC0415
 
     from labeler.pretrained import resolve_encoder  # noqa: PLC0415
     from train.evaluate import write_report  # noqa: PLC0415
@@ -556,14 +580,14 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     _, k = _manifest_folds(manifest_uri)
     classes = _check_label_kind(manifest_uri, mode)
     fold_list = parse_folds(folds if folds not in (None, "") else None, k, p)
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
+    console = console or Console.silent()
     featurizer, lyrics = featurizer_config(p), lyrics_config(p)
     needs_text = any(b in ("lyrics", "fusion") for b in branches)
     tokenizer_dir = resolve_encoder(p.lyrics_encoder) if needs_text else None
     cache_root = storage.absolute_uri(cache_uri) if cache_uri else storage.join(output_uri, "feature_cache")
     cache = build_feature_cache(manifest_uri, cache_root, featurizer, tokenizer_dir, lyrics,
-                                concurrency=p.featurise_concurrency)
+                                concurrency=p.featurise_concurrency, console=console)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     provenance = {"manifest": storage.describe(manifest_uri), "preset": p.name, "preset_values": p.to_dict(),
                   "mode": mode, "folds": fold_list, "k": k, "created_at": created, "feature_cache": storage.describe(cache),
@@ -582,9 +606,19 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
                      "provenance": provenance}
     fold_bundles: dict = {}
     entries: dict = {}
+    n_settings = max(1, int(np.prod([len(v) for v in search_space.values()]))) * max(1, int(num_samples))
     for b in branches:
         log.info("training %s on folds %s (preset %s)", b, fold_list, p.name)
-        entry = train_branch(b, run, p, fold_list, k, mode, search_space, max(1, int(num_samples)), extra, branch_runs)
+        total = len(fold_list) * n_settings * p.epochs_for(b)
+        with console.stage(f"train {b}", total=total, unit="epochs", remote=True) as stage:
+            stage.event(f"  training {b} on fold(s) {', '.join(map(str, fold_list))}, up to {p.epochs_for(b)} epochs "
+                        f"each (stops early when validation macro-F1 stops improving)")
+            run["progress_sink"] = stage.sink
+            entry = train_branch(b, run, p, fold_list, k, mode, search_space, max(1, int(num_samples)), extra, branch_runs)
+            run.pop("progress_sink", None)
+        for fold, metrics in entry["folds"].items():
+            console.print(f"  {b} fold {fold}: test macro-F1 {metrics['macro_f1']:.3f} "
+                          f"(checkpoint chosen on validation: {entry['selection'][fold]['val_macro_f1']:.3f})")
         entries[b] = entry
         fold_bundles[b] = entry["bundles"]
         results["branches"][b] = {"folds": entry["folds"], "curves": entry["curves"]}
@@ -651,16 +685,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run_cli(args: argparse.Namespace, console=None) -> int:
+    from labeler.console import Console  # noqa: PLC0415
+
+    console = console or Console()
     result = train(args.manifest, args.output, branch=args.branch, mode=args.mode, preset=args.preset,
                    folds=args.folds, audio_model=args.audio_model, lyrics_model=args.lyrics_model,
                    audio_run=args.audio_run, lyrics_run=args.lyrics_run, storage_uri=args.storage_uri,
                    cache_uri=args.cache_uri, search=args.search, num_samples=args.num_samples,
-                   **parse_overrides(args.set))
+                   console=console, **parse_overrides(args.set))
+    console.print(format_result(result))
+    return 0
+
+
+def format_result(result: TrainResult) -> str:
+    """The run's summary: test macro-F1 of every branch beside the baselines, and where the files are."""
     lines = [f"trained {', '.join(result.report['branches'])} in {result.seconds:.0f} s -> {storage.describe(result.output_uri)}"]
     for name, entry in itertools.chain(result.report["branches"].items(), result.report["baselines"].items()):
         f1 = [m["macro_f1"] for m in entry["folds"].values()]
         lines.append(f"  {name:22s} test macro-F1 {np.mean(f1):.3f} over {len(f1)} fold(s)")
     lines.append(f"bundle: {storage.describe(result.bundle_uri)}")
-    print("\n".join(lines))
-    return 0
+    lines.append(f"report: {storage.describe(storage.join(result.output_uri, 'report.md'))}")
+    return "\n".join(lines)

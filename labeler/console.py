@@ -1,0 +1,424 @@
+"""What a person sees: one live progress line per stage, whole-line events, a summary; the rest in a log file.
+
+Ray, Ray Data, Ray Train and Tune each print their own progress and logs (progress bars of every
+internal dataset, experiment tables, C++ core-worker lines, worker output streamed to the driver).
+A run of `labeler demo` printed about 60,000 such lines. A command therefore runs inside `session()`:
+
+- Everything the process writes to stdout/stderr, and every Python log record, goes to a log file
+  whose path is printed first (the file descriptors are redirected too, so C++ lines from Ray's core
+  worker land there as well). `--verbose` leaves the console as it was and logs at DEBUG.
+- The command talks to the person through the `Console` it is given: `print()` for whole lines and
+  `stage()` for a live progress line (songs done/total, songs/s, ETA): a redrawn bar on a terminal,
+  a plain line every `interval` seconds when the output is a file or a pipe.
+- Work running in Ray tasks and actors reports to a stage through `stage.sink`, a small actor
+  (`ProgressSink`): `report(sink, n)` adds songs done, `report_event(sink, text)` prints a line (one
+  per training epoch). The driver polls it twice a second. A sink of None reports nothing, so
+  library code called without a console (tests, notebooks) needs no special case.
+- `ensure_ray()` starts or joins Ray the same way for every command: worker output stays in Ray's
+  log files unless verbose, a local Ray gets an explicit auth mode (token; Ray otherwise warns that
+  it chose one) and no dashboard, and Ray Data's own progress bars are off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterator, TextIO
+
+LOG_DIR_ENV = "MOOD_LABELER_LOG_DIR"  # where session logs go (default: <tmp>/mood-labeler-logs)
+AUTH_MODE_ENV = "RAY_AUTH_MODE"  # ray._private.authentication: 'token' or 'disabled'
+BAR_WIDTH = 24
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+# --------------------------------------------------------------------------------------------------
+# formatting (pure)
+
+
+def format_duration(seconds: float) -> str:
+    """'42 s', '3:07', '1:02:03'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_progress(label: str, done: int, total: int | None, elapsed: float, unit: str = "songs",
+                    bar_width: int = 0, final: bool = False) -> str:
+    """One progress line: 'label [#####-----] 120/300 songs  10.1 songs/s  ETA 18 s' (no bar when bar_width=0)."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    parts = [label]
+    if bar_width and total:
+        filled = min(bar_width, int(bar_width * done / total))
+        parts.append("[" + "#" * filled + "-" * (bar_width - filled) + "]")
+    parts.append(f"{done}/{total} {unit}" if total is not None else f"{done} {unit}")
+    if done and elapsed > 0:
+        parts.append(f"{rate:.1f} {unit}/s" if rate >= 0.1 else f"{60 * rate:.1f} {unit}/min")
+    if final or (total and done >= total):
+        parts.append(f"in {format_duration(elapsed)}")
+    elif total and done and rate > 0:
+        parts.append(f"ETA {format_duration((total - done) / rate)}")
+    else:
+        parts.append(f"{format_duration(elapsed)} elapsed")
+    return "  ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# the console
+
+
+class Console:
+    """Whole lines and live progress lines for a person, on `out` (errors on `err`)."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, tty: bool | None = None,
+                 interval: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 log_path: str | None = None, verbose: bool = False, silent: bool = False) -> None:
+        self.silent = silent
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        self.tty = bool(tty if tty is not None else getattr(self.out, "isatty", lambda: False)())
+        self.interval = interval
+        self.clock = clock
+        self.log_path = log_path
+        self.verbose = verbose
+        self._live: str | None = None  # the progress line now drawn (terminal only)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def silent(cls) -> "Console":
+        """A console that shows nothing and asks workers for nothing (library calls without a CLI)."""
+        return cls(out=_Null(), err=_Null(), tty=False, silent=True)
+
+    def print(self, text: str = "") -> None:
+        with self._lock:
+            self._clear_live()
+            self.out.write(text + "\n")
+            self._redraw_live()
+            self.out.flush()
+
+    def error(self, text: str) -> None:
+        with self._lock:
+            self._clear_live()
+            self.err.write(text + "\n")
+            self.err.flush()
+
+    def stage(self, label: str, total: int | None, unit: str = "songs", remote: bool = False) -> "Stage":
+        """A live progress line; with remote=True, `stage.sink` is an actor that Ray tasks report to."""
+        return Stage(self, label, total, unit, remote and not self.silent)
+
+    # live line (terminal)
+    def _draw(self, line: str) -> None:
+        with self._lock:
+            width = _terminal_width()
+            self._live = line[: width - 1]
+            self.out.write("\r\x1b[2K" + self._live)
+            self.out.flush()
+
+    def _clear_live(self) -> None:
+        if self._live is not None and self.tty:
+            self.out.write("\r\x1b[2K")
+
+    def _redraw_live(self) -> None:
+        if self._live is not None and self.tty:
+            self.out.write(self._live)
+
+    def _end_live(self, line: str) -> None:
+        with self._lock:
+            if self.tty:
+                self.out.write("\r\x1b[2K")
+            self._live = None
+            self.out.write(line + "\n")
+            self.out.flush()
+
+
+class _Null(io.StringIO):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 100
+    except (OSError, ValueError):
+        return 100
+
+
+class Stage:
+    """One stage's progress line. Count with `advance()` on the driver or `report(stage.sink, n)` remotely."""
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, console: Console, label: str, total: int | None, unit: str, remote: bool) -> None:
+        self.console, self.label, self.total, self.unit = console, label, total, unit
+        self.done = 0
+        self.started = console.clock()
+        self._last_line_at = self.started
+        self._closed = False
+        self.sink = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if remote:
+            self.sink = sink_class().remote()
+            self._thread = threading.Thread(target=self._poll, name=f"progress-{label}", daemon=True)
+            self._thread.start()
+        self._show(force=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += int(n)
+        self._show()
+
+    def event(self, text: str) -> None:
+        self.console.print(text)
+
+    def close(self, summary: str | None = None) -> None:
+        """End the line (final counts), then print `summary` if given."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._drain()
+            import ray  # noqa: PLC0415
+
+            ray.kill(self.sink)
+        elapsed = self.console.clock() - self.started
+        self.console._end_live(format_progress(self.label, self.done, self.total, elapsed, self.unit, final=True,
+                                               bar_width=BAR_WIDTH if self.console.tty else 0))
+        if summary:
+            self.console.print(summary)
+
+    def __enter__(self) -> "Stage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _show(self, force: bool = False) -> None:
+        now = self.console.clock()
+        elapsed = now - self.started
+        if self.console.tty:
+            self.console._draw(format_progress(self.label, self.done, self.total, elapsed, self.unit, bar_width=BAR_WIDTH))
+        elif force or now - self._last_line_at >= self.console.interval:
+            self._last_line_at = now
+            self.console.print(format_progress(self.label, self.done, self.total, elapsed, self.unit))
+
+    def _drain(self) -> None:
+        import ray  # noqa: PLC0415
+
+        count, events = ray.get(self.sink.drain.remote())
+        for text in events:
+            self.console.print(text)
+        if count:
+            self.advance(count)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.POLL_SECONDS):
+            try:
+                self._drain()
+            except Exception:  # noqa: BLE001 - progress must never break the job it watches
+                logging.getLogger(__name__).debug("progress poll failed", exc_info=True)
+                return
+            self._show()  # a terminal's line keeps its elapsed time fresh; elsewhere, one line per interval
+
+
+def report(sink, n: int) -> None:
+    """From a Ray task or actor: `n` more songs are done in the sink's stage (no-op for None)."""
+    if sink is not None and n:
+        sink.add.remote(int(n))
+
+
+def report_event(sink, text: str) -> None:
+    """From a Ray task or actor: print `text` as a whole line above the sink's stage (no-op for None)."""
+    if sink is not None:
+        sink.event.remote(text)
+
+
+def _define_sink():
+    import ray  # noqa: PLC0415
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class ProgressSink:
+        """Counts and lines reported by workers, drained by the driver's poll."""
+
+        def __init__(self) -> None:
+            self.count = 0
+            self.events: list[str] = []
+
+        def add(self, n: int) -> None:
+            self.count += n
+
+        def event(self, text: str) -> None:
+            self.events.append(text)
+
+        def drain(self) -> tuple[int, list[str]]:
+            count, events = self.count, self.events
+            self.count, self.events = 0, []
+            return count, events
+
+    return ProgressSink
+
+
+_SINK: list = []
+
+
+def sink_class():
+    """The ProgressSink actor class, built on first use so that importing this module does not import Ray."""
+    if not _SINK:
+        _SINK.append(_define_sink())
+    return _SINK[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# the session: logs to a file, console for the person
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    command: str
+    verbose: bool = False
+    log_dir: str | None = None  # None: $MOOD_LABELER_LOG_DIR, else <tmp>/mood-labeler-logs
+
+
+def log_path_for(command: str, log_dir: str | None = None) -> Path:
+    root = Path(log_dir or os.environ.get(LOG_DIR_ENV) or Path(tempfile.gettempdir()) / "mood-labeler-logs")
+    root.mkdir(parents=True, exist_ok=True)
+    return root / f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+
+
+def in_ray_job() -> bool:
+    """True in a driver started by `ray job submit`: its output already is the job's log (`ray job logs`)."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
+_VERBOSE = {"on": False}  # the session's --verbose, read by ensure_ray (one process, one session)
+
+
+@contextlib.contextmanager
+def session(options: SessionOptions) -> Iterator[Console]:
+    """Run a command with its console; route logs (and, unless verbose, all other output) to a log file."""
+    log_path = log_path_for(options.command, options.log_dir)
+    log_file = open(log_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
+    root = logging.getLogger()
+    saved_logging = (root.level, list(root.handlers))
+    saved_streams = (sys.stdout, sys.stderr)
+    file_handler = logging.StreamHandler(log_file)
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.handlers = [file_handler]
+    root.setLevel(logging.DEBUG if options.verbose else logging.INFO)
+    redirected: list[tuple[int, int]] = []
+    if options.verbose:
+        console_handler = logging.StreamHandler(sys.stderr)
+        console_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(console_handler)
+        console = Console(log_path=str(log_path), verbose=True)
+    else:
+        out, err = _private_streams(saved_streams, redirected, log_file)
+        sys.stdout = sys.stderr = log_file
+        console = Console(out=out, err=err, log_path=str(log_path))
+    _VERBOSE["on"] = options.verbose
+    try:
+        yield console
+    finally:
+        _VERBOSE["on"] = False
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd, saved_fd, stream in redirected:
+            os.dup2(saved_fd, fd)
+            os.close(saved_fd)
+            stream.close()
+        sys.stdout, sys.stderr = saved_streams
+        root.handlers = saved_logging[1]
+        root.setLevel(saved_logging[0])
+        file_handler.close()
+        log_file.close()
+
+
+def _private_streams(streams: tuple[TextIO, TextIO], redirected: list, log_file) -> tuple[TextIO, TextIO]:
+    """The console's own copies of stdout/stderr; the process's descriptors 1 and 2 then point at the log.
+
+    A stream that writes to descriptor 1 (2) gets a private duplicate of it first; a stream without
+    one of its own (pytest's capture) is used as it is.
+    """
+    out: list[TextIO] = []
+    for fd, stream in zip((1, 2), streams):
+        try:
+            on_fd = stream.fileno() == fd
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            on_fd = False
+        try:
+            os.fstat(fd)
+        except OSError:
+            out.append(stream)
+            continue
+        stream.flush()
+        saved = os.dup(fd)
+        own = os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(stream, "encoding", None) or "utf-8")
+        out.append(own if on_fd else stream)
+        os.dup2(log_file.fileno(), fd)
+        redirected.append((fd, saved, own))
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray
+
+
+def ensure_ray(address: str | None = None, include_dashboard: bool | None = False) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray: quiet, token auth, and by
+    default no dashboard (the batch jobs need none; `labeler serve` keeps Ray's default)."""
+    import ray  # noqa: PLC0415
+
+    if ray.is_initialized():
+        return
+    verbose = _VERBOSE["on"]
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {"address": address, "log_to_driver": verbose}
+    chose_auth = False
+    if local:
+        kwargs["include_dashboard"] = include_dashboard
+        chose_auth = _choose_token_auth()
+    try:
+        ray.init(**kwargs)
+    finally:
+        if chose_auth:  # the local Ray's processes have it now; later subprocesses (other clusters) must not
+            os.environ.pop(AUTH_MODE_ENV, None)
+    quiet_ray_data(verbose)
+
+
+def _choose_token_auth() -> bool:
+    """Token auth for a new local Ray, chosen explicitly (Ray 2.60 chooses it too, with a warning).
+
+    The mode must reach this process's cached Ray config as well as the environment the local Ray's
+    processes inherit, which is what Ray's own `_enable_token_auth` does; a mode already set in the
+    environment is left alone.
+    """
+    if os.environ.get(AUTH_MODE_ENV) is not None:
+        return False
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth  # noqa: PLC0415
+    except ImportError:  # another Ray: leave the choice (and its warning) to it
+        return False
+    _enable_token_auth()
+    return True
+
+
+def quiet_ray_data(verbose: bool = False) -> None:
+    """Ray Data's own progress bars off (the stage line replaces them) unless verbose."""
+    import ray.data  # noqa: PLC0415
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
