@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,12 @@ from labeler.schemas import CATALOGUE, MANIFEST, check_unique_ids, validate
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _labeler(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _labeler(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script when there is one, else the module: a real process either way."""
     script = Path(sys.executable).parent / "labeler"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "labeler.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
 
 
 def test_help_lists_every_subcommand():

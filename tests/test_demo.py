@@ -1,4 +1,4 @@
-"""`labeler demo` end to end (synthesise, train cpu-small, label) at a reduced size, on the session Ray."""
+"""`labeler demo` end to end (synthesise, train cpu-small, label) at a reduced size, in its own process."""
 
 from __future__ import annotations
 
@@ -8,15 +8,29 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from labeler.cli import main
 from labeler.demo import DemoConfig
+from tests.test_cli import _labeler
 
 
 @pytest.mark.slow
-def test_demo_leaves_catalogue_bundle_and_labels(ray_local, tmp_path, capsys):
+def test_demo_leaves_catalogue_bundle_and_labels_and_a_short_console(tmp_path):
+    """`labeler demo` as a person runs it (its own process and local Ray), at a reduced size.
+
+    Its console must stay readable: progress lines per stage, epoch lines and the summary, well under
+    200 lines; Ray's own output goes to the log file it names.
+    """
     workdir = tmp_path / "demo"
-    assert main(["demo", "--workdir", str(workdir), "--songs", "40", "--seconds", "6", "--epochs", "1"]) == 0
-    out = capsys.readouterr().out
+    result = _labeler("demo", "--workdir", str(workdir), "--songs", "40", "--seconds", "6", "--epochs", "1",
+                      env={"MOOD_LABELER_LOG_DIR": str(tmp_path / "logs")}, timeout=1500)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    lines = out.splitlines()
+    assert len(lines) < 200, out
+    for noise in ("Token authentication", "deprecated", "core_worker", "logging_progress", "Traceback",
+                  "(pid=", "Configuration for experiment"):
+        assert noise not in out, noise
+    (log,) = (tmp_path / "logs").glob("demo-*.log")
+    assert str(log) in lines[0] and log.stat().st_size > 0
 
     catalogue = pq.read_table(workdir / "catalogue.parquet")
     assert (workdir / "bundle" / "config.json").exists() and (workdir / "bundle" / "model.safetensors").exists()
@@ -28,8 +42,10 @@ def test_demo_leaves_catalogue_bundle_and_labels(ray_local, tmp_path, capsys):
     assert len(labels) == catalogue.num_rows == record["rows"] and labels["song_id"].is_unique
     assert labels["error"].isna().sum() >= 40  # every synthetic song is labelled; broken rows fall back to lyrics
     assert (workdir / "labels.png").stat().st_size > 10_000
-    for text in ("agreement with the planted quadrants", str(workdir / "bundle"), "labeler label --catalogue", "songs/s"):
-        assert text in out
+    for text in ("featurise ", "audio fold 0 epoch 1/", "label  ", "agreement with the planted quadrants",
+                 str(workdir / "bundle"), "songs/s", "labeler recipe --data", "docs/real-music.md"):
+        assert text in out, text
+    assert lines[-1].startswith("  labeler label --catalogue")
 
 
 def test_demo_config_rejects_too_few_songs():

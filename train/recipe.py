@@ -11,8 +11,9 @@ dataset is downloaded and what to expect). One command:
    4Q slice; see README "Accuracy on real songs"), scored beside the baselines on the same folds;
 3. leaves `<output>/manifest.parquet`, `<output>/bundle/`, `<output>/report.md` (+ json and plots).
 
-A dataset whose adapter this version does not have (the MIREX-like set, until its adapter lands) is
-skipped with a line that says so, never silently. Songs without audio train the lyrics branch, songs
+A dataset this run cannot use is skipped with a line that says why, never silently: one whose
+adapter this version lacks, and the MIREX-like set, whose five mood clusters are not quadrants (it
+trains on its own, in the `classes` mode; docs/real-music.md). Songs without audio train the lyrics branch, songs
 without lyrics the audio branch; the fused model sees every song (modality dropout).
 """
 
@@ -29,6 +30,8 @@ from labeler import storage
 
 # dataset adapter name -> the folder name the recipe looks for under --data
 KNOWN_FOLDERS = {"4q": "4q", "mirex": "mirex", "moodylyrics4q": "moodylyrics4q", "pmemo": "pmemo"}
+# datasets whose labels are their own classes, not quadrants: a 4Q manifest cannot take them
+CLASS_DATASETS = {"mirex": "the five MIREX mood clusters"}
 # The real-music defaults (what `labeler recipe` trains unless told otherwise).
 REAL_MUSIC = {"preset": "cpu-small", "audio_model": "Hybrid", "lyrics_model": None, "branch": "all", "mode": "4Q"}
 
@@ -69,9 +72,12 @@ def find_sources(config: RecipeConfig) -> tuple[list[tuple[str, str, dict]], lis
     notes, sources = [], []
     for name, path in chosen.items():
         if name not in ADAPTERS:
-            notes.append(f"  {name}: skipped ({path}): this version has no adapter for it")
-            continue
-        sources.append((name, path, {}))
+            notes.append(f"      {name}: skipped ({path}): this version has no adapter for it")
+        elif name in CLASS_DATASETS:
+            notes.append(f"      {name}: skipped in this quadrant run ({path}): its labels are "
+                         f"{CLASS_DATASETS[name]}, not Russell quadrants (docs/real-music.md trains it on its own)")
+        else:
+            sources.append((name, path, {}))
     if not sources:
         raise FileNotFoundError(f"no dataset found in {config.data or 'the --dataset list'}: expected folders named "
                                 f"{', '.join(KNOWN_FOLDERS.values())} (see docs/real-music.md)")

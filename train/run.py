@@ -611,8 +611,9 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         log.info("training %s on folds %s (preset %s)", b, fold_list, p.name)
         total = len(fold_list) * n_settings * p.epochs_for(b)
         with console.stage(f"train {b}", total=total, unit="epochs", remote=True) as stage:
-            stage.event(f"  training {b} on fold(s) {', '.join(map(str, fold_list))}, up to {p.epochs_for(b)} epochs "
-                        f"each (stops early when validation macro-F1 stops improving)")
+            epochs = p.epochs_for(b)
+            stage.event(f"  training {b} on fold(s) {', '.join(map(str, fold_list))}, up to {epochs} "
+                        f"epoch{'s' if epochs != 1 else ''} each (stops early when validation macro-F1 stops improving)")
             run["progress_sink"] = stage.sink
             entry = train_branch(b, run, p, fold_list, k, mode, search_space, max(1, int(num_samples)), extra, branch_runs)
             run.pop("progress_sink", None)

@@ -1,0 +1,51 @@
+"""`labeler recipe` on the development slices: public datasets in their layouts -> manifest -> bundle + report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from labeler.cli import main
+from train.recipe import RecipeConfig, cap_per_dataset, find_sources
+
+
+def test_find_sources_takes_known_folders_and_says_what_it_skips(tmp_path):
+    for name in ("4q", "moodylyrics4q", "mirex", "unrelated"):
+        (tmp_path / name).mkdir()
+    sources, notes = find_sources(RecipeConfig(output=str(tmp_path / "out"), data=str(tmp_path),
+                                               datasets=(("pmemo", "/somewhere/pmemo"),)))
+    assert [name for name, _, _ in sources] == ["4q", "moodylyrics4q", "pmemo"]
+    assert sources[0][1] == str(tmp_path / "4q") and sources[2][1] == "/somewhere/pmemo"
+    assert len(notes) == 1 and "mirex: skipped" in notes[0]  # no adapter yet, or clusters that are not quadrants
+
+
+def test_find_sources_without_any_dataset_says_where_to_look(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected folders named 4q, mirex, moodylyrics4q"):
+        find_sources(RecipeConfig(output=str(tmp_path / "out"), data=str(tmp_path)))
+
+
+def test_cap_per_dataset_is_seeded_and_per_dataset():
+    table = pa.table({"song_id": [f"s{i}" for i in range(30)], "dataset": ["a"] * 25 + ["b"] * 5})
+    capped = cap_per_dataset(table, 10, seed=1)
+    assert capped.column("dataset").to_pylist().count("a") == 10 and capped.column("dataset").to_pylist().count("b") == 5
+    assert capped.equals(cap_per_dataset(table, 10, seed=1))
+
+
+@pytest.mark.slow
+def test_recipe_on_the_development_slices(ray_local, shared_data, tmp_path, capsys):
+    """4Q audio + MoodyLyrics4Q lyrics, 40 songs of each, one fold, one epoch: a bundle and a report."""
+    out = tmp_path / "real"
+    assert main(["recipe", "--data", str(shared_data), "--output", str(out), "--max-songs", "40",
+                 "--folds", "0", "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    config = json.loads((out / "bundle" / "config.json").read_text())
+    assert config["model"]["branch"] == "fusion" and config["mode"] == "4Q"
+    assert config["featurizer"]["descriptors"] is True  # the Hybrid audio network: the real-music default
+    report = (out / "report.md").read_text()
+    assert "lyrics_tfidf_logreg" in report and "audio_logmel_logreg" in report
+    for text in ("4q 40 songs", "moodylyrics4q 40 songs", "mirex: skipped", "test macro-F1",
+                 "labeler label --catalogue", str(Path(out) / "bundle")):
+        assert text in printed, text
