@@ -49,3 +49,21 @@ def test_recipe_on_the_development_slices(ray_local, shared_data, tmp_path, caps
     for text in ("4q 40 songs", "moodylyrics4q 40 songs", "mirex: skipped", "test macro-F1",
                  "labeler label --catalogue", str(Path(out) / "bundle")):
         assert text in printed, text
+
+
+def test_folder_catalogue_pairs_audio_with_lyrics(tmp_path):
+    from labeler.schemas import CATALOGUE, validate
+    from scripts.folder_catalogue import folder_catalogue
+
+    (tmp_path / "Audio").mkdir()
+    (tmp_path / "Lyrics").mkdir()
+    for name in ("001.mp3", "002.wav", "notes.md"):
+        (tmp_path / "Audio" / name).write_bytes(b"x")
+    (tmp_path / "Lyrics" / "001.txt").write_text("la la la")
+    (tmp_path / "Lyrics" / "003.txt").write_text("only words")
+    table = folder_catalogue(str(tmp_path / "Audio"), str(tmp_path / "Lyrics"))
+    validate(table.schema, CATALOGUE)
+    rows = {r["song_id"]: r for r in table.to_pylist()}
+    assert sorted(rows) == ["001", "002", "003"]
+    assert rows["001"]["lyrics"] == "la la la" and rows["001"]["audio_uri"].endswith("001.mp3")
+    assert rows["002"]["lyrics"] is None and rows["003"]["audio_uri"] is None
