@@ -37,6 +37,7 @@ from typing import Callable, Iterator, TextIO
 LOG_DIR_ENV = "MOOD_LABELER_LOG_DIR"  # where session logs go (default: <tmp>/mood-labeler-logs)
 AUTH_MODE_ENV = "RAY_AUTH_MODE"  # ray._private.authentication: 'token' or 'disabled'
 BAR_WIDTH = 24
+OWN_LOGGERS = ("labeler", "train", "jobs")  # at DEBUG with --verbose
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -316,7 +317,10 @@ def session(options: SessionOptions) -> Iterator[Console]:
     file_handler = logging.StreamHandler(log_file)
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.handlers = [file_handler]
-    root.setLevel(logging.DEBUG if options.verbose else logging.INFO)
+    root.setLevel(logging.INFO)  # DEBUG of every library (numba, fsspec, urllib3) would bury the rest
+    own_levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if options.verbose else logging.NOTSET)
     redirected: list[tuple[int, int]] = []
     if options.verbose:
         console_handler = logging.StreamHandler(sys.stderr)
@@ -342,6 +346,8 @@ def session(options: SessionOptions) -> Iterator[Console]:
         sys.stdout, sys.stderr = saved_streams
         root.handlers = saved_logging[1]
         root.setLevel(saved_logging[0])
+        for name, level in own_levels.items():
+            logging.getLogger(name).setLevel(level)
         file_handler.close()
         log_file.close()
 
