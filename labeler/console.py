@@ -10,9 +10,9 @@ A run of `labeler demo` printed about 60,000 such lines. A command therefore run
 - The command talks to the person through the `Console` it is given: `print()` for whole lines and
   `stage()` for a live progress line (songs done/total, songs/s, ETA): a redrawn bar on a terminal,
   a plain line every `interval` seconds when the output is a file or a pipe.
-- Work running in Ray tasks and actors reports to a stage through `stage.sink`, a small actor
-  (`ProgressSink`): `report(sink, n)` adds songs done, `report_event(sink, text)` prints a line (one
-  per training epoch). The driver polls it twice a second. A sink of None reports nothing, so
+- Work running in Ray tasks and actors reports to a stage through `stage.sink` (`ProgressSink`, keys
+  in the cluster's GCS key-value store): `report(sink, n)` adds songs done, `report_event(sink, text)`
+  prints a line (one per training epoch). The driver polls it twice a second. A sink of None reports nothing, so
   library code called without a console (tests, notebooks) needs no special case.
 - `ensure_ray()` starts or joins Ray the same way for every command: worker output stays in Ray's
   log files unless verbose, a local Ray gets an explicit auth mode (token; Ray otherwise warns that
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -170,7 +171,7 @@ class Stage:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if remote:
-            self.sink = sink_class().remote()
+            self.sink = ProgressSink(uuid.uuid4().hex)
             self._thread = threading.Thread(target=self._poll, name=f"progress-{label}", daemon=True)
             self._thread.start()
         self._show(force=True)
@@ -191,9 +192,7 @@ class Stage:
             self._stop.set()
             self._thread.join(timeout=5)
             self._drain()
-            import ray  # noqa: PLC0415
-
-            ray.kill(self.sink)
+            self.sink.discard()
         elapsed = self.console.clock() - self.started
         self.console._end_live(format_progress(self.label, self.done, self.total, elapsed, self.unit, final=True,
                                                bar_width=BAR_WIDTH if self.console.tty else 0))
@@ -216,9 +215,7 @@ class Stage:
             self.console.print(format_progress(self.label, self.done, self.total, elapsed, self.unit))
 
     def _drain(self) -> None:
-        import ray  # noqa: PLC0415
-
-        count, events = ray.get(self.sink.drain.remote())
+        count, events = self.sink.drain()
         for text in events:
             self.console.print(text)
         if count:
@@ -234,51 +231,68 @@ class Stage:
             self._show()  # a terminal's line keeps its elapsed time fresh; elsewhere, one line per interval
 
 
-def report(sink, n: int) -> None:
+def report(sink: "ProgressSink | None", n: int) -> None:
     """From a Ray task or actor: `n` more songs are done in the sink's stage (no-op for None)."""
     if sink is not None and n:
-        sink.add.remote(int(n))
+        sink.add(int(n))
 
 
-def report_event(sink, text: str) -> None:
+def report_event(sink: "ProgressSink | None", text: str) -> None:
     """From a Ray task or actor: print `text` as a whole line above the sink's stage (no-op for None)."""
     if sink is not None:
-        sink.event.remote(text)
+        sink.event(text)
 
 
-def _define_sink():
-    import ray  # noqa: PLC0415
+@dataclass(frozen=True)
+class ProgressSink:
+    """Where Ray tasks and actors report to a driver's stage: keys in the cluster's GCS key-value store.
 
-    @ray.remote(num_cpus=0, max_restarts=0)
-    class ProgressSink:
-        """Counts and lines reported by workers, drained by the driver's poll."""
+    Why not an actor: an actor needs a worker process of its own, and on a small or busy cluster its
+    start competes with the job's own workers (Ray starts only as many at once as there are CPUs);
+    the GCS is already there. A report is one small put under a unique key (counts ride in the key,
+    so the driver need not read values); the driver lists the stage's keys, reads the events, and
+    deletes what it read. Reporting never raises: progress must not break the work it watches.
+    """
 
-        def __init__(self) -> None:
-            self.count = 0
-            self.events: list[str] = []
+    stage_id: str
 
-        def add(self, n: int) -> None:
-            self.count += n
+    NAMESPACE = "mood-labeler-progress"
 
-        def event(self, text: str) -> None:
-            self.events.append(text)
+    def _key(self, kind: str, suffix: str) -> bytes:
+        return f"{self.stage_id}/{kind}/{suffix}/{uuid.uuid4().hex[:12]}".encode()
 
-        def drain(self) -> tuple[int, list[str]]:
-            count, events = self.count, self.events
-            self.count, self.events = 0, []
-            return count, events
+    def add(self, n: int) -> None:
+        self._put(self._key("n", str(int(n))), b"")
 
-    return ProgressSink
+    def event(self, text: str) -> None:
+        self._put(self._key("e", f"{time.time_ns():020d}"), text.encode("utf-8"))
 
+    def _put(self, key: bytes, value: bytes) -> None:
+        try:
+            from ray.experimental.internal_kv import _internal_kv_put  # noqa: PLC0415
 
-_SINK: list = []
+            _internal_kv_put(key, value, namespace=self.NAMESPACE)
+        except Exception:  # noqa: BLE001
+            logging.getLogger(__name__).debug("progress report failed", exc_info=True)
 
+    def drain(self) -> tuple[int, list[str]]:
+        """(songs reported since the last drain, event lines in the order they were reported)."""
+        from ray.experimental import internal_kv as kv  # noqa: PLC0415
 
-def sink_class():
-    """The ProgressSink actor class, built on first use so that importing this module does not import Ray."""
-    if not _SINK:
-        _SINK.append(_define_sink())
-    return _SINK[0]
+        count, events = 0, []
+        for key in sorted(kv._internal_kv_list(f"{self.stage_id}/", namespace=self.NAMESPACE)):
+            _, kind, suffix, _ = key.decode().split("/", 3)
+            if kind == "n":
+                count += int(suffix)
+            else:
+                events.append((kind, suffix, kv._internal_kv_get(key, namespace=self.NAMESPACE) or b""))
+            kv._internal_kv_del(key, namespace=self.NAMESPACE)
+        return count, [value.decode("utf-8", errors="replace") for _, _, value in events]
+
+    def discard(self) -> None:
+        from ray.experimental.internal_kv import _internal_kv_del  # noqa: PLC0415
+
+        _internal_kv_del(f"{self.stage_id}/".encode(), del_by_prefix=True, namespace=self.NAMESPACE)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -91,3 +91,18 @@ def test_session_verbose_keeps_the_console(tmp_path, capfd):
     captured = capfd.readouterr()
     assert "library chatter" in captured.out and "our own log record" in captured.err
     assert "our own log record" in open(console.log_path).read()  # noqa: SIM115
+
+
+def test_progress_sink_carries_counts_and_lines_from_ray_tasks(ray_local):
+    sink = con.ProgressSink("test-stage")
+
+    @ray_local.remote
+    def work(i: int) -> None:
+        con.report(sink, 3)
+        con.report_event(sink, f"line {i}")
+
+    ray_local.get([work.remote(i) for i in range(4)])
+    count, events = sink.drain()
+    assert count == 12 and sorted(events) == [f"line {i}" for i in range(4)]
+    assert sink.drain() == (0, [])  # drained keys are gone
+    sink.discard()
