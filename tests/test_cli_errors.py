@@ -83,6 +83,8 @@ CASES = {
     "featurise-garbage-catalogue": (["featurise", "--catalogue", "{garbage}", "--output", "{out}"], "Parquet"),
     # bad or tampered bundles
     "label-bundle-bad-json": (["label", "--catalogue", "{catalogue}", "--bundle", "{bad_json}", "--output", "{out}"], "not valid JSON"),
+    "label-tampered-weights": (["label", "--catalogue", "{catalogue}", "--bundle", "{tampered}", "--output", "{out}"], "sha256"),
+    "serve-tampered-weights": (["serve", "--bundle", "{tampered}"], "sha256"),
     "evaluate-tampered-weights": (["evaluate", "--bundle", "{tampered}", "--manifest", "{manifest}"], "sha256"),
     "serve-bundle-bad-json": (["serve", "--bundle", "{bad_json}"], "not valid JSON"),
     # bad values
