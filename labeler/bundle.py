@@ -37,6 +37,7 @@ from labeler.verified import (  # noqa: F401 - re-exported: the bundle's names a
     ENCODER_CONFIG,
     ENCODER_DIR,
     FORMAT,
+    LEXICAL_DIR,
     TOKENIZER_DIR,
     WEIGHTS_FILE,
     BundleError,
@@ -65,6 +66,7 @@ class Bundle:
     temperature: float = 1.0
     descriptor_stats: dict | None = None
     extra: dict = field(default_factory=dict)
+    lexical: Any | None = None  # labeler.lexical.LexicalModel with its stacker (stacked lyrics branch)
 
 
 # ------------------------------------------------------------------------------------------ hashing
@@ -136,7 +138,7 @@ def _check_compatible(model: EmotionModel, featurizer: Any, lyrics: Any, tokeniz
 def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tokenizer: Any = None,
                 model_id: str | None = None, provenance: dict | None = None, metrics: dict | None = None,
                 temperature: float = 1.0, descriptor_stats: dict | None = None,
-                ambiguous_threshold: float | None = None) -> str:
+                ambiguous_threshold: float | None = None, lexical: Any = None) -> str:
     """Write a bundle to a local directory or an s3:// prefix; return its model_version.
 
     `ambiguous_threshold` (chosen on the validation fold, `train.calibration.ambiguity_threshold`):
@@ -144,6 +146,8 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     `embedding_dim` is recorded from the model: the length of the `embedding` column
     (`labeler label --embeddings`), `labeler.predict.penultimate_dim`.
 
+    `lexical` (a labeler.lexical.LexicalModel with a fitted stacker) makes the stacked lyrics branch:
+    its arrays go to lexical/ and are verified like every other file.
     `tokenizer` is a tokenizer object or anything `labeler.pretrained.resolve_encoder` takes.
     `descriptor_stats` ({"mean": [...], "std": [...]}) is copied into the model's descriptor buffers
     before saving, so weights and config.json agree; without it the buffers' values are recorded.
@@ -178,6 +182,12 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
             encoder_dict = model.encoder_config.to_dict()
             (root / ENCODER_DIR / "config.json").write_text(json.dumps(encoder_dict, indent=2, sort_keys=True))
             tokenizer.save_pretrained(str(root / TOKENIZER_DIR))
+        if lexical is not None:
+            if not cfg.uses_lyrics:
+                raise ValueError("a lexical model needs a model with lyrics")
+            if lexical.n_classes != model.n_classes or lexical.stack_weight is None:
+                raise ValueError(f"the lexical model must have the model's {model.n_classes} classes and a fitted stacker")
+            lexical.save(root / LEXICAL_DIR)
         files = {
             p.relative_to(root).as_posix(): sha256_file(p)
             for p in sorted(root.rglob("*")) if p.is_file()
@@ -194,6 +204,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
             "ambiguous_threshold": None if ambiguous_threshold is None else float(ambiguous_threshold),
             "embedding_dim": penultimate_dim(model),
             "descriptor_stats": descriptor_stats,
+            "lexical": {"stacked": True, **lexical.config.to_dict()} if lexical is not None else None,
             "tied_weights": aliases,
             "provenance": dict(provenance or {}),
             "metrics": dict(metrics or {}),
@@ -289,6 +300,17 @@ def load_bundle(uri: str, device: str | torch.device = "cpu", expect_version: st
         from labeler.verified import load_tokenizer  # noqa: PLC0415
 
         tokenizer = load_tokenizer(uri, bundle.model_version)
+    lexical = None
+    if config.get("lexical") is not None:
+        from labeler.lexical import LexicalModel  # noqa: PLC0415
+
+        try:
+            lexical = LexicalModel.from_bytes(bundle.read(f"{LEXICAL_DIR}/vocab.json"),
+                                              bundle.read(f"{LEXICAL_DIR}/model.safetensors"))
+        except BundleError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BundleError(f"bundle {storage.describe(uri)}: {LEXICAL_DIR}/ is unreadable: {exc}") from exc
     featurizer = lyrics = None
     if config.get("featurizer") is not None:
         from labeler.audio import FeaturizerConfig  # noqa: PLC0415
@@ -304,4 +326,5 @@ def load_bundle(uri: str, device: str | torch.device = "cpu", expect_version: st
         classes=list(config.get("classes") or class_names(config["mode"])),
         temperature=float(config.get("temperature", 1.0)), descriptor_stats=config.get("descriptor_stats"),
         extra={"provenance": config.get("provenance", {}), "metrics": config.get("metrics", {})},
+        lexical=lexical,
     )

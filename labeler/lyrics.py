@@ -13,6 +13,15 @@ head+tail truncation is also what worked best for BERT classification (Sun et al
 Fine-Tune BERT for Text Classification?"). It matters: on the 1,353 MoodyLyrics4Q lyrics the
 MiniLM token count has median 276 and p90 647; 55% of songs exceed 256 tokens and 16.5% exceed 512
 (`bench/bench_lyrics_length.py`), so the window cuts most songs and the policy decides what is kept.
+
+Whole lyrics: with `max_windows > 1` the lyric is instead cut into consecutive windows of
+`max_tokens` (each framed by the special tokens, neighbours sharing `window_overlap` tokens), at most
+`max_windows` of them; a longer lyric keeps `max_windows` windows spread evenly from its first to
+its last (a documented cap: 8 windows of 256 tokens cover ~2,000 tokens, more than 99% of
+MoodyLyrics4Q songs whole). The windows sit side by side in one row of `max_windows * max_tokens`
+ids, unused windows all padding; the lyrics encoder (labeler.models.LyricsEncoder) encodes each
+non-empty window and pools them into one song vector. Training, labelling and serving all tokenise
+here, with the bundle's LyricsConfig.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from typing import Any
 import numpy as np
 
 LONG_POLICIES = ("head_tail", "head")
+MAX_WINDOWS = 32  # hard limit on LyricsConfig.max_windows (encoding cost grows with it)
 # Lyrics are cut to this many characters (head and tail) before tokenising, so a 200,000-character
 # "lyric" (a pasted book, a broken scrape) costs no more than a long song. 25,000 characters on each
 # side is far more than any token window holds (a token is rarely more than ~10 characters).
@@ -48,8 +58,18 @@ class LyricsConfig:
 
     max_tokens: int = 256         # encoder window, special tokens included; every row is padded to it
     long_policy: str = "head_tail"  # "head": first max_tokens; "head_tail": first and last halves of the window
+    max_windows: int = 1            # > 1: whole-lyric windows of max_tokens (long_policy unused), at most this many
+    window_overlap: int = 16        # tokens shared by neighbouring windows
 
     def __post_init__(self) -> None:
+        for name in ("max_windows", "window_overlap"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"LyricsConfig.{name} must be an integer, got {value!r}")
+        if not 1 <= self.max_windows <= MAX_WINDOWS:
+            raise ValueError(f"LyricsConfig.max_windows must be in 1..{MAX_WINDOWS}, got {self.max_windows}")
+        if self.window_overlap < 0 or (self.max_windows > 1 and self.window_overlap > self.max_tokens // 2):
+            raise ValueError(f"LyricsConfig.window_overlap must be in 0..max_tokens/2, got {self.window_overlap}")
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 8:
             raise ValueError(f"LyricsConfig.max_tokens must be an integer >= 8, got {self.max_tokens!r}")
         if self.long_policy not in LONG_POLICIES:
@@ -192,13 +212,27 @@ def cap_chars(text: str, policy: str = "head_tail") -> str:
     return text[:half] + "\n" + text[-half:]
 
 
+def window_starts(n_tokens: int, body: int, overlap: int, max_windows: int) -> list[int]:
+    """Start offsets of the windows over `n_tokens` content tokens: windows of up to `body` tokens, each
+    starting `body - overlap` after the previous, until the lyric is covered (the last one may be
+    short); when there are more than `max_windows`, that many spread evenly (first and last kept)."""
+    step = max(1, body - overlap)
+    if n_tokens <= body:
+        return [0]
+    starts = list(range(0, n_tokens - overlap, step))
+    if len(starts) > max_windows:
+        picks = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
+        starts = [starts[i] for i in picks]
+    return starts
+
+
 def tokenize(tokenizer, texts: list[str], config: LyricsConfig | dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids int32 (n, max_tokens) and attention mask int8 (n, max_tokens), padded to a fixed width.
+    """Token ids int32 (n, max_windows * max_tokens) and attention mask int8 (same), padded to a fixed width.
 
     Texts are tokenised without truncation (after a character cap), then cut by the long-lyrics
-    policy and framed with the tokenizer's own special tokens. "" gives just the special tokens
-    (e.g. [CLS] [SEP]) with their mask set, so no row is all padding; use has_lyrics to tell
-    empty rows apart.
+    policy (one window) or into windows (see the module doc), each window framed with the
+    tokenizer's own special tokens. "" gives just the special tokens (e.g. [CLS] [SEP]) with their
+    mask set, so no row is all padding; use has_lyrics to tell empty rows apart.
     """
     config = LyricsConfig.from_dict(config) if isinstance(config, dict) else (config or LyricsConfig())
     limit = getattr(tokenizer, "model_max_length", None)
@@ -210,20 +244,40 @@ def tokenize(tokenizer, texts: list[str], config: LyricsConfig | dict | None = N
         raise ValueError(f"LyricsConfig.max_tokens={config.max_tokens} leaves no room beside {len(prefix) + len(suffix)} special tokens")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     n = len(texts)
-    ids = np.full((n, config.max_tokens), pad_id, dtype=np.int32)
-    mask = np.zeros((n, config.max_tokens), dtype=np.int8)
+    width = config.max_tokens
+    ids = np.full((n, config.max_windows * width), pad_id, dtype=np.int32)
+    mask = np.zeros((n, config.max_windows * width), dtype=np.int8)
     if n == 0:
         return ids, mask
     capped = [cap_chars(t or "", config.long_policy) for t in texts]
     encoded = tokenizer(capped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     head = budget - budget // 2
     for row, content in enumerate(encoded):
+        if config.max_windows > 1:
+            for w, start in enumerate(window_starts(len(content), budget, config.window_overlap, config.max_windows)):
+                seq = prefix + list(content[start:start + budget]) + suffix
+                ids[row, w * width:w * width + len(seq)] = seq
+                mask[row, w * width:w * width + len(seq)] = 1
+            continue
         if len(content) > budget:
             content = content[:budget] if config.long_policy == "head" else content[:head] + content[len(content) - budget // 2:]
         seq = prefix + list(content) + suffix
         ids[row, :len(seq)] = seq
         mask[row, :len(seq)] = 1
     return ids, mask
+
+
+def prepare_lyrics(value: Any) -> tuple[str, str | None]:
+    """Cleaned text and the row's lyrics_error (None when there are lyrics to use); never raises."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "", "no_lyrics: null"
+    try:
+        text = clean_lyrics(decode_lyrics(value))
+    except LyricsError as exc:
+        return "", str(exc)
+    except Exception as exc:  # noqa: BLE001 - one odd value must not fail the batch
+        return "", f"bad_lyrics: {type(exc).__name__}: {exc}"
+    return (text, None) if text else ("", "no_lyrics: empty")
 
 
 def _as_list(column: Any, n: int) -> list:
@@ -235,8 +289,9 @@ class LyricsTokenizer:
 
     The tokenizer is loaded once per worker (a tokenizer object, or a name resolved by
     labeler.pretrained: alias, local folder, s3:// folder or hub id). Each batch keeps its input
-    columns and gains input_ids int32 (n, max_tokens), attention_mask int8 (n, max_tokens),
-    has_lyrics bool (n,) and lyrics_error (None | "no_lyrics: …" | "bad_lyrics: …"). A row without
+    columns and gains input_ids int32 (n, max_windows * max_tokens), attention_mask int8 (same),
+    has_lyrics bool (n,), lyrics_error (None | "no_lyrics: …" | "bad_lyrics: …") and lyrics_text
+    (the cleaned text, "" when unusable: the lexical model's input, labeler.lexical). A row without
     lyrics is normal (an instrumental) and is labelled from audio; one bad row never fails a batch.
     """
 
@@ -250,17 +305,6 @@ class LyricsTokenizer:
         self.column = column
         tokenize(self.tokenizer, [""], self.config)  # fail here, once, on a tokenizer/config mismatch
 
-    def _prepare(self, value: Any) -> tuple[str, str | None]:
-        """Cleaned text and the row's lyrics_error (None when there are lyrics to use)."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "", "no_lyrics: null"
-        try:
-            text = clean_lyrics(decode_lyrics(value))
-        except LyricsError as exc:
-            return "", str(exc)
-        except Exception as exc:  # noqa: BLE001 - one odd value must not fail the batch
-            return "", f"bad_lyrics: {type(exc).__name__}: {exc}"
-        return (text, None) if text else ("", "no_lyrics: empty")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not batch:
@@ -268,7 +312,7 @@ class LyricsTokenizer:
         n = len(next(iter(batch.values())))
         if self.column not in batch:
             raise ValueError(f"batch has no {self.column!r} column (columns: {', '.join(batch)})")
-        prepared = [self._prepare(v) for v in _as_list(batch[self.column], n)]
+        prepared = [prepare_lyrics(v) for v in _as_list(batch[self.column], n)]
         texts = [text for text, _ in prepared]
         errors = [error for _, error in prepared]
         try:
@@ -285,4 +329,5 @@ class LyricsTokenizer:
         out["attention_mask"] = mask
         out["has_lyrics"] = np.array([e is None for e in errors], dtype=bool)
         out["lyrics_error"] = np.array(errors, dtype=object)
+        out["lyrics_text"] = np.array([t if e is None else "" for t, e in zip(texts, errors)], dtype=object)
         return out

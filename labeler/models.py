@@ -90,14 +90,19 @@ class LyricsEncoderConfig:
 
     `name_or_path` is an alias ("MiniLM", "BERT", "ALBERT"), a Hugging Face id, a local directory or an
     S3 URI (see labeler.pretrained). `hidden_size` is filled from the encoder's config when built.
+    `window_tokens > 0`: inputs are whole-lyric windows of that many tokens side by side in a row
+    (labeler.lyrics, `max_windows > 1`); each non-empty window is pooled, then the windows are averaged.
     """
 
     name_or_path: str = "MiniLM"
     pooling: str = "mean"
     dropout: float = 0.1
     hidden_size: int = 0
+    window_tokens: int = 0
 
     def __post_init__(self) -> None:
+        if int(self.window_tokens) < 0:
+            raise ValueError(f"window_tokens must be >= 0, got {self.window_tokens}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -416,13 +421,41 @@ class LyricsEncoder(nn.Module):
             raise ValueError("the lyrics encoder needs an attention_mask")
         input_ids = input_ids.long()
         attention_mask = attention_mask.long()
+        if self.config.window_tokens:
+            return self.dropout(self._windowed(input_ids, attention_mask, int(self.config.window_tokens)))
+        return self.dropout(self._pool(input_ids, attention_mask).float())
+
+    def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.config.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return self.dropout(pooled.float())
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def _windowed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int) -> torch.Tensor:
+        """(n, windows * width) -> (n, hidden): encode only the non-empty windows, average them per song.
+
+        A row may arrive trimmed of trailing padding (the Predictor drops all-padding columns), so it
+        is padded back to whole windows first; all-padding windows cost nothing.
+        """
+        n, total = input_ids.shape
+        windows = -(-total // width)
+        if windows * width != total:
+            pad = windows * width - total
+            input_ids = F.pad(input_ids, (0, pad))
+            attention_mask = F.pad(attention_mask, (0, pad))
+        ids = input_ids.reshape(n * windows, width)
+        mask = attention_mask.reshape(n * windows, width)
+        used = mask.any(dim=1)
+        if not bool(used.any()):
+            raise ValueError("every lyrics window is empty (no attention_mask set)")
+        rows = used.nonzero(as_tuple=True)[0]
+        span = int(mask[rows].any(dim=0).nonzero().max()) + 1  # drop columns no used window reaches
+        pooled = self._pool(ids[rows, :span], mask[rows, :span]).float()
+        per_window = pooled.new_zeros(n * windows, pooled.shape[1]).index_put((rows,), pooled)
+        weights = used.reshape(n, windows).to(pooled.dtype)
+        summed = (per_window.reshape(n, windows, -1) * weights.unsqueeze(-1)).sum(dim=1)
+        return summed / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 def _without_pooler(build):

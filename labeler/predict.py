@@ -33,7 +33,7 @@ from labeler.schemas import is_missing, nullable_strings
 log = logging.getLogger(__name__)
 
 # Heavy feature columns consumed here and not passed on to the labels writer.
-FEATURE_COLUMNS = ("log_mel", "descriptors", "input_ids", "attention_mask", "has_lyrics", "audio_source")
+FEATURE_COLUMNS = ("log_mel", "descriptors", "input_ids", "attention_mask", "has_lyrics", "audio_source", "lyrics_text")
 
 
 def ray_cpu_allocation() -> int | None:
@@ -69,8 +69,10 @@ class Predictor:
     """Label featurised batches with a bundle's model.
 
     Input columns (numpy batch): `log_mel` (n, frames, mels) and `audio_error` from the Featurizer,
-    `input_ids`/`attention_mask`/`has_lyrics`/`lyrics_error` from the LyricsTokenizer, `descriptors`
-    for a Hybrid model. Output: every input column except the heavy feature arrays, plus `probs`
+    `input_ids`/`attention_mask`/`has_lyrics`/`lyrics_error`/`lyrics_text` from the LyricsTokenizer,
+    `descriptors` for a Hybrid model. A bundle with a lexical model (the stacked lyrics branch) combines,
+    for every row with lyrics, the network's logits with the lexical model's on `lyrics_text` through
+    its stacker, before the temperature. Output: every input column except the heavy feature arrays, plus `probs`
     float32 (n, n_classes) = softmax(logits / temperature), `modalities`, `valence_score`,
     `arousal_score` (NaN without a regression head), `audio_error` and `error`; `embedding` and
     `timeline` when asked for (see the module docstring).
@@ -245,17 +247,31 @@ class Predictor:
             kwargs["input_ids"] = torch.from_numpy(ids[:, :width].astype(np.int64)).to(dev)
             kwargs["attention_mask"] = torch.from_numpy(mask[:, :width].astype(np.int64)).to(dev)
             kwargs["has_lyrics"] = torch.from_numpy(lyrics_ok.copy()).to(dev)
-        return self._run(kwargs, len(rows))
+        texts = None
+        if self.bundle.lexical is not None and self.uses_lyrics and lyrics_ok.any():
+            if "lyrics_text" not in batch:
+                raise ValueError("this bundle's lexical model needs a `lyrics_text` column (from the LyricsTokenizer)")
+            column = np.asarray(batch["lyrics_text"], dtype=object)[rows]
+            texts = [str(t) if ok else None for t, ok in zip(column, lyrics_ok)]
+        return self._run(kwargs, len(rows), texts)
 
-    def _run(self, kwargs: dict[str, Any], n: int):
-        """One model call: (probs, va, modalities, L2-normalised penultimate vectors)."""
+    def _run(self, kwargs: dict[str, Any], n: int, texts: list[str | None] | None = None):
+        """One model call: (probs, va, modalities, L2-normalised penultimate vectors).
+
+        `texts` (the stacked lyrics branch): each row's cleaned lyrics, or None where the row has none;
+        those rows' logits are stacked with the lexical model's (labeler.lexical) before the temperature.
+        """
         dev = self.device
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
             out = self.model(**kwargs)
             penultimate = penultimate_vector(self.model, out.embedding) if self.embeddings else None
-        logits = out.logits.float() / self.temperature
-        probs = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float32)
+        logits = out.logits.float().cpu().numpy()
+        if texts is not None:
+            rows = np.array([t is not None for t in texts], dtype=bool)
+            lexical = self.bundle.lexical
+            logits[rows] = lexical.stacked(logits[rows], lexical.logits([t for t in texts if t is not None]))
+        probs = torch.softmax(torch.from_numpy(logits) / self.temperature, dim=-1).numpy().astype(np.float32)
         va = out.va.float().cpu().numpy() if out.va is not None else np.full((n, 2), np.nan, np.float32)
         if penultimate is None:
             emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32)

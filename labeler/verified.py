@@ -39,16 +39,18 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"
 TOKENIZER_DIR = "tokenizer"
+LEXICAL_DIR = "lexical"  # the stacked lyrics branch's lexical model (labeler.lexical): two fixed names
 ENCODER_CONFIG = f"{ENCODER_DIR}/config.json"
 VERSION_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The names a bundle can hold; a tokenizer file is one plain name inside tokenizer/.
-_LISTABLE = re.compile(r"^(?:model\.safetensors|encoder/config\.json|tokenizer/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
+_LISTABLE = re.compile(r"^(?:model\.safetensors|encoder/config\.json|lexical/(?:vocab\.json|model\.safetensors)"
+                       r"|tokenizer/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
 MAX_FILES = 64
 # The config keys that change what the model predicts or the label rows it yields (with the files'
 # hashes; ambiguous_threshold sets the `ambiguous` flag): the version covers these and nothing else.
 PREDICTIVE_KEYS = ("format", "mode", "classes", "model", "featurizer", "lyrics", "temperature",
-                   "descriptor_stats", "tied_weights", "ambiguous_threshold")
+                   "descriptor_stats", "tied_weights", "ambiguous_threshold", "lexical")
 
 
 class BundleError(ValueError):
@@ -162,12 +164,12 @@ class VerifiedBundle:
             _check_digest(self.uri, name, digest.hexdigest(), self.files[name])
 
     def refuse_unlisted(self) -> None:
-        """Refuse files in encoder/ and tokenizer/ that config.json does not list.
+        """Refuse files in encoder/, tokenizer/ and lexical/ that config.json does not list.
 
         They would never be read (every reader takes listed names only), but a bundle holding them
         was changed after export, so it is refused the same way everywhere.
         """
-        for folder in (ENCODER_DIR, TOKENIZER_DIR):
+        for folder in (ENCODER_DIR, TOKENIZER_DIR, LEXICAL_DIR):
             for entry in storage.listdir(storage.join(self.uri, folder)):
                 name = f"{folder}/{entry.rstrip('/').rsplit('/', 1)[-1]}"
                 if name not in self.files:

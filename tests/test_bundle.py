@@ -175,3 +175,48 @@ def test_incompatible_parts_refused_before_writing(tmp_path, bert):
     with pytest.raises(ValueError, match="tokenizer"):
         save_bundle(str(tmp_path / "a"), make_fusion(bert), FeaturizerConfig(), LyricsConfig())
     assert not (tmp_path / "a").exists()
+
+
+def _stacked_lyrics_bundle(uri: str, bert: str) -> None:
+    import numpy as np
+
+    from labeler.lexical import LexicalConfig, LexicalModel
+
+    cfg = ModelConfig(branch="lyrics", mode="Ar", audio=None, lyrics=LyricsEncoderConfig(name_or_path=bert))
+    model = EmotionModel(cfg, encoder_config=AutoConfig.from_pretrained(bert)).eval()
+    texts = ["love joy dance", "tears cry alone", "joy joy love", "cry tears rain"]
+    y = np.array([1, 0, 1, 0])
+    lexical = LexicalModel.fit(texts, y, 2, LexicalConfig(min_df=1))
+    lexical.fit_stack(np.zeros((4, 2)), lexical.logits(texts), y)
+    save_bundle(uri, model, None, LyricsConfig(max_tokens=32), tokenizer=AutoTokenizer.from_pretrained(bert), lexical=lexical)
+
+
+@pytest.mark.parametrize("name", ["lexical/model.safetensors", "lexical/vocab.json"])
+def test_stacked_bundle_lexical_arrays_verified(tmp_path, bert, monkeypatch, name):
+    uri = tmp_path / "b"
+    _stacked_lyrics_bundle(str(uri), bert)
+    assert {"lexical/model.safetensors", "lexical/vocab.json"} <= set(read_bundle_config(str(uri))["files"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a bundle load must not unpickle")
+
+    with monkeypatch.context() as m:
+        m.setattr(pickle, "load", refuse)
+        m.setattr(pickle, "loads", refuse)
+        assert load_bundle(str(uri)).lexical.n_classes == 2
+    data = bytearray((uri / name).read_bytes())
+    data[-3] ^= 0x01
+    (uri / name).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=name.replace(".", r"\.")):
+        load_bundle(str(uri))
+    (uri / name).unlink()
+    with pytest.raises(BundleError, match="is missing"):
+        load_bundle(str(uri))
+
+
+def test_unlisted_lexical_file_refused(tmp_path, bert):
+    uri = tmp_path / "b"
+    _stacked_lyrics_bundle(str(uri), bert)
+    (uri / "lexical" / "extra.pkl").write_bytes(b"\x80\x04")
+    with pytest.raises(BundleError, match="lexical/extra.pkl"):
+        load_bundle(str(uri))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from labeler import storage
-from labeler.lyrics import LyricsConfig, LyricsError, LyricsTokenizer, clean_lyrics, decode_lyrics, tokenize
+from labeler.lyrics import LyricsConfig, LyricsError, LyricsTokenizer, clean_lyrics, decode_lyrics, tokenize, window_starts
 from tiny_models import tiny_tokenizer_dir
 
 
@@ -169,6 +169,39 @@ def test_long_lyrics_head_tail_and_head_are_cheap(tiny_tok):
     assert not set(tail) & set(ids_h[0].tolist())  # the ending is gone under "head"
 
 
+def test_window_starts_cover_the_lyric_and_cap_evenly():
+    assert window_starts(10, 30, 4, 8) == [0]
+    assert window_starts(30, 30, 4, 8) == [0]
+    starts = window_starts(100, 30, 4, 8)
+    assert starts == [0, 26, 52, 78]  # the last window, [78:100], reaches the lyric's end
+    assert window_starts(31, 30, 4, 8) == [0, 26]
+    capped = window_starts(10_000, 30, 4, 8)
+    assert len(capped) == 8 and capped[0] == 0 and capped[-1] == 9984 and capped[-1] + 30 >= 10_000
+    assert capped == sorted(capped)
+    with pytest.raises(ValueError, match="max_windows"):
+        LyricsConfig(max_windows=0)
+    with pytest.raises(ValueError, match="window_overlap"):
+        LyricsConfig(max_tokens=32, max_windows=4, window_overlap=20)
+
+
+def test_tokenize_whole_lyric_windows(tiny_tok):
+    words = ("love sunshine dance happy joy bright alive party shine smile " * 6).split()
+    content = tiny_tok(" ".join(words), add_special_tokens=False)["input_ids"]
+    cfg = LyricsConfig(max_tokens=16, max_windows=4, window_overlap=2)
+    ids, mask = tokenize(tiny_tok, [" ".join(words), "love", ""], cfg)
+    assert ids.shape == mask.shape == (3, 64)
+    windows, wmask = ids.reshape(3, 4, 16), mask.reshape(3, 4, 16)
+    starts = window_starts(len(content), 14, 2, 4)
+    assert wmask[0].any(axis=1).sum() == len(starts) == 4
+    for w, start in enumerate(starts):
+        row = windows[0, w][wmask[0, w] == 1].tolist()
+        assert row == [tiny_tok.cls_token_id] + content[start:start + 14] + [tiny_tok.sep_token_id]
+    assert wmask[1].any(axis=1).tolist() == [True, False, False, False] and wmask[1, 0].sum() == 3
+    assert wmask[2, 0, :2].all() and wmask[2].sum() == 2  # "" is [CLS] [SEP] in the first window
+    assert LyricsConfig.from_dict(cfg.to_dict()) == cfg
+    assert LyricsConfig.from_dict({"max_tokens": 64}).max_windows == 1  # bundles written before windows
+
+
 # --- the Ray Data callable -----------------------------------------------------------------------
 
 
@@ -200,6 +233,8 @@ def test_lyrics_tokenizer_good_and_bad_rows(tiny_tok):
     assert errors[1] == errors[7] == "no_lyrics: null"
     assert errors[2] == errors[3] == errors[4] == "no_lyrics: empty"
     assert errors[6].startswith("bad_lyrics: ")
+    texts = out["lyrics_text"].tolist()  # the lexical model's input: cleaned text, "" where unusable
+    assert texts[0] and texts[0] == clean_lyrics(_batch()["lyrics"][0]) and texts[1:5] == ["", "", "", ""]
     expected = tiny_tok("love sunshine dance")["input_ids"]
     assert out["input_ids"][0, :len(expected)].tolist() == expected
     assert out["attention_mask"][1].sum() == 2  # [CLS] [SEP]: never an all-padding row

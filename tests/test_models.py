@@ -138,6 +138,28 @@ def test_padding_does_not_change_pooled_embedding(encoders, pooling):
     torch.testing.assert_close(short, long, rtol=1e-4, atol=1e-5)
 
 
+def test_windowed_encoder_averages_its_non_empty_windows(encoders):
+    base = LyricsEncoderConfig(name_or_path=encoders["BERT"])
+    windowed = LyricsEncoderConfig(name_or_path=encoders["BERT"], window_tokens=6)
+    encoder_config = AutoConfig.from_pretrained(encoders["BERT"])
+    single = EmotionModel(ModelConfig(branch="lyrics", audio=None, lyrics=base), encoder_config=encoder_config).eval()
+    model = EmotionModel(ModelConfig(branch="lyrics", audio=None, lyrics=windowed), encoder_config=encoder_config).eval()
+    model.load_state_dict(single.state_dict())
+    w1, w2 = torch.tensor([2, 10, 11, 12, 13, 3]), torch.tensor([2, 14, 15, 3, 0, 0])
+    ids = torch.stack([torch.cat([w1, w2, torch.zeros(6, dtype=torch.long)]), torch.cat([w2, torch.zeros(12, dtype=torch.long)])])
+    mask = (ids != 0).long()
+    with torch.inference_mode():
+        got = model(input_ids=ids, attention_mask=mask).embedding
+        e1 = single(input_ids=w1[None], attention_mask=torch.ones(1, 6, dtype=torch.long)).embedding
+        e2 = single(input_ids=w2[None, :4], attention_mask=torch.ones(1, 4, dtype=torch.long)).embedding
+        trimmed = model(input_ids=ids[:, :10], attention_mask=mask[:, :10]).embedding  # predictor-trimmed width
+    torch.testing.assert_close(got[0], ((e1 + e2) / 2)[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[1], e2[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(trimmed, got, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="window_tokens"):
+        LyricsEncoderConfig(window_tokens=-1)
+
+
 def fusion_model(encoders, **kw) -> EmotionModel:
     cfg = ModelConfig(branch="fusion", mode="4Q", audio=audio_config(), hidden_dim=16,
                       lyrics=LyricsEncoderConfig(name_or_path=encoders["BERT"]), **kw)

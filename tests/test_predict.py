@@ -134,3 +134,38 @@ def test_thread_policy_respects_explicit_and_env(monkeypatch):
         assert configure_torch_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_stacked_lyrics_bundle_with_whole_lyric_windows(workdir, bert):
+    """Windows + lexical model + stacker through the bundle and the Predictor, no pickle anywhere."""
+    from labeler.lexical import LexicalConfig, LexicalModel
+
+    windows = LyricsConfig(max_tokens=8, max_windows=3, window_overlap=2)
+    torch.manual_seed(0)
+    cfg = ModelConfig(branch="lyrics", mode="4Q", audio=None,
+                      lyrics=LyricsEncoderConfig(name_or_path=bert, window_tokens=8))
+    model = EmotionModel(cfg, encoder_config=AutoConfig.from_pretrained(bert)).eval()
+    texts = ["love sunshine dance happy joy", "rage fight scream burn hate", "tears alone cry lost grey",
+             "calm gentle breeze quiet peace"] * 3
+    lexical = LexicalModel.fit(texts, np.arange(12) % 4, 4, LexicalConfig(min_df=1))
+    lexical.fit_stack(np.zeros((12, 4)), lexical.logits(texts), np.arange(12) % 4)
+    uri = str(workdir / "bundle-stacked")
+    save_bundle(uri, model, None, windows, tokenizer=AutoTokenizer.from_pretrained(bert), temperature=1.5, lexical=lexical)
+    rows = {"song_id": np.array(["a", "b", "c"], dtype=object),
+            "lyrics": np.array(["tears alone cry lost grey cold empty sorrow goodbye rain " * 3, None, "love sunshine"],
+                               dtype=object)}
+    batch = LyricsTokenizer(AutoTokenizer.from_pretrained(bert), windows)(rows)
+    assert batch["input_ids"].shape == (3, 24) and batch["attention_mask"][0].reshape(3, 8).any(axis=1).all()
+    out = Predictor(uri)(batch)
+    assert list(out["modalities"]) == ["lyrics", None, "lyrics"] and "lyrics_text" not in out
+    bundle = load_bundle(uri)
+    assert bundle.lexical is not None and bundle.config["lexical"]["stacked"]
+    with torch.inference_mode():
+        net = bundle.model(input_ids=torch.from_numpy(batch["input_ids"][[0, 2]].astype(np.int64)),
+                           attention_mask=torch.from_numpy(batch["attention_mask"][[0, 2]].astype(np.int64))).logits.numpy()
+    stacked = lexical.stacked(net, lexical.logits(list(batch["lyrics_text"][[0, 2]])))
+    expected = torch.softmax(torch.from_numpy(stacked) / 1.5, dim=-1).numpy()
+    np.testing.assert_allclose(out["probs"][[0, 2]], expected, rtol=1e-4, atol=1e-6)
+    assert out["probs"][0].argmax() == 2  # the lexical part is strong here: sad words -> Q3
+    with pytest.raises(ValueError, match="lyrics_text"):
+        Predictor(uri)({k: v for k, v in batch.items() if k != "lyrics_text"})

@@ -101,6 +101,11 @@ def test_exported_bundle_is_best_validation_fold(trained):
     assert bundle.model.config.branch == "fusion"
     assert bundle.temperature == pytest.approx(trained.report["calibration"]["fusion"][best]["temperature"])
     assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in Path(trained.bundle_uri).rglob("*"))
+    # cpu-small trains the stacked lyrics branch, and the fused model consumes it (labeler.lexical)
+    assert bundle.lexical is not None and bundle.lexical.stack_weight is not None
+    lyrics = load_bundle(trained.fold_bundles["lyrics"][best])
+    assert lyrics.lexical is not None and lyrics.lyrics.max_windows == 8
+    assert lyrics.model.config.freeze_branches and lyrics.model.lyrics_encoder.config.window_tokens == 64
 
 
 def test_worker_failure_resumes_from_checkpoint_on_s3(synth_manifest, ray_local, s3_bucket, tmp_path):

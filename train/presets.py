@@ -7,7 +7,7 @@ still be overridden (`get_preset("cpu-small", epochs=2)`, or `--set epochs=2` on
 | preset | features | audio CNN | lyrics encoder | optimiser | epochs (patience) | folds | workers |
 |---|---|---|---|---|---|---|---|
 | `becmer` | 30 s chorus, 32 kHz, hop 320, 64 mels (3001 frames) | Cnn6 or Cnn10 (`--model`), width 1.0, emb 512 | `bert-base-uncased` (`BERT`), 512 tokens, nothing frozen | Adam; lr 1e-4 CNN, head and fusion; 2e-5 BERT; batch 16; class weights | 30 (8) | all 5 (seed 8848) | 1 GPU worker per fold, bf16 |
-| `cpu-small` | 8 s chorus, 16 kHz, hop 320, 64 mels (401 frames) | Cnn6, width 0.25, emb 128, no block dropout / SpecAugment | MiniLM-L6 (offline), 128 tokens, embeddings + lower 4 of 6 layers frozen | AdamW; lr 1e-3 CNN/head/fusion; 5e-5 encoder; batch 16; class weights | 5, audio 3x (15) (4) | first 2 | 1 CPU worker per fold |
+| `cpu-small` | 8 s chorus, 16 kHz, hop 320, 64 mels (401 frames) | Cnn6, width 0.25, emb 128, no block dropout / SpecAugment | MiniLM-L6 (offline) frozen, whole lyric in <= 8 windows of 128 tokens, + lexical TF-IDF model, stacked on validation (fusion: lower 4 of 6 layers frozen) | AdamW; lr 1e-3 CNN/head/fusion; 5e-5 encoder; batch 16; class weights | 5, audio 3x (15) (4) | first 2 | 1 CPU worker per fold |
 
 `becmer` reproduces the seed (sungbohsun/BECMER): full-width PANNs CNNs on 30 s clips at 32 kHz, Adam
 at 1e-4 (2e-5 for BERT), class-weighted cross-entropy, 5-fold CV with seed 8848. It is meant for GPU
@@ -51,6 +51,11 @@ class TrainPreset:
     freeze_embeddings: bool = False
     freeze_lower_layers: int = 0      # encoder layers (from the bottom) kept frozen
     lyrics_dropout: float = 0.1
+    lyrics_windows: int = 1           # > 1: whole-lyric windows of max_tokens, at most this many (LyricsConfig.max_windows)
+    lyrics_window_overlap: int = 16   # tokens shared by neighbouring windows
+    freeze_lyrics_encoder: bool = False  # lyrics branch: the encoder stays pretrained (eval mode); only the head learns
+    lexical: bool = False             # stacked lyrics branch: + TF-IDF model, combined on the validation fold
+    lexical_C: float = 10.0           # its logistic regression's inverse L2 strength
     # --- heads / fusion (-> labeler.models.ModelConfig) ---
     hidden_dim: int = 256
     head_dropout: float = 0.3
@@ -124,6 +129,12 @@ PRESETS: dict[str, TrainPreset] = {
         spec_augment=False,
         lyrics_encoder="MiniLM",
         max_tokens=128,
+        # The stacked lyrics branch (bench/bench_real_lyrics.py): the whole lyric in up to 8 windows of
+        # 128 tokens through the frozen encoder, a linear head, and the lexical model beside it.
+        lyrics_windows=8,
+        lyrics_window_overlap=16,
+        freeze_lyrics_encoder=True,
+        lexical=True,
         freeze_embeddings=True,
         freeze_lower_layers=4,
         hidden_dim=128,

@@ -78,7 +78,8 @@ def featurizer_config(preset: TrainPreset):
 def lyrics_config(preset: TrainPreset):
     from labeler.lyrics import LyricsConfig  # noqa: PLC0415
 
-    return LyricsConfig(max_tokens=preset.max_tokens, long_policy=preset.long_policy)
+    return LyricsConfig(max_tokens=preset.max_tokens, long_policy=preset.long_policy, max_windows=preset.lyrics_windows,
+                        window_overlap=preset.lyrics_window_overlap)
 
 
 def model_config(preset: TrainPreset, branch: str, mode: str, classes: list[str] | None = None) -> dict:
@@ -92,11 +93,13 @@ def model_config(preset: TrainPreset, branch: str, mode: str, classes: list[str]
         spec_augment=preset.spec_augment, descriptor_dim=DESCRIPTOR_DIM if preset.audio_arch == "Hybrid" else 0,
         time_mask_frames=min(64, max(8, featurizer_config(preset).n_frames // 8)),
     )
-    lyrics = LyricsEncoderConfig(name_or_path=preset.lyrics_encoder, dropout=preset.lyrics_dropout)
+    lyrics = LyricsEncoderConfig(name_or_path=preset.lyrics_encoder, dropout=preset.lyrics_dropout,
+                                 window_tokens=preset.max_tokens if preset.lyrics_windows > 1 else 0)
     cfg = ModelConfig(branch=branch, mode=mode, audio=audio if branch != "lyrics" else None,
                       lyrics=lyrics if branch != "audio" else None, hidden_dim=preset.hidden_dim,
                       dropout=preset.head_dropout, modality_dropout=preset.modality_dropout,
-                      freeze_branches=preset.freeze_branches and branch == "fusion", classes=classes)
+                      freeze_branches=(preset.freeze_branches and branch == "fusion")
+                      or (preset.freeze_lyrics_encoder and branch == "lyrics"), classes=classes)
     return cfg.to_dict()
 
 
@@ -271,24 +274,30 @@ def epoch_lines(sink, branch: str, fold: int, epochs: int):
 # ------------------------------------------------------------------------------------------ finalise
 
 
-def _predict_folds(bundle, cache_uri: str, folds: list[int], branch: str, mode: str, descriptors: bool):
-    """{fold: (logits, targets)} for `folds`, in one streamed pass through the loaded bundle's model."""
+def _predict_folds(bundle, cache_uri: str, folds: list[int], branch: str, mode: str, descriptors: bool,
+                   texts: bool = False):
+    """{fold: (logits, targets, lyrics texts or None)} for `folds`, in one streamed pass through the model."""
     import torch  # noqa: PLC0415
 
     from train.feature_cache import branch_columns, branch_requirement, read_split  # noqa: PLC0415
     from train.loop import predict_logits  # noqa: PLC0415
 
-    ds = read_split(cache_uri, folds, branch_columns(branch, descriptors, mode) + ["fold"], branch_requirement(branch))
+    extra = ["fold"] + (["lyrics_text"] if texts else [])
+    ds = read_split(cache_uri, folds, branch_columns(branch, descriptors, mode) + extra, branch_requirement(branch))
     seen: list[np.ndarray] = []
+    seen_texts: list[str] = []
 
     def batches():
-        for batch in ds.iter_torch_batches(batch_size=64):
-            seen.append(batch.pop("fold").numpy())
-            yield batch
+        for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
+            seen.append(batch.pop("fold"))
+            if texts:
+                seen_texts.extend(str(t) for t in batch.pop("lyrics_text"))
+            yield {name: torch.as_tensor(np.asarray(v)) for name, v in batch.items()}
 
     logits, y = predict_logits(bundle.model, batches(), branch, mode, torch.device("cpu"), amp=False)
     fold_of = np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64)
-    return {f: (logits[fold_of == f], y[fold_of == f]) for f in folds}
+    all_texts = np.array(seen_texts, dtype=object) if texts else None
+    return {f: (logits[fold_of == f], y[fold_of == f], list(all_texts[fold_of == f]) if texts else None) for f in folds}
 
 
 def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: str) -> dict:
@@ -306,12 +315,19 @@ def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: st
     branch, mode, split = fold_config["branch"], fold_config["mode"], fold_config["split"]
     descriptors = bool(fold_config.get("descriptor_stats"))
     bundle = load_bundle(storage.join(checkpoint_uri, "bundle"))
+    from train.stacking import fit_stack, lexical_for_fold, stack  # noqa: PLC0415
+
     (val_fold,), (test_fold,) = split["val"], split["test"]
-    predicted = _predict_folds(bundle, run["cache_uri"], [val_fold, test_fold], branch, mode, descriptors)
-    val_logits, val_y = predicted[val_fold]
+    lexical = lexical_for_fold(fold_config, run)
+    predicted = _predict_folds(bundle, run["cache_uri"], [val_fold, test_fold], branch, mode, descriptors,
+                               texts=lexical is not None)
+    val_logits, val_y, val_texts = predicted[val_fold]
+    test_logits, test_y, test_texts = predicted[test_fold]
+    if lexical is not None:  # the stacked branch: combination fitted on validation, then the temperature
+        val_logits = fit_stack(lexical, val_logits, val_texts, val_y)
+        test_logits = stack(lexical, test_logits, test_texts)
     temperature = fit_temperature(val_logits, val_y)  # validation only; the test fold is scored below
     threshold = ambiguity_threshold(apply_temperature(val_logits, temperature), val_y)  # validation only too
-    test_logits, test_y = predicted[test_fold]
     probs = apply_temperature(test_logits, temperature)
     metrics = classification_metrics(test_y, probs, bundle.model.config.class_names())
     calibration = {
@@ -327,7 +343,7 @@ def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: st
                             "checkpoint": checkpoint_uri},
                 metrics={"val_macro_f1": fold_config.get("val_macro_f1"), "test": metrics, "calibration": calibration},
                 temperature=temperature, descriptor_stats=fold_config.get("descriptor_stats"),
-                ambiguous_threshold=threshold)
+                ambiguous_threshold=threshold, lexical=lexical)
     return {"metrics": metrics, "calibration": calibration}
 
 
@@ -573,7 +589,8 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         p = dataclasses.replace(p, **{k: audio_cfg["preset"][k] for k in (
             "sample_rate", "clip_seconds", "window_size", "hop_size", "n_mels", "fmin", "fmax", "audio_arch")},
             lyrics_encoder=lyrics_cfg["preset"]["lyrics_encoder"], max_tokens=lyrics_cfg["preset"]["max_tokens"],
-            long_policy=lyrics_cfg["preset"]["long_policy"])
+            long_policy=lyrics_cfg["preset"]["long_policy"],
+            **{key: lyrics_cfg["preset"][key] for key in ("lyrics_windows", "lyrics_window_overlap") if key in lyrics_cfg["preset"]})
     elif "fusion" in branches:
         branch_runs = {"audio": storage.join(output_uri, "audio"), "lyrics": storage.join(output_uri, "lyrics")}
 
@@ -658,7 +675,7 @@ def export_best(entry: dict, branch: str, bundle_uri: str, provenance: dict, res
         metrics={"val_macro_f1": entry["selection"][fold]["val_macro_f1"], "test": entry["folds"][fold],
                  "calibration": entry["calibration"][fold], "cv_test_summary": summary},
         temperature=float(entry["calibration"][fold]["temperature"]),
-        descriptor_stats=source.descriptor_stats,
+        descriptor_stats=source.descriptor_stats, lexical=source.lexical,
         ambiguous_threshold=source.config.get("ambiguous_threshold"),
     )
     return bundle_uri

@@ -1,0 +1,76 @@
+"""The stacked lyrics branch at training time: fit the lexical model on the training folds, then the
+stacker (network logits + lexical logits -> logits) on the validation fold.
+
+Why here and not in the Ray Train loop: the lexical model is a convex fit on a few thousand texts
+(seconds on one CPU) and the stacker must see the *finished* network's validation logits, so both
+run in `train.run.finalise_fold`, after checkpoint selection and before temperature scaling. The test
+fold plays no part in either fit.
+
+A fusion run reuses its lyrics fold bundle's lexical model (fitted on the same training folds) and
+fits a new stacker on the fused model's validation logits, so fusion consumes the stacked branch;
+rows without lyrics keep the network's logits.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+
+def fit_lexical(cache_uri: str, train_folds: list[int], mode: str, n_classes: int, C: float, seed: int):
+    """A LexicalModel on the training folds' cleaned lyrics (the cache's `lyrics_text`, rows with lyrics)."""
+    from labeler.lexical import LexicalConfig, LexicalModel  # noqa: PLC0415
+    from train.feature_cache import iter_numpy  # noqa: PLC0415
+    from train.loop import targets_for_mode  # noqa: PLC0415
+
+    texts: list[str] = []
+    ys: list[np.ndarray] = []
+    for batch in iter_numpy(cache_uri, train_folds, ["lyrics_text", "quadrant"], "lyrics"):
+        texts.extend(str(t) for t in batch["lyrics_text"])
+        ys.append(targets_for_mode(batch["quadrant"], mode))
+    if not texts:
+        raise ValueError(f"no training rows with lyrics in folds {train_folds} for the lexical model")
+    return LexicalModel.fit(texts, np.concatenate(ys), n_classes, LexicalConfig(C=float(C)), seed=seed)
+
+
+def lexical_for_fold(fold_config: dict, run: dict):
+    """The fold's lexical model (without a stacker yet), or None when the branch is not stacked."""
+    from labeler.bundle import load_bundle  # noqa: PLC0415
+
+    branch = fold_config["branch"]
+    if branch == "lyrics" and fold_config["preset"].get("lexical"):
+        return fit_lexical(run["cache_uri"], fold_config["split"]["train"], fold_config["mode"],
+                           int(fold_config["n_classes"]), fold_config["preset"].get("lexical_C", 10.0),
+                           int(fold_config["preset"]["seed"]))
+    if branch == "fusion" and fold_config.get("lyrics_bundle"):
+        lexical = load_bundle(fold_config["lyrics_bundle"]).lexical
+        if lexical is not None:
+            lexical = copy.copy(lexical)
+            lexical.stack_weight = lexical.stack_bias = None
+            return lexical
+    return None
+
+
+def stack(lexical, logits: np.ndarray, texts: list[str]) -> np.ndarray:
+    """Stacked logits for the rows with text (lexical has a fitted stacker); others unchanged."""
+    rows = np.array([bool(t) for t in texts], dtype=bool)
+    out = np.array(logits, dtype=np.float32, copy=True)
+    if rows.any():
+        out[rows] = lexical.stacked(out[rows], lexical.logits([t for t, r in zip(texts, rows) if r]))
+    return out
+
+
+def fit_stack(lexical, val_logits: np.ndarray, val_texts: list[str], val_y: np.ndarray) -> np.ndarray:
+    """Fit the stacker on the validation rows that have lyrics; return the validation logits to fit the
+    temperature on: cross-fitted stacked logits where there are lyrics (see
+    LexicalModel.cross_fitted_stack), the network's elsewhere."""
+    rows = np.array([bool(t) for t in val_texts], dtype=bool)
+    if rows.sum() < 2:
+        raise ValueError(f"the stacker needs at least 2 validation rows with lyrics, got {int(rows.sum())}")
+    texts = [t for t, r in zip(val_texts, rows) if r]
+    net, lex, y = np.asarray(val_logits)[rows], lexical.logits(texts), np.asarray(val_y)[rows]
+    lexical.fit_stack(net, lex, y)
+    out = np.array(val_logits, dtype=np.float32, copy=True)
+    out[rows] = lexical.cross_fitted_stack(net, lex, y)
+    return out
