@@ -76,6 +76,16 @@ STFT_BACKENDS = ("librosa", "torch")
 # (tests/test_audio.py). librosa stays available for environments without torch.
 DEFAULT_STFT_BACKEND = "torch"
 
+# Front ends: "panns" is the PANNs log-mel in dB (Cnn6/Cnn10); "musicnn" is the input the pretrained
+# musicnn encoders were trained on (Pons & Serra 2019): the same centred, reflect-padded power mel,
+# cast to float16 as musicnn does, then log10(10000 x + 1) computed in float32 (under numpy 2,
+# 10000 * float16 stays float16 and overflows to inf in ~0.6% of bins), in patches of 187 frames.
+FRONTENDS = ("panns", "musicnn")
+# musicnn's fixed geometry (the wheel's configuration.py): anything else feeds the pretrained
+# network a spectrogram it never saw, so FeaturizerConfig refuses it.
+MUSICNN_GEOMETRY = {"sample_rate": 16000, "window_size": 512, "hop_size": 256, "n_mels": 96, "fmin": 0.0, "fmax": 8000.0}
+MUSICNN_PATCH_FRAMES = 187  # 3 s
+
 
 @dataclass(frozen=True)
 class FeaturizerConfig:
@@ -91,6 +101,7 @@ class FeaturizerConfig:
     min_seconds: float = 1.0  # shorter decoded audio -> too_short
     chorus_search_seconds: float = 240.0  # auto chorus analyses at most this much of a track
     descriptors: bool = False  # also compute the handcrafted descriptor vector (Hybrid branch)
+    frontend: str = "panns"  # "panns" (dB log-mel) or "musicnn" (see FRONTENDS; `FeaturizerConfig.musicnn`)
 
     def __post_init__(self) -> None:
         problems = []
@@ -108,10 +119,28 @@ class FeaturizerConfig:
             problems.append(f"min_seconds={self.min_seconds} must be in (0, clip_seconds={self.clip_seconds}]")
         if self.chorus_search_seconds < self.clip_seconds:
             problems.append(f"chorus_search_seconds={self.chorus_search_seconds} must be >= clip_seconds={self.clip_seconds}")
+        if self.frontend not in FRONTENDS:
+            problems.append(f"frontend={self.frontend!r} must be one of {', '.join(FRONTENDS)}")
+        elif self.frontend == "musicnn":
+            off = {k: getattr(self, k) for k, v in MUSICNN_GEOMETRY.items() if float(getattr(self, k)) != float(v)}
+            if off:
+                problems.append(f"the musicnn front end has a fixed geometry {MUSICNN_GEOMETRY}; got {off}")
+            elif 1 + self.clip_samples // self.hop_size < MUSICNN_PATCH_FRAMES:
+                problems.append(f"clip_seconds={self.clip_seconds} is shorter than one musicnn patch (3 s)")
         if self.descriptors and self.n_mels < _DESCRIPTOR_BANDS:
             problems.append(f"n_mels={self.n_mels} must be >= {_DESCRIPTOR_BANDS} when descriptors=True")
         if problems:
             raise ValueError("invalid FeaturizerConfig: " + "; ".join(problems))
+
+    @classmethod
+    def musicnn(cls, clip_seconds: float = 30.0, **kwargs) -> "FeaturizerConfig":
+        """The musicnn front end's config: its fixed geometry, `clip_seconds` of chorus (3-s patches)."""
+        return cls(clip_seconds=clip_seconds, frontend="musicnn", **MUSICNN_GEOMETRY, **kwargs)
+
+    @property
+    def patches(self) -> int:
+        """musicnn patches of 187 frames a clip (0 for the PANNs front end)."""
+        return (1 + self.clip_samples // self.hop_size) // MUSICNN_PATCH_FRAMES if self.frontend == "musicnn" else 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,7 +155,10 @@ class FeaturizerConfig:
 
     def fingerprint(self) -> str:
         """16 hex chars of sha256 over the canonical JSON: feature caches are keyed by it."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        d = self.to_dict()
+        if d["frontend"] == "panns":  # the field's default: PANNs configs keep their earlier fingerprints
+            del d["frontend"]
+        canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
     @property
@@ -135,7 +167,10 @@ class FeaturizerConfig:
 
     @property
     def n_frames(self) -> int:
-        """Frames of one clip: a centred STFT of clip_samples gives 1 + clip_samples // hop."""
+        """Frames of one clip: a centred STFT of clip_samples gives 1 + clip_samples // hop (musicnn:
+        only whole 187-frame patches are kept)."""
+        if self.frontend == "musicnn":
+            return self.patches * MUSICNN_PATCH_FRAMES
         return 1 + self.clip_samples // self.hop_size
 
 
@@ -459,9 +494,17 @@ def power_spectrogram(samples: np.ndarray, cfg: FeaturizerConfig, backend: str =
     raise ValueError(f"unknown STFT backend {backend!r}; expected one of {STFT_BACKENDS}")
 
 
-def _log_mel_from_power(power: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
-    mel = _mel_basis(cfg.sample_rate, cfg.window_size, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
+def _mel_db(mel: np.ndarray) -> np.ndarray:
     return (10.0 * np.log10(np.maximum(mel, 1e-10))).T.astype(np.float32, copy=False)
+
+
+def _log_mel_from_power(power: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
+    """(frames, n_mels) features of the config's front end, from the power spectrogram."""
+    mel = _mel_basis(cfg.sample_rate, cfg.window_size, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
+    if cfg.frontend == "musicnn":
+        compressed = np.log10(10000.0 * mel.T[:cfg.n_frames].astype(np.float16).astype(np.float32) + 1.0)
+        return compressed.astype(np.float32, copy=False)
+    return _mel_db(mel)
 
 
 def fit_clip(samples: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
@@ -487,7 +530,8 @@ def _check_frames(features: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
 
 
 def log_mel(samples: np.ndarray, sr: int, cfg: FeaturizerConfig, *, backend: str = DEFAULT_STFT_BACKEND) -> np.ndarray:
-    """PANNs log-mel of one clip: float32 (cfg.n_frames, cfg.n_mels), in dB (ref 1.0, amin 1e-10).
+    """PANNs log-mel of one clip: float32 (cfg.n_frames, cfg.n_mels), in dB (ref 1.0, amin 1e-10), or
+    the musicnn input (whole 187-frame patches, concatenated) when cfg.frontend is "musicnn".
 
     The clip is zero-padded or cropped to clip_seconds first; raises ValueError when `sr` is not
     cfg.sample_rate, the input is not finite mono audio, or the output shape is off.
@@ -633,7 +677,12 @@ def clip_features(clip: np.ndarray, cfg: FeaturizerConfig, *, name: str = "<audi
     clip = fit_clip(clip, cfg)
     power = power_spectrogram(clip, cfg, backend)
     mel_db = _check_frames(_log_mel_from_power(power, cfg), cfg)
-    return mel_db, (descriptors_from(clip, power, mel_db, cfg) if cfg.descriptors else None)
+    descriptors = None
+    if cfg.descriptors:  # descriptors always read the dB mel (the musicnn front end computes it only here)
+        db = mel_db if cfg.frontend == "panns" else _mel_db(_mel_basis(cfg.sample_rate, cfg.window_size, cfg.n_mels,
+                                                                      cfg.fmin, cfg.fmax) @ power)
+        descriptors = descriptors_from(clip, power, db, cfg)
+    return mel_db, descriptors
 
 
 # --------------------------------------------------------------------------- Ray Data callable

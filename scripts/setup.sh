@@ -20,6 +20,30 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($python_bin --version)"
     "$python_bin" -m venv .venv
 fi
+# The musicnn checkpoints (issue 17): the wheel ships TensorFlow-1 checkpoints, but its code needs
+# TensorFlow 1 and numpy<1.17, so it is downloaded (never installed), checked against a pinned
+# sha256 and unpacked where labeler/musicnn/wheel.py looks: .venv/share/mood-labeler/musicnn-0.1.0.
+# Idempotent: a complete earlier unpack is kept. Training a MusiCNN model needs it; labelling does not.
+musicnn_dir=".venv/share/mood-labeler/musicnn-0.1.0"
+musicnn_sha256="f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
+if [ ! -f "$musicnn_dir/.complete" ]; then
+    echo "setup: fetching the musicnn==0.1.0 checkpoints (pip download --no-deps; no TensorFlow)"
+    staging="$(mktemp -d .venv/.musicnn-XXXXXX)"
+    .venv/bin/python -m pip download --quiet --no-deps --only-binary=:all: musicnn==0.1.0 -d "$staging"
+    wheel="$staging/musicnn-0.1.0-py3-none-any.whl"
+    actual="$(sha256sum "$wheel" | cut -d' ' -f1)"
+    if [ "$actual" != "$musicnn_sha256" ]; then
+        echo "setup: refusing $wheel: sha256 $actual is not the pinned $musicnn_sha256" >&2
+        rm -rf "$staging"
+        exit 1
+    fi
+    .venv/bin/python -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$wheel" "$staging/unpacked"
+    rm -rf "$musicnn_dir"
+    mkdir -p "$(dirname "$musicnn_dir")"
+    mv "$staging/unpacked" "$musicnn_dir"
+    rm -rf "$staging"
+    touch "$musicnn_dir/.complete"
+fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)${extras:+-test}"
 if [ -f "$stamp" ]; then
     echo "setup: .venv is up to date (nothing to install)"
