@@ -27,6 +27,7 @@ over folds is wide, and the figures are not the models' accuracy on real catalog
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -42,7 +43,7 @@ from bench.realdata_cv import cv_baseline, cv_network, markdown_table, preset_su
 from labeler.labels import class_names  # noqa: E402
 
 
-MODELS = ("cnn6_scratch", "hybrid", "logmel_stats_lr", "descriptors_lr")
+MODELS = ("cnn6_scratch", "hybrid", "logmel_stats_lr", "descriptors_lr", "musicnn", "musicnn_hybrid", "musicnn_stats_lr")
 
 
 def featurizer_config(preset, clip_seconds: float):
@@ -88,6 +89,48 @@ def cached_features(path: str | None, table, config, workers: int) -> dict[str, 
     return feats
 
 
+def musicnn_features(path: str | None, table, clip_seconds: float, model_id: str, workers: int,
+                     batch_patches: int = 32) -> dict:
+    """Frozen musicnn patch embeddings (n, patches, 200) + descriptors of every clip, with their costs.
+
+    The clips go through the project's Featurizer with the musicnn front end (chorus window of
+    `clip_seconds`, found automatically in the 30-s 4Q clips when shorter), then through the frozen
+    encoder in batches of `batch_patches` patches under torch.inference_mode. Cached in `path`
+    (an .npz keyed by the featurizer fingerprint, the model id and the songs).
+    """
+    from labeler.audio import FeaturizerConfig
+    from labeler.musicnn.model import load_musicnn
+
+    config = FeaturizerConfig.musicnn(clip_seconds=clip_seconds, descriptors=True)
+    key = f"{config.fingerprint()}-{model_id}"
+    ids = np.asarray(table.column("song_id").to_pylist(), dtype=object)
+    if path and Path(path).exists():
+        with np.load(path, allow_pickle=False) as cached:
+            if str(cached["key"]) == key and cached["song_id"].tolist() == ids.tolist():
+                print(f"musicnn features reused from {path}")
+                out = {name: cached[name] for name in cached.files}
+                out["audio_error"] = np.asarray([e or None for e in cached["audio_error"].tolist()], dtype=object)
+                return out
+    t0 = time.perf_counter()
+    feats = featurise(table, config, workers)
+    featurise_s = time.perf_counter() - t0
+    net = load_musicnn(model_id)
+    patches = feats["log_mel"].reshape(len(ids) * config.patches, 187, 96)
+    t1, c1 = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        emb = np.concatenate([net.embed(torch.from_numpy(patches[i:i + batch_patches].astype(np.float32))).numpy()
+                              for i in range(0, len(patches), batch_patches)])
+    out = {"key": key, "song_id": ids.astype(str), "patch_embeddings": emb.reshape(len(ids), config.patches, -1),
+           "descriptors": feats["descriptors"], "audio_error": feats["audio_error"],
+           "featurise_seconds": featurise_s, "embed_seconds": time.perf_counter() - t1,
+           "embed_cpu_seconds": time.process_time() - c1, "patches": config.patches}
+    print(f"musicnn {model_id} {clip_seconds:g}-s clips: featurised {len(ids)} in {featurise_s:.0f} s wall, "
+          f"embedded {len(patches)} patches in {out['embed_seconds']:.0f} s wall / {out['embed_cpu_seconds']:.0f} s CPU")
+    if path:
+        np.savez(path, **{**out, "audio_error": np.asarray([e or "" for e in feats["audio_error"]], dtype=str)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA", "../shared/data"))
@@ -99,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features-cache", default=None,
                         help="an .npz to reuse the featurised clips from (written when absent; keyed by the featurizer fingerprint)")
     parser.add_argument("--report-dir", default=None, help="also write train.evaluate's report (JSON, Markdown, plots) here")
+    parser.add_argument("--musicnn-clips", default="30", help="chorus clip lengths (s) of the musicnn models, e.g. 10,20,30")
+    parser.add_argument("--musicnn-model", default="MSD_musicnn", help="MSD_musicnn or MTT_musicnn")
+    parser.add_argument("--musicnn-cache-dir", default=None,
+                        help="a folder for the musicnn embeddings (.npz per clip length; reused when present)")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
@@ -160,6 +207,44 @@ def main(argv: list[str] | None = None) -> int:
     if "descriptors_lr" in models:
         results.append(cv_baseline("descriptors_lr", vector_baseline, descriptors, y, folds, k, classes))
         results[-1].note = f"the Hybrid branch's {DESCRIPTOR_DIM} descriptors alone"
+
+    for clip in [float(c) for c in args.musicnn_clips.split(",") if c.strip()]:
+        if not {"musicnn", "musicnn_hybrid", "musicnn_stats_lr"} & set(models):
+            break
+        path = str(Path(args.musicnn_cache_dir) / f"4q_{args.musicnn_model}_{clip:g}s.npz") if args.musicnn_cache_dir else None
+        mf = musicnn_features(path, table, clip, args.musicnn_model, workers=args.threads)
+        m_ok = np.asarray([not e for e in mf["audio_error"]])
+        if not np.array_equal(m_ok, ok):
+            raise SystemExit(f"musicnn featurising failed on other clips than the PANNs front end: {np.flatnonzero(m_ok != ok)}")
+        emb = mf["patch_embeddings"][ok].astype(np.float32)
+        m_desc = mf["descriptors"][ok].astype(np.float32)
+        cost = (f"{clip:g}-s chorus, {int(mf['patches'])} patches; featurise {float(mf['featurise_seconds']):.0f} s + "
+                f"encoder {float(mf['embed_cpu_seconds']):.0f} CPU-s for {len(ok)} clips")
+        m_preset = dataclasses.replace(preset, audio_arch="MusiCNN", musicnn_clip_seconds=clip)
+
+        def musicnn_config(descriptor_dim: int, m_preset=m_preset) -> ModelConfig:
+            head = AudioCnnConfig(arch="MusiCNN", n_mels=96, embedding_dim=m_preset.audio_embedding_dim,
+                                  dropout=m_preset.audio_dropout, descriptor_dim=descriptor_dim, encoder=args.musicnn_model)
+            return ModelConfig(branch="audio", mode="4Q", audio=head, lyrics=None, dropout=m_preset.head_dropout)
+
+        def m_descriptor_stats(model, train_idx, m_desc=m_desc):
+            model.audio_encoder.set_descriptor_stats(m_desc[train_idx].mean(axis=0), m_desc[train_idx].std(axis=0))
+
+        # The frozen encoder's embeddings are given (as the feature cache gives them in training): the
+        # backbone is not run again, so it is built without loading the wheel here.
+        if "musicnn" in models:
+            results.append(cv_network(f"musicnn_{clip:g}s", lambda: EmotionModel(musicnn_config(0)),
+                                      {"patch_embeddings": emb}, y, folds, k, m_preset, classes))
+            results[-1].note = f"frozen {args.musicnn_model}, mean+std pooled, head; {cost}"
+        if "musicnn_hybrid" in models:
+            results.append(cv_network(f"musicnn_hybrid_{clip:g}s", lambda: EmotionModel(musicnn_config(DESCRIPTOR_DIM)),
+                                      {"patch_embeddings": emb, "descriptors": m_desc}, y, folds, k, m_preset, classes,
+                                      prepare=m_descriptor_stats))
+            results[-1].note = f"MusiCNN + {DESCRIPTOR_DIM} descriptors; {cost}"
+        if "musicnn_stats_lr" in models:
+            pooled = np.concatenate([emb.mean(axis=1), emb.std(axis=1)], axis=1)
+            results.append(cv_baseline(f"musicnn_stats_lr_{clip:g}s", vector_baseline, pooled, y, folds, k, classes))
+            results[-1].note = f"LR on the same mean+std pooled embeddings; {clip:g}-s chorus"
 
     total = time.perf_counter() - started
     print()

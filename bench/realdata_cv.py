@@ -30,7 +30,8 @@ from train.folds import split_for
 from train.loop import class_weights_from_counts, freeze_lyrics_layers, make_optimizer, make_scheduler, param_groups
 from train.presets import TrainPreset
 
-TENSOR_DTYPES = {"log_mel": torch.float32, "descriptors": torch.float32, "input_ids": torch.long, "attention_mask": torch.long}
+TENSOR_DTYPES = {"log_mel": torch.float32, "patch_embeddings": torch.float32, "descriptors": torch.float32,
+                 "input_ids": torch.long, "attention_mask": torch.long}
 
 
 @dataclass

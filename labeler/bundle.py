@@ -118,6 +118,10 @@ def _check_compatible(model: EmotionModel, featurizer: Any, lyrics: Any, tokeniz
     if cfg.uses_audio:
         if featurizer is None:
             raise ValueError("a model with an audio branch needs its FeaturizerConfig in the bundle")
+        wanted = "musicnn" if cfg.audio.arch == "MusiCNN" else "panns"
+        if getattr(featurizer, "frontend", "panns") != wanted:
+            raise ValueError(f"the {cfg.audio.arch} audio branch reads the {wanted!r} front end, but the featurizer's "
+                             f"is {getattr(featurizer, 'frontend', 'panns')!r}")
         if int(featurizer.n_mels) != int(cfg.audio.n_mels):
             raise ValueError(f"featurizer n_mels={featurizer.n_mels} but the audio model expects n_mels={cfg.audio.n_mels}")
         if bool(cfg.audio.descriptor_dim) != bool(getattr(featurizer, "descriptors", False)):

@@ -29,7 +29,8 @@ from labeler.labels import CLASSES_MODE, check_mode, class_names, num_classes
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-AUDIO_ARCHS: tuple[str, ...] = ("Cnn6", "Cnn10")
+AUDIO_ARCHS: tuple[str, ...] = ("Cnn6", "Cnn10", "MusiCNN")
+PANNS_ARCHS: tuple[str, ...] = ("Cnn6", "Cnn10")
 BRANCHES: tuple[str, ...] = ("audio", "lyrics", "fusion")
 # How a fusion model joins its branches: "head" learns a head on the concatenated embeddings; "late"
 # combines the branches' calibrated log-probabilities linearly (a weighted average or a logistic
@@ -52,6 +53,9 @@ class AudioCnnConfig:
     `cpu-small` can run a quarter-width Cnn6; only width 1.0 matches a PANNs checkpoint.
     `descriptor_dim > 0` makes the Hybrid branch: the CNN embedding concatenated with the
     standardised handcrafted descriptors, mixed by one Linear+ReLU back to `embedding_dim`.
+    `arch="MusiCNN"` is the frozen pretrained musicnn encoder (`encoder`: MSD_musicnn or
+    MTT_musicnn) with mean+std pooling of its patch embeddings (labeler.musicnn.encoder); it reads
+    the musicnn front end (96 mels) and ignores `width` and the SpecAugment fields.
     """
 
     arch: str = "Cnn6"
@@ -65,10 +69,19 @@ class AudioCnnConfig:
     time_mask_frames: int = 64
     freq_masks: int = 2
     freq_mask_bins: int = 8
+    encoder: str = "MSD_musicnn"
 
     def __post_init__(self) -> None:
         if self.arch not in AUDIO_ARCHS:
             raise ValueError(f"unknown audio arch {self.arch!r}: expected one of {', '.join(AUDIO_ARCHS)}")
+        if self.arch == "MusiCNN":
+            from labeler.musicnn.model import N_MELS  # noqa: PLC0415
+            from labeler.musicnn.wheel import MODEL_IDS  # noqa: PLC0415
+
+            if int(self.n_mels) != N_MELS:
+                raise ValueError(f"MusiCNN reads the musicnn front end's {N_MELS} mel bins, got n_mels={self.n_mels}")
+            if self.encoder not in MODEL_IDS:
+                raise ValueError(f"unknown musicnn encoder {self.encoder!r}: expected one of {', '.join(MODEL_IDS)}")
         if int(self.n_mels) < MIN_MELS:
             raise ValueError(f"n_mels={self.n_mels} is too small for {self.arch}: need at least {MIN_MELS} mel bins")
         if not self.width > 0:
@@ -316,7 +329,12 @@ class AudioEncoder(nn.Module):
     def __init__(self, config: AudioCnnConfig) -> None:
         super().__init__()
         self.config = config
-        self.cnn = PannsCnn(config)
+        if config.arch == "MusiCNN":
+            from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
+
+            self.cnn = MusicnnEncoder(config.embedding_dim, config.dropout, config.encoder)
+        else:
+            self.cnn = PannsCnn(config)
         self.embedding_dim = config.embedding_dim
         if config.descriptor_dim > 0:
             self.register_buffer("descriptor_mean", torch.zeros(config.descriptor_dim))
@@ -339,8 +357,14 @@ class AudioEncoder(nn.Module):
         self.descriptor_mean.copy_(mean_t)
         self.descriptor_std.copy_(std_t)
 
-    def forward(self, log_mel: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.cnn(log_mel)
+    def forward(self, log_mel: torch.Tensor | None, descriptors: torch.Tensor | None = None,
+                patch_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        if patch_embeddings is not None:
+            if self.config.arch != "MusiCNN":
+                raise ValueError(f"patch_embeddings are musicnn features; {self.config.arch} reads log_mel")
+            emb = self.cnn(None, patch_embeddings)
+        else:
+            emb = self.cnn(log_mel)
         if self.config.descriptor_dim > 0:
             if descriptors is None:
                 raise ValueError("the Hybrid audio branch needs `descriptors` (featurise with descriptors=True)")
@@ -523,9 +547,13 @@ class EmotionModel(nn.Module):
     def from_pretrained_branches(cls, config: ModelConfig) -> "EmotionModel":
         """A new model whose lyrics encoder starts from pretrained weights (alias, HF id, directory or S3).
 
-        The audio CNN starts from scratch; call `load_panns_checkpoint(model, path)` for AudioSet weights.
+        A MusiCNN audio branch gets the musicnn wheel's weights (labeler.musicnn); a Cnn6/Cnn10 starts
+        from scratch (call `load_panns_checkpoint(model, path)` for AudioSet weights).
         """
-        return cls(config, _pretrained_lyrics=bool(config.uses_lyrics))
+        model = cls(config, _pretrained_lyrics=bool(config.uses_lyrics))
+        if model.audio_encoder is not None and config.audio.arch == "MusiCNN":
+            model.audio_encoder.cnn.load_pretrained()
+        return model
 
     @classmethod
     def fusion_from_branches(cls, audio_model: "EmotionModel", lyrics_model: "EmotionModel",
@@ -595,12 +623,14 @@ class EmotionModel(nn.Module):
                 attention_mask: torch.Tensor | None = None, has_audio: torch.Tensor | None = None,
                 has_lyrics: torch.Tensor | None = None, descriptors: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, va_targets: torch.Tensor | None = None,
-                class_weights: torch.Tensor | None = None) -> ModelOutput:
-        batch = _batch_size(log_mel, input_ids)
+                class_weights: torch.Tensor | None = None, patch_embeddings: torch.Tensor | None = None) -> ModelOutput:
+        """`patch_embeddings` (MusiCNN only): the frozen encoder's per-patch embeddings from the feature
+        cache, in place of `log_mel` (same result, without running the network again)."""
+        batch = _batch_size(log_mel if patch_embeddings is None else patch_embeddings, input_ids)
         device = (self.head[-1] if self.head is not None else self.late.audio_head[-1]).weight.device
         if self.config.branch == "fusion" and self.config.fusion != "head":
             embedding, has_audio, has_lyrics = self._fused_embedding(
-                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors)
+                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors, patch_embeddings)
             audio_emb, text_emb = embedding.split([self.late.audio_dim, self.late.lyrics_dim], dim=1)
             logits, parts = self.late(audio_emb, text_emb, has_audio, has_lyrics)
             loss = self._loss(logits, None, labels, None, class_weights)
@@ -608,11 +638,11 @@ class EmotionModel(nn.Module):
                                has_lyrics=has_lyrics.cpu(), branch_logprobs=parts)
         if self.config.branch == "fusion":
             embedding, has_audio, has_lyrics = self._fused_embedding(
-                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors)
+                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors, patch_embeddings)
         elif self.config.branch == "audio":
-            if log_mel is None:
+            if log_mel is None and patch_embeddings is None:
                 raise ValueError("the audio model needs log_mel")
-            embedding = self.audio_encoder(log_mel, descriptors)
+            embedding = self.audio_encoder(log_mel, descriptors, patch_embeddings)
             has_audio, has_lyrics = torch.ones(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)
         else:
             if input_ids is None:
@@ -625,10 +655,12 @@ class EmotionModel(nn.Module):
         return ModelOutput(logits=logits, embedding=embedding, loss=loss, va=va,
                            has_audio=has_audio.cpu(), has_lyrics=has_lyrics.cpu())
 
-    def _fused_embedding(self, batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors):
-        has_audio = _flags(has_audio, log_mel is not None, batch, device)
+    def _fused_embedding(self, batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors,
+                         patch_embeddings=None):
+        audio_input = patch_embeddings if patch_embeddings is not None else log_mel
+        has_audio = _flags(has_audio, audio_input is not None, batch, device)
         has_lyrics = _flags(has_lyrics, input_ids is not None, batch, device)
-        if bool(has_audio.any()) and log_mel is None:
+        if bool(has_audio.any()) and audio_input is None:
             raise ValueError("has_audio is set for some rows but no log_mel was given")
         if bool(has_lyrics.any()) and input_ids is None:
             raise ValueError("has_lyrics is set for some rows but no input_ids were given")
@@ -643,7 +675,10 @@ class EmotionModel(nn.Module):
         if bool(has_audio.any()):
             rows = has_audio.nonzero(as_tuple=True)[0]
             d = descriptors.to(device)[rows] if descriptors is not None else None
-            computed = self.audio_encoder(log_mel.to(device)[rows], d)
+            if patch_embeddings is not None:
+                computed = self.audio_encoder(None, d, patch_embeddings.to(device)[rows])
+            else:
+                computed = self.audio_encoder(log_mel.to(device)[rows], d)
             audio_emb = audio_emb.index_put((rows,), computed.to(audio_emb.dtype))
         if bool(has_lyrics.any()):
             rows = has_lyrics.nonzero(as_tuple=True)[0]

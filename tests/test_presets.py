@@ -28,7 +28,7 @@ def test_shortening_epochs_shortens_the_audio_branch_too():
 @pytest.mark.parametrize("overrides, message", [
     ({"epochs": "0"}, "epochs must be >= 1"),
     ({"audio_epoch_factor": "0"}, "audio_epoch_factor must be > 0"),
-    ({"audio_arch": "ResNet"}, "audio_arch must be Cnn6, Cnn10 or Hybrid"),
+    ({"audio_arch": "ResNet"}, "audio_arch must be one of Cnn6, Cnn10, Hybrid, MusiCNN, MusiCNN-Hybrid"),
     ({"spec_augment": "maybe"}, "spec_augment expects true/false"),
     ({"epoch": "3"}, "unknown preset field"),
 ])

@@ -15,6 +15,7 @@ A `_SUCCESS.json` written last marks a complete cache; a cache without it is reb
     label, label_index int16                           a classes manifest only: the class and its index
                                                        in the sorted class names (in _SUCCESS.json)
     log_mel float16 (n_frames, n_mels), has_audio, audio_error, [descriptors float32]
+    [patch_embeddings float32 (patches, 200)]          the frozen musicnn encoder's output (MusiCNN runs)
     mel_stats float32 (3 * n_mels)                     train.baselines.logmel_stats (audio baseline)
     input_ids int32, attention_mask int8 (max_tokens), has_lyrics, lyrics_error   (when tokenised)
 """
@@ -57,9 +58,11 @@ def _hash_uri_bytes(digest, uri: str) -> None:
                 digest.update(chunk)
 
 
-def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics) -> str:
-    """`<featurizer fingerprint>-<16 hex of sha256(manifest bytes, tokenizer files, lyrics config)>`."""
+def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics, audio_encoder: str | None = None) -> str:
+    """`<featurizer fingerprint>-<16 hex of sha256(manifest bytes, tokenizer files, lyrics config[, encoder])>`."""
     digest = hashlib.sha256()
+    if audio_encoder:
+        digest.update(f"musicnn:{audio_encoder}".encode())
     _hash_uri_bytes(digest, manifest_uri)
     if tokenizer_dir:
         for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model"):
@@ -80,12 +83,18 @@ class CacheFeaturizer:
     """
 
     def __init__(self, featurizer: dict, tokenizer_dir: str | None, lyrics: dict | None,
-                 classes: list[str] | None = None, progress_sink=None):
+                 classes: list[str] | None = None, progress_sink=None, audio_encoder: str | None = None):
         from labeler.audio import Featurizer  # noqa: PLC0415
 
         self.classes = {name: i for i, name in enumerate(classes or [])}
         self.progress_sink = progress_sink  # labeler.console: songs done are counted on the driver's line
         self.featurize = Featurizer(featurizer)
+        self.encoder = None
+        if audio_encoder:  # a frozen encoder's output never changes: compute it once per song, here
+            from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
+
+            self.encoder = MusicnnEncoder(1, encoder=audio_encoder)
+            self.encoder.load_pretrained()
         self.tokenize = None
         if tokenizer_dir:
             from labeler.lyrics import LyricsTokenizer  # noqa: PLC0415
@@ -107,6 +116,16 @@ class CacheFeaturizer:
         if self.classes:
             out["label_index"] = np.array([self.classes.get(v, -1) if isinstance(v, str) else -1 for v in batch["label"]],
                                           dtype=np.int16)
+        if self.encoder is not None:
+            import torch  # noqa: PLC0415
+
+            from labeler.musicnn.model import EMBEDDING_DIM, PATCH_FRAMES  # noqa: PLC0415
+
+            emb = np.zeros((len(errors), mels.shape[1] // PATCH_FRAMES, EMBEDDING_DIM), dtype=np.float32)
+            if has_audio.any():
+                with torch.inference_mode():
+                    emb[has_audio] = self.encoder.patch_embeddings(torch.from_numpy(mels[has_audio])).numpy()
+            out["patch_embeddings"] = emb
         if self.tokenize is not None:
             out = self.tokenize(out)
         else:
@@ -118,10 +137,12 @@ class CacheFeaturizer:
 
 
 def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, tokenizer_dir: str | None = None,
-                        lyrics=None, concurrency: int = 0, batch_size: int = 8, console=None) -> str:
+                        lyrics=None, concurrency: int = 0, batch_size: int = 8, console=None,
+                        audio_encoder: str | None = None) -> str:
     """Featurise (and tokenise) the manifest into `<cache_root>/<key>/` unless complete there; return its URI.
 
     With a `console` (labeler.console.Console), featurising shows a progress line of songs done.
+    `audio_encoder` (a musicnn model id) also stores the frozen encoder's patch embeddings per song.
     """
     import ray  # noqa: PLC0415
 
@@ -133,7 +154,7 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     cache_root_uri = storage.absolute_uri(cache_root_uri)
     schema = storage.read_parquet_schema(manifest_uri)
     validate(schema, MANIFEST, where=storage.describe(manifest_uri))
-    cache_uri = storage.join(cache_root_uri, cache_key(manifest_uri, featurizer, tokenizer_dir, lyrics))
+    cache_uri = storage.join(cache_root_uri, cache_key(manifest_uri, featurizer, tokenizer_dir, lyrics, audio_encoder))
     classes = manifest_classes(manifest_uri)
     console = console or Console.silent()
     if storage.exists(storage.join(cache_uri, SUCCESS)):
@@ -154,7 +175,7 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency or n_cpus),
             fn_constructor_kwargs={"featurizer": featurizer.to_dict(), "tokenizer_dir": tokenizer_dir,
                                    "lyrics": lyrics.to_dict() if lyrics is not None else None, "classes": classes,
-                                   "progress_sink": stage.sink},
+                                   "progress_sink": stage.sink, "audio_encoder": audio_encoder},
         )
         staging = f"{cache_uri}.staging-{uuid.uuid4().hex[:8]}"
         sfs, spath = storage.filesystem(staging)
@@ -224,11 +245,14 @@ def target_column(mode: str) -> str:
     return "label_index" if mode == "classes" else "quadrant"
 
 
-def branch_columns(branch: str, descriptors: bool = False, mode: str = "4Q") -> list[str]:
-    """The cache columns one branch trains on (tensors only: they go straight to iter_torch_batches)."""
+def branch_columns(branch: str, descriptors: bool = False, mode: str = "4Q", embeddings: bool = False) -> list[str]:
+    """The cache columns one branch trains on (tensors only: they go straight to iter_torch_batches).
+
+    `embeddings`: the frozen MusiCNN's cached patch embeddings replace the log-mel.
+    """
     cols = [target_column(mode)]
     if branch in ("audio", "fusion"):
-        cols += ["log_mel"] + (["descriptors"] if descriptors else [])
+        cols += ["patch_embeddings" if embeddings else "log_mel"] + (["descriptors"] if descriptors else [])
     if branch in ("lyrics", "fusion"):
         cols += ["input_ids", "attention_mask"]
     if branch == "fusion":

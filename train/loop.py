@@ -80,10 +80,8 @@ def build_model(config: dict):
         audio = load_bundle(config["audio_bundle"]).model
         lyrics = load_bundle(config["lyrics_bundle"]).model
         model = EmotionModel.fusion_from_branches(audio, lyrics, model_config)
-    elif model_config.branch == "lyrics":
+    else:  # the lyrics encoder, or a MusiCNN audio branch, starts from its pretrained weights
         model = EmotionModel.from_pretrained_branches(model_config)
-    else:
-        model = EmotionModel(model_config)
     stats = config.get("descriptor_stats")
     if stats and model.audio_encoder is not None and model.audio_encoder.config.descriptor_dim > 0:
         model.audio_encoder.set_descriptor_stats(stats["mean"], stats["std"])
@@ -166,7 +164,10 @@ def model_inputs(batch: dict, branch: str, device) -> dict:
     """The forward() keyword arguments of a batch from the feature cache, for one branch."""
     out: dict = {}
     if branch in ("audio", "fusion"):
-        out["log_mel"] = batch["log_mel"].to(device, non_blocking=True).float()
+        if "patch_embeddings" in batch:  # MusiCNN: the frozen encoder's output, cached once per song
+            out["patch_embeddings"] = batch["patch_embeddings"].to(device, non_blocking=True).float()
+        else:
+            out["log_mel"] = batch["log_mel"].to(device, non_blocking=True).float()
         if "descriptors" in batch:
             out["descriptors"] = batch["descriptors"].to(device).float()
     if branch in ("lyrics", "fusion"):

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 
 from labeler.labels import check_mode
 
+# `--model` values of the audio branch: the seed's PANNs CNNs (from scratch) and the pretrained MusiCNN.
+AUDIO_MODELS: tuple[str, ...] = ("Cnn6", "Cnn10", "Hybrid", "MusiCNN", "MusiCNN-Hybrid")
+
 
 @dataclass(frozen=True)
 class TrainPreset:
@@ -39,7 +42,9 @@ class TrainPreset:
     fmin: float = 50.0
     fmax: float = 14000.0
     # --- audio branch (-> labeler.models.AudioCnnConfig) ---
-    audio_arch: str = "Cnn6"          # Cnn6 | Cnn10 | Hybrid (Cnn6 + standardised descriptors)
+    audio_arch: str = "Cnn6"          # Cnn6 | Cnn10 | Hybrid (Cnn6 + descriptors) | MusiCNN | MusiCNN-Hybrid
+    musicnn_encoder: str = "MSD_musicnn"  # MusiCNN archs: which pretrained musicnn (MSD_musicnn | MTT_musicnn)
+    musicnn_clip_seconds: float = 30.0    # MusiCNN archs: chorus clip length (3-s patches; the musicnn front end)
     audio_width: float = 1.0
     audio_embedding_dim: int = 512
     audio_dropout: float = 0.2
@@ -89,8 +94,8 @@ class TrainPreset:
     extra: dict = field(default_factory=dict)  # loop-only knobs (e.g. _fail_once_at_epoch, for tests)
 
     def __post_init__(self) -> None:
-        if self.audio_arch not in ("Cnn6", "Cnn10", "Hybrid"):
-            raise ValueError(f"audio_arch must be Cnn6, Cnn10 or Hybrid, got {self.audio_arch!r}")
+        if self.audio_arch not in AUDIO_MODELS:
+            raise ValueError(f"audio_arch must be one of {', '.join(AUDIO_MODELS)}, got {self.audio_arch!r}")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "num_workers", "patience"):
@@ -100,6 +105,16 @@ class TrainPreset:
             raise ValueError(f"audio_epoch_factor must be > 0, got {self.audio_epoch_factor!r}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+
+    @property
+    def uses_musicnn(self) -> bool:
+        """The audio branch is the pretrained MusiCNN (musicnn front end, frozen-encoder embeddings cached)."""
+        return self.audio_arch.startswith("MusiCNN")
+
+    @property
+    def uses_descriptors(self) -> bool:
+        """The audio branch adds the handcrafted descriptors (Hybrid, MusiCNN-Hybrid)."""
+        return self.audio_arch.endswith("Hybrid")
 
     def epochs_for(self, branch: str) -> int:
         """Epochs of one branch: the audio CNN trains `audio_epoch_factor` times longer (at least 1)."""
@@ -121,6 +136,11 @@ PRESETS: dict[str, TrainPreset] = {
         hop_size=320,
         n_mels=64,
         fmax=8000.0,
+        # The pretrained musicnn encoder, frozen (its patch embeddings are cached once per song), with a
+        # small head: on the 160 4Q development clips it beats log-mel and descriptor statistics + LR
+        # (bench/bench_real_audio.py); `--model Cnn6` keeps the quarter-width CNN from scratch below.
+        audio_arch="MusiCNN",
+        musicnn_clip_seconds=10.0,
         audio_width=0.25,
         audio_embedding_dim=128,
         # Few songs and few steps: block dropout and SpecAugment kept the quarter-width CNN near chance

@@ -45,7 +45,7 @@ import numpy as np
 
 from labeler import storage
 from labeler.labels import class_names, num_classes
-from train.presets import PRESETS, TrainPreset, check_branch_mode, get_preset, parse_overrides
+from train.presets import AUDIO_MODELS, PRESETS, TrainPreset, check_branch_mode, get_preset, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,12 @@ class TrainResult:
 def featurizer_config(preset: TrainPreset):
     from labeler.audio import FeaturizerConfig  # noqa: PLC0415
 
+    if preset.uses_musicnn:  # musicnn's own fixed front end (the pretrained encoder's input)
+        return FeaturizerConfig.musicnn(clip_seconds=preset.musicnn_clip_seconds, descriptors=preset.uses_descriptors)
     return FeaturizerConfig(sample_rate=preset.sample_rate, clip_seconds=preset.clip_seconds,
                             window_size=preset.window_size, hop_size=preset.hop_size, n_mels=preset.n_mels,
                             fmin=preset.fmin, fmax=min(preset.fmax, preset.sample_rate / 2),
-                            descriptors=preset.audio_arch == "Hybrid")
+                            descriptors=preset.uses_descriptors)
 
 
 def lyrics_config(preset: TrainPreset):
@@ -82,16 +84,20 @@ def lyrics_config(preset: TrainPreset):
                         window_overlap=preset.lyrics_window_overlap)
 
 
+_AUDIO_ARCH = {"Hybrid": "Cnn6", "MusiCNN-Hybrid": "MusiCNN"}  # --model -> AudioCnnConfig.arch (+ descriptors)
+
+
 def model_config(preset: TrainPreset, branch: str, mode: str, classes: list[str] | None = None) -> dict:
     """ModelConfig (as a dict) of one branch under `preset` (`classes`: mode classes' names)."""
     from labeler.audio import DESCRIPTOR_DIM  # noqa: PLC0415
     from labeler.models import AudioCnnConfig, LyricsEncoderConfig, ModelConfig  # noqa: PLC0415
 
+    featurizer = featurizer_config(preset)
     audio = AudioCnnConfig(
-        arch="Cnn6" if preset.audio_arch == "Hybrid" else preset.audio_arch, n_mels=preset.n_mels,
+        arch=_AUDIO_ARCH.get(preset.audio_arch, preset.audio_arch), n_mels=featurizer.n_mels,
         width=preset.audio_width, embedding_dim=preset.audio_embedding_dim, dropout=preset.audio_dropout,
-        spec_augment=preset.spec_augment, descriptor_dim=DESCRIPTOR_DIM if preset.audio_arch == "Hybrid" else 0,
-        time_mask_frames=min(64, max(8, featurizer_config(preset).n_frames // 8)),
+        spec_augment=preset.spec_augment, descriptor_dim=DESCRIPTOR_DIM if preset.uses_descriptors else 0,
+        time_mask_frames=min(64, max(8, featurizer.n_frames // 8)), encoder=preset.musicnn_encoder,
     )
     lyrics = LyricsEncoderConfig(name_or_path=preset.lyrics_encoder, dropout=preset.lyrics_dropout,
                                  window_tokens=preset.max_tokens if preset.lyrics_windows > 1 else 0)
@@ -212,7 +218,8 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
     loop_config["hparams"] = {k: config[k] for k in SEARCH_KEYS if k in config}
     preset = loop_config["preset"]
     branch = loop_config["branch"]
-    columns = branch_columns(branch, descriptors=bool(loop_config.get("descriptor_stats")), mode=loop_config["mode"])
+    columns = branch_columns(branch, descriptors=bool(loop_config.get("descriptor_stats")), mode=loop_config["mode"],
+                             embeddings=loop_config["featurizer"].get("frontend") == "musicnn")
     require = branch_requirement(branch)
     datasets = {
         "train": read_split(run["cache_uri"], loop_config["split"]["train"], columns, require),
@@ -283,7 +290,9 @@ def _predict_folds(bundle, cache_uri: str, folds: list[int], branch: str, mode: 
     from train.loop import predict_logits  # noqa: PLC0415
 
     extra = ["fold"] + (["lyrics_text"] if texts else [])
-    ds = read_split(cache_uri, folds, branch_columns(branch, descriptors, mode) + extra, branch_requirement(branch))
+    embeddings = getattr(bundle.featurizer, "frontend", "panns") == "musicnn"
+    ds = read_split(cache_uri, folds, branch_columns(branch, descriptors, mode, embeddings) + extra,
+                    branch_requirement(branch))
     seen: list[np.ndarray] = []
     seen_texts: list[str] = []
 
@@ -423,7 +432,7 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
     for fold in folds:
         split = split_folds(fold, k)
         n_train, counts, desc = _split_stats(run["cache_uri"], scalars, split["train"], branch_requirement(branch), mode,
-                                             descriptors=branch != "lyrics" and preset.audio_arch == "Hybrid",
+                                             descriptors=branch != "lyrics" and preset.uses_descriptors,
                                              n_classes=n_classes)
         if n_train == 0:
             raise ValueError(f"{branch} fold {fold}: the training part has no rows with the needed modality")
@@ -587,7 +596,8 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         lyrics_cfg = _branch_run_config(branch_runs["lyrics"], "lyrics")
         # The fused model must see the features its branches were trained on.
         p = dataclasses.replace(p, **{k: audio_cfg["preset"][k] for k in (
-            "sample_rate", "clip_seconds", "window_size", "hop_size", "n_mels", "fmin", "fmax", "audio_arch")},
+            "sample_rate", "clip_seconds", "window_size", "hop_size", "n_mels", "fmin", "fmax", "audio_arch",
+            "musicnn_encoder", "musicnn_clip_seconds") if k in audio_cfg["preset"]},
             lyrics_encoder=lyrics_cfg["preset"]["lyrics_encoder"], max_tokens=lyrics_cfg["preset"]["max_tokens"],
             long_policy=lyrics_cfg["preset"]["long_policy"],
             **{key: lyrics_cfg["preset"][key] for key in ("lyrics_windows", "lyrics_window_overlap") if key in lyrics_cfg["preset"]})
@@ -604,7 +614,8 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     tokenizer_dir = resolve_encoder(p.lyrics_encoder) if needs_text else None
     cache_root = storage.absolute_uri(cache_uri) if cache_uri else storage.join(output_uri, "feature_cache")
     cache = build_feature_cache(manifest_uri, cache_root, featurizer, tokenizer_dir, lyrics,
-                                concurrency=p.featurise_concurrency, console=console)
+                                concurrency=p.featurise_concurrency, console=console,
+                                audio_encoder=p.musicnn_encoder if p.uses_musicnn and branch != "lyrics" else None)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     provenance = {"manifest": storage.describe(manifest_uri), "preset": p.name, "preset_values": p.to_dict(),
                   "mode": mode, "folds": fold_list, "k": k, "created_at": created, "feature_cache": storage.describe(cache),
@@ -691,7 +702,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="4Q", choices=("4Q", "Ar", "Va", "classes"),
                         help="4Q/Ar/Va: quadrant labels; classes: the manifest's own `label` classes (e.g. mirex clusters)")
     parser.add_argument("--preset", default="cpu-small", choices=tuple(PRESETS))
-    parser.add_argument("--model", dest="audio_model", choices=("Cnn6", "Cnn10", "Hybrid"), help="audio branch network")
+    parser.add_argument("--model", dest="audio_model", choices=AUDIO_MODELS,
+                        help="audio branch network (default: the preset's; cpu-small: MusiCNN, the pretrained musicnn)")
     parser.add_argument("--lyrics-model", help="lyrics encoder: BERT, ALBERT, MiniLM, a HF id, a folder or s3://")
     parser.add_argument("--folds", default=None, help="'all' or e.g. '0,2' (default: the preset's folds)")
     parser.add_argument("--audio-run", help="--branch fusion: output of the audio run (per-fold bundles)")

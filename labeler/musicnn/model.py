@@ -41,6 +41,22 @@ def _bn(n: int, dims: int) -> nn.Module:
     return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(n, eps=_EPS)
 
 
+def _bn_relu_max(z: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """max over mel of BN(ReLU(z)), for z (b, c, t, mel) -> (b, c, t).
+
+    In eval mode BN is a per-channel affine a*x + b and ReLU is monotonic, so the max over mel is
+    a*relu(max z) + b where a >= 0 and a*relu(min z) + b where a < 0: the same numbers without running
+    ReLU and BN over the whole (c, t, mel) map (most of the front end's memory traffic). In training
+    mode (batch statistics) the plain order is used.
+    """
+    if bn.training:
+        return bn(F.relu(z)).amax(dim=3)
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    top = torch.where((scale >= 0).view(1, -1, 1), z.amax(dim=3), z.amin(dim=3))
+    return F.relu(top) * scale.view(1, -1, 1) + shift.view(1, -1, 1)
+
+
 class MusiCNN(nn.Module):
     """(batch, 187, 96) musicnn log-mel patches -> `forward` tags (logits) / `embed` 200-d penultimate."""
 
@@ -67,10 +83,10 @@ class MusiCNN(nn.Module):
         front = []
         padded = F.pad(x, (0, 0, 3, 3))                            # time only
         for conv, bn in zip(self.timbral, self.timbral_bn):
-            front.append(bn(F.relu(conv(padded))).amax(dim=3))     # (b, 204, t)
+            front.append(_bn_relu_max(conv(padded), bn))           # (b, 204, t)
         for k, conv, bn in zip(_TEMPORAL, self.temporal, self.temporal_bn):
             same = F.pad(x, (0, 0, (k - 1) // 2, k - 1 - (k - 1) // 2))  # TF "same": the extra frame goes after
-            front.append(bn(F.relu(conv(same))).amax(dim=3))       # (b, 51, t)
+            front.append(_bn_relu_max(conv(same), bn))             # (b, 51, t)
         h = torch.cat(front, dim=1)                                 # (b, 561, t)
         outs = [h]
         y = self.mid_bn[0](F.relu(self.mid[0](h)))
