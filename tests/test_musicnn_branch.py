@@ -1,0 +1,113 @@
+"""The MusiCNN audio branch: frozen pretrained encoder + pooled head, in the model, the bundle, training and labelling.
+
+Uses the real musicnn weights (unpacked by scripts/setup.sh; skipped, naming that step, without them)
+on few and short clips, to keep CI cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from labeler import storage
+from labeler.audio import FeaturizerConfig
+from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
+from labeler.musicnn import wheel
+
+
+@pytest.fixture(scope="module")
+def musicnn_available():
+    try:
+        wheel.checkpoint_prefix("MSD_musicnn")
+    except wheel.MusicnnFilesError as exc:
+        pytest.skip(str(exc))
+
+
+def _audio_config(**kw) -> ModelConfig:
+    return ModelConfig(branch="audio", mode="4Q", audio=AudioCnnConfig(arch="MusiCNN", n_mels=96, embedding_dim=16, **kw),
+                       lyrics=None)
+
+
+def test_musicnn_config_checks_its_input_and_encoder():
+    with pytest.raises(ValueError, match="96 mel bins, got n_mels=64"):
+        AudioCnnConfig(arch="MusiCNN", n_mels=64)
+    with pytest.raises(ValueError, match="unknown musicnn encoder 'MSD_vgg'"):
+        AudioCnnConfig(arch="MusiCNN", n_mels=96, encoder="MSD_vgg")
+
+
+def test_frozen_encoder_cached_embeddings_give_the_same_output(musicnn_available):
+    torch.manual_seed(0)
+    model = EmotionModel.from_pretrained_branches(_audio_config())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(".backbone." in n for n in trainable)  # the pretrained network stays frozen
+    model.train()
+    assert not model.audio_encoder.cnn.backbone.training  # and keeps MSD's BatchNorm statistics
+    model.eval()
+    log_mel = torch.rand(3, 2 * 187, 96) * 3
+    with torch.inference_mode():
+        direct = model(log_mel=log_mel).logits
+        cached = model(patch_embeddings=model.audio_encoder.cnn.patch_embeddings(log_mel)).logits
+    assert torch.allclose(direct, cached)
+    with pytest.raises(ValueError, match="musicnn log-mel"):
+        model(log_mel=torch.zeros(1, 200, 96))
+
+
+def test_bundle_labels_without_the_wheel(musicnn_available, tmp_path, monkeypatch):
+    """The converted weights travel in the bundle's safetensors: loading and predicting never read the wheel."""
+    from labeler.bundle import load_bundle, save_bundle
+
+    model = EmotionModel.from_pretrained_branches(_audio_config()).eval()
+    log_mel = torch.rand(2, 187, 96) * 3
+    with torch.inference_mode():
+        expected = model(log_mel=log_mel).logits
+    with pytest.raises(ValueError, match="reads the 'musicnn' front end"):
+        save_bundle(str(tmp_path / "wrong"), model, FeaturizerConfig(n_mels=96), None)
+    save_bundle(str(tmp_path / "bundle"), model, FeaturizerConfig.musicnn(clip_seconds=3.0), None)
+
+    monkeypatch.setenv(wheel.DIR_ENV, str(tmp_path / "no-wheel-here"))
+    with pytest.raises(wheel.MusicnnFilesError):
+        wheel.checkpoint_prefix("MSD_musicnn")
+    bundle = load_bundle(str(tmp_path / "bundle"))
+    with torch.inference_mode():
+        assert torch.allclose(bundle.model(log_mel=log_mel).logits, expected)
+
+
+@pytest.mark.slow
+def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_wheel(
+        musicnn_available, ray_local, tmp_path, monkeypatch):
+    """`train --branch audio --preset cpu-small` (no --model) trains MusiCNN on cached embeddings; the bundle
+    then labels songs in a process where the wheel's files are absent."""
+    import pyarrow.parquet as pq
+
+    from labeler.audio import Featurizer
+    from labeler.predict import Predictor
+    from labeler.synth import SynthConfig, synthesise
+    from train.folds import assign_folds
+    from train.run import train
+
+    synth = synthesise(SynthConfig(songs=48, output=str(tmp_path / "synth"), seconds=5.0, formats=("wav",), seed=5))
+    manifest = str(tmp_path / "manifest.parquet")
+    storage.write_parquet(assign_folds(storage.read_parquet(synth.manifest_uri), k=4, seed=8848), manifest)
+    result = train(manifest, str(tmp_path / "out"), branch="audio", mode="4Q", preset="cpu-small", folds="0",
+                   musicnn_clip_seconds=3.0, epochs=4, audio_epoch_factor=2.0, batch_size=8)
+
+    config = json.loads((Path(result.bundle_uri) / "config.json").read_text())
+    assert config["model"]["audio"]["arch"] == "MusiCNN" and config["model"]["audio"]["encoder"] == "MSD_musicnn"
+    assert config["featurizer"]["frontend"] == "musicnn" and config["featurizer"]["clip_seconds"] == 3.0
+    cache = next(Path(tmp_path / "out" / "feature_cache").glob("*/"))
+    assert "patch_embeddings" in pq.read_schema(next(cache.glob("*.parquet"))).names
+    f1 = next(iter(result.report["branches"]["audio"]["folds"].values()))["macro_f1"]
+    assert f1 > 0.25, f1  # above chance (4 classes) on 12 test songs
+
+    monkeypatch.setenv(wheel.DIR_ENV, str(tmp_path / "no-wheel-here"))
+    rows = pq.read_table(synth.catalogue_uri).slice(0, 6).to_pydict()
+    batch = {k: np.asarray(v, dtype=object) for k, v in rows.items() if k in ("song_id", "audio_uri", "lyrics")}
+    features = Featurizer(config["featurizer"])(batch)
+    out = Predictor(result.bundle_uri)(features)
+    labelled = [e is None for e in out["error"]]
+    assert sum(labelled) >= 5, out["error"]
+    assert np.allclose(out["probs"][labelled].sum(axis=1), 1.0, atol=1e-4)
