@@ -8,8 +8,10 @@ that map them, so the object store is not counted once per worker) of the whole 
 GCS, raylet, workers), sampled every 0.2 s while the job runs. Streaming means the peak for 5,000
 songs stays within ~15% of the peak for 1,000.
 
-The bundle has the `cpu-small` architecture (quarter-width Cnn6 on 8-s 16-kHz chorus clips, MiniLM-L6
-with 128 tokens) with untrained heads unless --bundle is given: weights do not change the cost.
+The bundle has the `cpu-small` architecture (the pretrained MusiCNN on 10-s chorus clips, or with
+`--audio-model Cnn6` the quarter-width Cnn6 on 8-s 16-kHz clips; MiniLM-L6 with 128 tokens) with
+untrained heads unless --bundle is given: weights do not change the cost. `--stage-songs N` also
+times decode + mel, tokenising and the network separately in one process (the stage-sum limit).
 
     python bench/bench_label.py --songs 1000 --seconds 30              # loop vs job, 2 CPUs
     python bench/bench_label.py --songs 1000 --skip-loop --json        # job only: peak memory at 1,000
@@ -66,30 +68,55 @@ def make_catalogue(workdir: Path, songs: int, seconds: float, distinct: int | No
     return str(catalogue)
 
 
-def make_bundle(workdir: Path) -> str:
-    """A bundle with the cpu-small architecture (MiniLM from the offline package, untrained heads)."""
-    from labeler.audio import FeaturizerConfig
+def make_bundle(workdir: Path, audio_model: str | None = None) -> str:
+    """A fused bundle with the cpu-small architecture (its audio model, or `audio_model`: MusiCNN, Cnn6, ...)
+    and MiniLM from the offline package; untrained heads (MusiCNN's encoder has its pretrained weights)."""
     from labeler.bundle import save_bundle
-    from labeler.lyrics import LyricsConfig
-    from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
+    from labeler.models import EmotionModel, ModelConfig
     from labeler.pretrained import load_tokenizer
     from train.presets import get_preset
+    from train.run import featurizer_config, lyrics_config, model_config
 
-    uri = workdir / "bundle-cpu-small-untrained"
+    p = get_preset("cpu-small", **({"audio_arch": audio_model} if audio_model else {}))
+    uri = workdir / f"bundle-cpu-small-{p.audio_arch.lower()}-untrained"
     if (uri / "config.json").exists():
         return str(uri)
-    p = get_preset("cpu-small")
-    config = ModelConfig(
-        branch="fusion", mode="4Q",
-        audio=AudioCnnConfig(arch=p.audio_arch, n_mels=p.n_mels, width=p.audio_width, embedding_dim=p.audio_embedding_dim),
-        lyrics=LyricsEncoderConfig(name_or_path=p.lyrics_encoder), hidden_dim=p.hidden_dim,
-    )
-    model = EmotionModel.from_pretrained_branches(config)
-    featurizer = FeaturizerConfig(sample_rate=p.sample_rate, clip_seconds=p.clip_seconds, window_size=p.window_size,
-                                  hop_size=p.hop_size, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax)
-    save_bundle(str(uri), model, featurizer, LyricsConfig(max_tokens=p.max_tokens, long_policy=p.long_policy),
-                tokenizer=load_tokenizer(p.lyrics_encoder), model_id="bench-cpu-small-untrained")
+    model = EmotionModel.from_pretrained_branches(ModelConfig.from_dict(model_config(p, "fusion", "4Q")))
+    save_bundle(str(uri), model, featurizer_config(p), lyrics_config(p), tokenizer=load_tokenizer(p.lyrics_encoder),
+                model_id=f"bench-cpu-small-{p.audio_arch.lower()}-untrained")
     return str(uri)
+
+
+def stage_sums(catalogue: str, bundle: str, limit: int, batch_size: int = 8) -> dict:
+    """Seconds per song of each stage, timed separately in this process: decode + chorus + mel (the
+    Featurizer), tokenise, and the network (Predictor, `batch_size` songs a call); their sum's inverse is
+    the songs/s a single process could reach at best (the stage-sum limit)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from labeler import storage
+    from labeler.audio import Featurizer
+    from labeler.bundle import read_bundle_config
+    from labeler.lyrics import LyricsTokenizer
+    from labeler.predict import Predictor
+
+    rows = pq.read_table(catalogue).slice(0, limit).to_pydict()
+    config = read_bundle_config(bundle)
+    batch = {k: np.asarray(v, dtype=object) for k, v in rows.items()}
+    featurizer = Featurizer(config["featurizer"])
+    tokenizer = LyricsTokenizer(storage.join(bundle, "tokenizer"), config["lyrics"])
+    predictor = Predictor(bundle, batch_size=batch_size)
+    n = len(batch["song_id"])
+    t0 = time.perf_counter()
+    featurised = featurizer(batch)
+    t1 = time.perf_counter()
+    tokenised = tokenizer(featurised)
+    t2 = time.perf_counter()
+    predictor(tokenised)
+    t3 = time.perf_counter()
+    per = {"featurise_s": (t1 - t0) / n, "tokenise_s": (t2 - t1) / n, "network_s": (t3 - t2) / n}
+    total = sum(per.values())
+    return {"songs": n, **{k: round(v, 4) for k, v in per.items()}, "limit_songs_per_second": round(1 / total, 3)}
 
 
 def plain_loop(catalogue: str, bundle: str, limit: int) -> dict:
@@ -189,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--workdir", default="/tmp/bench_label")
     parser.add_argument("--bundle", default=None, help="a trained bundle (default: untrained cpu-small architecture)")
+    parser.add_argument("--audio-model", default=None, help="the untrained bundle's audio model (default: cpu-small's)")
+    parser.add_argument("--stage-songs", type=int, default=0, help="also time each stage on this many songs (stage-sum limit)")
     parser.add_argument("--featurise-cpus", type=float, default=None)
     parser.add_argument("--featurise-batch-size", type=int, default=None)
     parser.add_argument("--predict-batch-size", type=int, default=None)
@@ -199,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     catalogue = make_catalogue(workdir, args.songs, args.seconds, args.distinct_songs)
-    bundle = args.bundle or make_bundle(workdir)
-    result: dict = {"songs": args.songs, "song_seconds": args.seconds, "cpus": args.cpus, "nproc": os.cpu_count()}
+    bundle = args.bundle or make_bundle(workdir, args.audio_model)
+    result: dict = {"songs": args.songs, "song_seconds": args.seconds, "cpus": args.cpus, "nproc": os.cpu_count(),
+                    "bundle": bundle}
+    if args.stage_songs:
+        result["stages"] = stage_sums(catalogue, bundle, args.stage_songs)
     if not args.skip_loop:
         result["loop"] = plain_loop(catalogue, bundle, args.loop_songs or args.songs)
     extra = {k: v for k, v in {"featurise_cpus": args.featurise_cpus, "featurise_batch_size": args.featurise_batch_size,

@@ -1,4 +1,4 @@
-"""Real-data audio benchmark: 5-fold CV on the 160 4Q clips, Cnn6 from scratch vs Hybrid vs log-mel stats + LR.
+"""Real-data audio benchmark: 5-fold CV on the 160 4Q clips: MusiCNN, Cnn6 from scratch, Hybrid, log-mel stats + LR.
 
 Data: the 4Q slice in ../shared/data/4q (160 30-s MP3 clips, 40 a quadrant), read by the project's
 adapter (train.datasets.fourq), folds by train.folds.assign_folds (k=5, seed 8848, stratified). Each
@@ -18,6 +18,16 @@ much of the Hybrid branch's gain the descriptors make.
     MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_real_audio.py
     .venv/bin/python bench/bench_real_audio.py --data ../shared/data --epochs 4 --report-dir /tmp/audio
     .venv/bin/python bench/bench_real_audio.py --models logmel_stats_lr --features-cache /tmp/4q_feats.npz
+
+MusiCNN (issue 17): the clips in the musicnn front end (16 kHz, 96 mels, 3-s patches), the frozen
+pretrained `MSD_musicnn` (from the musicnn wheel, read by labeler.musicnn) embeds every patch once
+(cached with --musicnn-cache-dir, resumable), and the branch's head trains on the embeddings exactly
+as `train` does from the feature cache (`musicnn`, `musicnn_hybrid`), beside a logistic regression on
+the same mean+std pooled embeddings (`musicnn_stats_lr`). `--musicnn-clips 10,20,30` compares clip
+lengths; with `--musicnn-derive` they are the central 3/6/10 patches of one 30-s featurisation:
+
+    .venv/bin/python bench/bench_real_audio.py --models musicnn,musicnn_hybrid,musicnn_stats_lr,logmel_stats_lr,descriptors_lr \
+        --musicnn-clips 10,20,30 --musicnn-derive --musicnn-cache-dir /tmp/musicnn --features-cache /tmp/4q.npz
 
 Prints progress, then a Markdown table (macro-F1 mean ± std over folds, accuracy, ECE, wall and CPU
 time of each model; featurisation time separately). 160 clips are a development slice: the spread
@@ -89,14 +99,23 @@ def cached_features(path: str | None, table, config, workers: int) -> dict[str, 
     return feats
 
 
+def _central_order(patches: int) -> list[int]:
+    """Patch indices from the centre outwards: any prefix of this order holds a centred window."""
+    centre = (patches - 1) / 2
+    return sorted(range(patches), key=lambda i: (abs(i - centre), i))
+
+
 def musicnn_features(path: str | None, table, clip_seconds: float, model_id: str, workers: int,
-                     batch_patches: int = 32) -> dict:
+                     batch_patches: int = 32, positions: int | None = None) -> dict:
     """Frozen musicnn patch embeddings (n, patches, 200) + descriptors of every clip, with their costs.
 
     The clips go through the project's Featurizer with the musicnn front end (chorus window of
     `clip_seconds`, found automatically in the 30-s 4Q clips when shorter), then through the frozen
-    encoder in batches of `batch_patches` patches under torch.inference_mode. Cached in `path`
-    (an .npz keyed by the featurizer fingerprint, the model id and the songs).
+    encoder in batches of `batch_patches` patches under torch.inference_mode, one patch position at
+    a time from the centre outwards. Cached in `path` (an .npz keyed by the featurizer fingerprint,
+    the model id and the songs) after featurising and after every patch position, so an interrupted
+    run resumes where it stopped; `done` says which positions are embedded (NaN elsewhere).
+    `positions`: embed only the central `positions` patch positions (all by default).
     """
     from labeler.audio import FeaturizerConfig
     from labeler.musicnn.model import load_musicnn
@@ -104,31 +123,61 @@ def musicnn_features(path: str | None, table, clip_seconds: float, model_id: str
     config = FeaturizerConfig.musicnn(clip_seconds=clip_seconds, descriptors=True)
     key = f"{config.fingerprint()}-{model_id}"
     ids = np.asarray(table.column("song_id").to_pylist(), dtype=object)
+    out = None
     if path and Path(path).exists():
         with np.load(path, allow_pickle=False) as cached:
             if str(cached["key"]) == key and cached["song_id"].tolist() == ids.tolist():
-                print(f"musicnn features reused from {path}")
+                print(f"musicnn features resumed from {path}")
                 out = {name: cached[name] for name in cached.files}
-                out["audio_error"] = np.asarray([e or None for e in cached["audio_error"].tolist()], dtype=object)
-                return out
-    t0 = time.perf_counter()
-    feats = featurise(table, config, workers)
-    featurise_s = time.perf_counter() - t0
-    net = load_musicnn(model_id)
-    patches = feats["log_mel"].reshape(len(ids) * config.patches, 187, 96)
-    t1, c1 = time.perf_counter(), time.process_time()
-    with torch.inference_mode():
-        emb = np.concatenate([net.embed(torch.from_numpy(patches[i:i + batch_patches].astype(np.float32))).numpy()
-                              for i in range(0, len(patches), batch_patches)])
-    out = {"key": key, "song_id": ids.astype(str), "patch_embeddings": emb.reshape(len(ids), config.patches, -1),
-           "descriptors": feats["descriptors"], "audio_error": feats["audio_error"],
-           "featurise_seconds": featurise_s, "embed_seconds": time.perf_counter() - t1,
-           "embed_cpu_seconds": time.process_time() - c1, "patches": config.patches}
-    print(f"musicnn {model_id} {clip_seconds:g}-s clips: featurised {len(ids)} in {featurise_s:.0f} s wall, "
-          f"embedded {len(patches)} patches in {out['embed_seconds']:.0f} s wall / {out['embed_cpu_seconds']:.0f} s CPU")
-    if path:
-        np.savez(path, **{**out, "audio_error": np.asarray([e or "" for e in feats["audio_error"]], dtype=str)})
-    return out
+    if out is None:
+        t0 = time.perf_counter()
+        feats = featurise(table, config, workers)
+        out = {"key": key, "song_id": ids.astype(str), "log_mel": feats["log_mel"], "descriptors": feats["descriptors"],
+               "audio_error": np.asarray([e or "" for e in feats["audio_error"]], dtype=str),
+               "featurise_seconds": time.perf_counter() - t0, "patches": config.patches,
+               "patch_embeddings": np.full((len(ids), config.patches, 200), np.nan, dtype=np.float32),
+               "done": np.zeros(config.patches, dtype=bool), "embed_seconds": 0.0, "embed_cpu_seconds": 0.0}
+        if path:
+            np.savez(path, **out)
+    net = None
+    for p in _central_order(config.patches)[:positions]:
+        if out["done"][p]:
+            continue
+        net = net or load_musicnn(model_id)
+        column = out["log_mel"][:, p * 187:(p + 1) * 187]
+        t1, c1 = time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            emb = np.concatenate([net.embed(torch.from_numpy(column[i:i + batch_patches].astype(np.float32))).numpy()
+                                  for i in range(0, len(column), batch_patches)])
+        out["patch_embeddings"][:, p] = emb
+        out["done"][p] = True
+        out["embed_seconds"] = float(out["embed_seconds"]) + time.perf_counter() - t1
+        out["embed_cpu_seconds"] = float(out["embed_cpu_seconds"]) + time.process_time() - c1
+        print(f"musicnn {model_id} {clip_seconds:g}-s clips: patch {p} of {len(ids)} clips embedded "
+              f"({int(out['done'].sum())}/{config.patches}; {float(out['embed_cpu_seconds']):.0f} CPU-s so far)", flush=True)
+        if path:
+            np.savez(path, **out)
+    result = {k: v for k, v in out.items() if k != "log_mel"}
+    result["audio_error"] = np.asarray([e or None for e in out["audio_error"].tolist()], dtype=object)
+    return result
+
+
+def central_patches(features: dict, clip_seconds: float) -> dict:
+    """A shorter clip's features from a longer clip's: its central whole patches (3 s each), costs scaled.
+
+    The descriptors stay those of the longer clip (they are the Hybrid's, not the encoder's, input).
+    """
+    from labeler.audio import FeaturizerConfig
+
+    n = FeaturizerConfig.musicnn(clip_seconds=clip_seconds).patches
+    total = int(features["patches"])
+    start = (total - n) // 2
+    if not features["done"][start:start + n].all():
+        raise SystemExit(f"the central {n} patches are not all embedded yet: run the longest clip to the end first")
+    per_patch = n / max(1, int(features["done"].sum()))
+    return {**features, "patch_embeddings": features["patch_embeddings"][:, start:start + n], "patches": n,
+            "embed_seconds": float(features["embed_seconds"]) * per_patch,
+            "embed_cpu_seconds": float(features["embed_cpu_seconds"]) * per_patch, "derived": True}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-dir", default=None, help="also write train.evaluate's report (JSON, Markdown, plots) here")
     parser.add_argument("--musicnn-clips", default="30", help="chorus clip lengths (s) of the musicnn models, e.g. 10,20,30")
     parser.add_argument("--musicnn-model", default="MSD_musicnn", help="MSD_musicnn or MTT_musicnn")
+    parser.add_argument("--musicnn-derive", action="store_true",
+                        help="featurise the 30-s clips once; each clip length takes their central patches "
+                             "(a centred window instead of the automatic chorus: cheaper on a loaded machine)")
     parser.add_argument("--musicnn-cache-dir", default=None,
                         help="a folder for the musicnn embeddings (.npz per clip length; reused when present)")
     args = parser.parse_args(argv)
@@ -208,17 +260,30 @@ def main(argv: list[str] | None = None) -> int:
         results.append(cv_baseline("descriptors_lr", vector_baseline, descriptors, y, folds, k, classes))
         results[-1].note = f"the Hybrid branch's {DESCRIPTOR_DIM} descriptors alone"
 
-    for clip in [float(c) for c in args.musicnn_clips.split(",") if c.strip()]:
+    clips = sorted(float(c) for c in args.musicnn_clips.split(",") if c.strip())
+    base = None
+    for clip in clips:
         if not {"musicnn", "musicnn_hybrid", "musicnn_stats_lr"} & set(models):
             break
-        path = str(Path(args.musicnn_cache_dir) / f"4q_{args.musicnn_model}_{clip:g}s.npz") if args.musicnn_cache_dir else None
-        mf = musicnn_features(path, table, clip, args.musicnn_model, workers=args.threads)
+        if args.musicnn_derive:
+            if base is None:
+                from labeler.audio import FeaturizerConfig
+
+                path = str(Path(args.musicnn_cache_dir) / f"4q_{args.musicnn_model}_30s.npz") if args.musicnn_cache_dir else None
+                base = musicnn_features(path, table, 30.0, args.musicnn_model, workers=args.threads,
+                                        positions=FeaturizerConfig.musicnn(clip_seconds=max(clips)).patches)
+            mf = central_patches(base, clip)
+        else:
+            path = str(Path(args.musicnn_cache_dir) / f"4q_{args.musicnn_model}_{clip:g}s.npz") if args.musicnn_cache_dir else None
+            mf = musicnn_features(path, table, clip, args.musicnn_model, workers=args.threads)
         m_ok = np.asarray([not e for e in mf["audio_error"]])
         if not np.array_equal(m_ok, ok):
             raise SystemExit(f"musicnn featurising failed on other clips than the PANNs front end: {np.flatnonzero(m_ok != ok)}")
         emb = mf["patch_embeddings"][ok].astype(np.float32)
         m_desc = mf["descriptors"][ok].astype(np.float32)
-        cost = (f"{clip:g}-s chorus, {int(mf['patches'])} patches; featurise {float(mf['featurise_seconds']):.0f} s + "
+        window = ("centre of the 30-s clip" if int(mf["patches"]) < int(base["patches"]) else "whole 30-s clip") \
+            if mf.get("derived") else "chorus"
+        cost = (f"{clip:g}-s {window}, {int(mf['patches'])} patches; featurise {float(mf['featurise_seconds']):.0f} s + "
                 f"encoder {float(mf['embed_cpu_seconds']):.0f} CPU-s for {len(ok)} clips")
         m_preset = dataclasses.replace(preset, audio_arch="MusiCNN", musicnn_clip_seconds=clip)
 

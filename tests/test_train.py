@@ -17,7 +17,8 @@ from labeler import storage
 
 pytestmark = pytest.mark.slow
 
-SMALL = dict(clip_seconds=4.0, epochs=4, audio_epoch_factor=4.0, patience=4, max_tokens=64, batch_size=8)
+SMALL = dict(clip_seconds=4.0, musicnn_clip_seconds=4.0, epochs=4, audio_epoch_factor=4.0, patience=4, max_tokens=64,
+             batch_size=8)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,11 @@ still be overridden (`get_preset("cpu-small", epochs=2)`, or `--set epochs=2` on
 | preset | features | audio CNN | lyrics encoder | optimiser | epochs (patience) | folds | workers |
 |---|---|---|---|---|---|---|---|
 | `becmer` | 30 s chorus, 32 kHz, hop 320, 64 mels (3001 frames) | Cnn6 or Cnn10 (`--model`), width 1.0, emb 512 | `bert-base-uncased` (`BERT`), 512 tokens, nothing frozen | Adam; lr 1e-4 CNN, head and fusion; 2e-5 BERT; batch 16; class weights | 30 (8) | all 5 (seed 8848) | 1 GPU worker per fold, bf16 |
-| `cpu-small` | 8 s chorus, 16 kHz, hop 320, 64 mels (401 frames) | Cnn6, width 0.25, emb 128, no block dropout / SpecAugment | MiniLM-L6 (offline) frozen, whole lyric in <= 8 windows of 128 tokens, + lexical TF-IDF model, stacked on validation (fusion: lower 4 of 6 layers frozen) | AdamW; lr 1e-3 CNN/head/fusion; 5e-5 encoder; batch 16; class weights | 5, audio 3x (15) (4) | first 2 | 1 CPU worker per fold |
+| `cpu-small` | MusiCNN: 10 s chorus, musicnn front end (16 kHz, hop 256, 96 mels, 3 patches of 187 frames); Cnn6: 8 s chorus, 16 kHz, hop 320, 64 mels (401 frames) | MusiCNN (frozen MSD_musicnn, mean+std pooled, emb 128); `--model Cnn6`: width 0.25, emb 128, no block dropout / SpecAugment | MiniLM-L6 (offline) frozen, whole lyric in <= 8 windows of 128 tokens, + lexical TF-IDF model, stacked on validation (fusion: lower 4 of 6 layers frozen) | AdamW; lr 1e-3 CNN/head/fusion; 5e-5 encoder; batch 16; class weights | 5, audio 3x (15) (4) | first 2 | 1 CPU worker per fold |
+
+The audio branch defaults to the pretrained MusiCNN in `cpu-small` (issue 17: on real music a CNN
+trained from scratch lost to a logistic regression on log-mel statistics); `becmer` keeps the seed's
+Cnn6 by default, with `--model MusiCNN` for real music (30-s clips, `musicnn_clip_seconds`).
 
 `becmer` reproduces the seed (sungbohsun/BECMER): full-width PANNs CNNs on 30 s clips at 32 kHz, Adam
 at 1e-4 (2e-5 for BERT), class-weighted cross-entropy, 5-fold CV with seed 8848. It is meant for GPU
