@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         if "musicnn_stats_lr" in models:
             pooled = np.concatenate([emb.mean(axis=1), emb.std(axis=1)], axis=1)
             results.append(cv_baseline(f"musicnn_stats_lr_{clip:g}s", vector_baseline, pooled, y, folds, k, classes))
-            results[-1].note = f"LR on the same mean+std pooled embeddings; {clip:g}-s chorus"
+            results[-1].note = f"LR on the same mean+std pooled embeddings; {clip:g}-s {window}"
 
     total = time.perf_counter() - started
     print()
