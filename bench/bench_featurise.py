@@ -98,16 +98,54 @@ def _stft_backends(path: Path, cfg: FeaturizerConfig, repeats: int) -> None:
         print(f"  {backend:<8} {best * 1000:7.1f} ms")
 
 
+def _chorus(data: Path, repeats: int) -> None:
+    """find_chorus per track, CPU time, with the chroma tuning estimate (librosa's default, piptrack) and
+    without it (tuning=0.0, what find_chorus does since issue #22), on the real recordings longer than a clip."""
+    from labeler import audio
+
+    files = [p for p in sorted(data.glob("audio/*.ogg")) if sf.info(str(p)).duration > 45]
+    files += sorted(data.glob("pmemo/chorus/*.mp3"))
+    clips = [audio.decode_window(str(p), 0.0, 240.0, audio.ANALYSIS_SR) for p in files]
+    chroma_stft = librosa.feature.chroma_stft
+
+    def estimated(*args, **kwargs):
+        kwargs.pop("tuning", None)
+        return chroma_stft(*args, **kwargs)
+
+    print(f"\nchorus search (find_chorus, 30-s clip) on {len(files)} real recordings "
+          f"({sum(len(c) for c in clips) / audio.ANALYSIS_SR:.0f} s of audio), one thread, best of {repeats} (CPU s per track):")
+    results = {}
+    for name, fn in (("tuning estimated (before)", estimated), ("tuning=0.0 (now)", chroma_stft)):
+        librosa.feature.chroma_stft = fn
+        try:
+            windows = [audio.find_chorus(c, audio.ANALYSIS_SR, 30.0) for c in clips[:1]]  # warm-up: JIT
+            best = float("inf")
+            for _ in range(repeats):
+                began = time.process_time()
+                windows = [audio.find_chorus(c, audio.ANALYSIS_SR, 30.0) for c in clips]
+                best = min(best, time.process_time() - began)
+        finally:
+            librosa.feature.chroma_stft = chroma_stft
+        results[name] = windows
+        print(f"  {name:<26} {best / len(clips):6.3f} s/track")
+    same = sum(abs(a[0] - b[0]) < 1e-6 for a, b in zip(*results.values()))
+    print(f"  same chorus window chosen for {same} of {len(clips)} tracks")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA"), help="shared data folder (default $MOOD_LABELER_DATA)")
     parser.add_argument("--files", type=int, default=24, help="4Q clips to use (spread over the sample rates)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long", action="store_true", help="also time 30-s windows of the longer recordings")
+    parser.add_argument("--chorus", action="store_true", help="only time the chorus search, with and without the tuning estimate")
     args = parser.parse_args()
     if not args.data or not Path(args.data).is_dir():
         parser.error("give --data or set MOOD_LABELER_DATA to the shared data folder")
     data = Path(args.data)
+    if args.chorus:
+        _chorus(data, args.repeats)
+        return 0
     cfg = FeaturizerConfig()
     print(f"STFT backend for both paths: {DEFAULT_STFT_BACKEND}")
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (best of {args.repeats}; CPU time is the robust figure)")

@@ -17,6 +17,11 @@ times decode + mel, tokenising and the network separately in one process (the st
     python bench/bench_label.py --songs 1000 --skip-loop --json        # job only: peak memory at 1,000
     python bench/bench_label.py --songs 5000 --distinct-songs 1000 --skip-loop --json  # ... and at 5,000
     python bench/bench_label.py --songs 200 --loop-songs 60            # the reduced version
+    python bench/bench_label.py --songs 200 --seconds 10 --skip-loop --poison --json  # cost of one crashing track
+
+--poison runs the job twice on local Rays started by this process: on the catalogue as it is, and on
+the same catalogue with one row's audio copied to a file that kills the featuriser with SIGSEGV
+(tests/poison/sitecustomize.py, put first on the workers' PYTHONPATH, as the tests do).
 
 Songs are synthesised once into --workdir (default /tmp/bench_label) and reused.
 """
@@ -184,6 +189,26 @@ class TreeMemorySampler:
         self._thread.join()
 
 
+def poisoned_catalogue(catalogue: str, workdir: Path) -> str:
+    """The catalogue with the middle row's audio copied to a file that kills the featuriser (test-only injection)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.poison import sitecustomize as poison
+
+    table = pq.read_table(catalogue)
+    uris = table.column("audio_uri").to_pylist()
+    middle = len(uris) // 2
+    target = workdir / f"poison-{Path(uris[middle]).name}"
+    shutil.copy(uris[middle], target)
+    uris[middle] = str(target)
+    out = workdir / "catalogue-poisoned.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("audio_uri"), "audio_uri", pa.array(uris, pa.string())), out)
+    poison.export(os.environ, target.name)  # before ray.init: the workers and their children inherit it
+    return str(out)
+
+
 def run_job(catalogue: str, bundle: str, workdir: Path, cpus: int, extra: dict) -> dict:
     import ray
 
@@ -202,6 +227,7 @@ def run_job(catalogue: str, bundle: str, workdir: Path, cpus: int, extra: dict) 
         ray.shutdown()
     return {"songs": summary.written, "seconds": round(seconds, 2), "songs_per_second": round(summary.written / seconds, 3),
             "pipeline_songs_per_second": round(summary.songs_per_second, 3), "errors": summary.errors,
+            "audio_errors": summary.audio_errors,
             "peak_pss_mib": round(sampler.peak / 2**20), "idle_cluster_pss_mib": round(baseline / 2**20)}
 
 
@@ -222,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--featurise-batch-size", type=int, default=None)
     parser.add_argument("--predict-batch-size", type=int, default=None)
     parser.add_argument("--max-actors", type=int, default=None)
+    parser.add_argument("--max-retries", type=int, default=None)
+    parser.add_argument("--poison", action="store_true", help="also time the job with one track that crashes its process")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -236,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_loop:
         result["loop"] = plain_loop(catalogue, bundle, args.loop_songs or args.songs)
     extra = {k: v for k, v in {"featurise_cpus": args.featurise_cpus, "featurise_batch_size": args.featurise_batch_size,
-                               "predict_batch_size": args.predict_batch_size, "max_actors": args.max_actors}.items()
+                               "predict_batch_size": args.predict_batch_size, "max_actors": args.max_actors,
+                               "max_retries": args.max_retries}.items()
              if v is not None}
     result["job"] = run_job(catalogue, bundle, workdir, args.cpus, extra)
+    if args.poison:
+        result["job_with_poison"] = run_job(poisoned_catalogue(catalogue, workdir), bundle, workdir, args.cpus, extra)
     if "loop" in result:
         result["speedup"] = round(result["job"]["songs_per_second"] / result["loop"]["songs_per_second"], 2)
     print(json.dumps(result, indent=None if args.json else 2))

@@ -38,7 +38,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from labeler import storage
+from labeler import jit_cache, storage
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +432,9 @@ def find_chorus(samples: np.ndarray, sr: int, clip_seconds: float) -> tuple[floa
     n_fft = _ANALYSIS_N_FFT * max(1, int(round(sr / ANALYSIS_SR)))
     hop = n_fft // 2
     power = np.abs(librosa.stft(samples, n_fft=n_fft, hop_length=hop)) ** 2
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft)
+    # tuning=0.0: comparing frames of one song with each other needs no tuning estimate, and skipping it
+    # skips librosa's piptrack (the costliest numba code here; bench/bench_featurise.py --chorus).
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, tuning=0.0)
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft)), n_mfcc=13)
     # Standardise MFCCs, but never amplify near-constant coefficients (< 0.1 dB-like units) into noise.
     mfcc = (mfcc - mfcc.mean(axis=1, keepdims=True)) / np.maximum(mfcc.std(axis=1, keepdims=True), 0.1)
@@ -688,6 +690,18 @@ def clip_features(clip: np.ndarray, cfg: FeaturizerConfig, *, name: str = "<audi
 # --------------------------------------------------------------------------- Ray Data callable
 
 
+def warm_up_jit() -> None:
+    """Run every numba-compiled path of the featuriser once (chorus search, log-mel, descriptors) on a
+    synthetic 60-s track, so labeler.jit_cache can publish a complete cache (see there for why)."""
+    rng = np.random.default_rng(0)
+    sr = 22050
+    t = np.arange(60 * sr) / sr
+    tone = np.sin(2 * np.pi * (220 + 110 * (t // 5 % 3)) * t)
+    wav = io.BytesIO()
+    sf.write(wav, (0.3 * tone + 0.05 * rng.standard_normal(len(t))).astype(np.float32), sr, format="WAV")
+    featurise_track(wav.getvalue(), None, None, FeaturizerConfig(descriptors=True))
+
+
 class Featurizer:
     """Ray Data `map_batches` callable (batch_format="numpy"): one featurised chorus per row.
 
@@ -723,6 +737,7 @@ class Featurizer:
             try:
                 if uri is None or (isinstance(uri, float) and math.isnan(uri)):
                     raise AudioError("no_audio", "audio_uri is null")
+                jit_cache.ensure_compiled(warm_up_jit)  # once per process, before any JIT code runs
                 features = featurise_track(str(uri), None if starts is None else starts[i], None if ends is None else ends[i],
                                            cfg, backend=self.backend)
             except AudioError as exc:

@@ -20,7 +20,8 @@ from collections import Counter
 from typing import Iterable
 
 from labeler import schemas, storage
-from labeler.audio import DEFAULT_STFT_BACKEND, STFT_BACKENDS, FeaturizerConfig, Featurizer
+from labeler.audio import DEFAULT_STFT_BACKEND, STFT_BACKENDS, FeaturizerConfig
+from labeler.isolate import DEFAULT_RETRIES, IsolatedFeaturizer
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,21 @@ def featurise_catalogue(
     started = time.perf_counter()
     in_fs, in_path = storage.filesystem(catalogue_uri)
     out_fs, out_path = storage.filesystem(output_uri)
-    dataset = ray.data.read_parquet(in_path, filesystem=in_fs).select_columns(columns)  # projection is pushed into the read
+    dataset = ray.data.read_parquet(in_path, filesystem=in_fs, ray_remote_args={"max_retries": DEFAULT_RETRIES}).select_columns(columns)
     if concurrency is None:
         concurrency = (1, max(1, int(ray.cluster_resources().get("CPU", 1))))
     low, high = concurrency if isinstance(concurrency, tuple) else (concurrency, concurrency)
+    # Crash-isolated (labeler.isolate): a track that kills the featuriser is a `worker_crash` row; an actor
+    # that dies otherwise is restarted at most DEFAULT_RETRIES times (Ray Data's default is forever).
     featurised = dataset.map_batches(
-        Featurizer,
+        IsolatedFeaturizer,
         fn_constructor_kwargs={"config": config.to_dict(), "backend": backend},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),  # `concurrency=` is deprecated since Ray 2.51
         num_cpus=1,
+        max_restarts=DEFAULT_RETRIES,
+        max_task_retries=DEFAULT_RETRIES,
     )
     storage.makedirs(output_uri)
     featurised.write_parquet(out_path, filesystem=out_fs)

@@ -74,6 +74,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labeler import storage
+from labeler.isolate import DEFAULT_RETRIES
 from labeler.lease import DEFAULT_TTL_SECONDS, LEASE_DIR, Fence, Lease
 from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS, quadrant_probs_to_axes
 from labeler.verified import TokenizerSource, VerifiedBundle, check_version, verify_bundle
@@ -117,6 +118,7 @@ class LabelJobConfig:
     embeddings: bool = False  # write the `embedding` column
     timeline_seconds: float | None = None  # write the `timeline` column, windows of this many seconds
     expect_version: str | None = None  # refuse a bundle whose model_version is not this one
+    max_retries: int = DEFAULT_RETRIES  # retries of a task or actor whose process died (bounded: see build_dataset)
 
     def __post_init__(self) -> None:
         for name in ("featurise_batch_size", "predict_batch_size", "min_actors", "max_actors", "rows_per_part"):
@@ -125,6 +127,8 @@ class LabelJobConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.featurise_cpus is not None and not self.featurise_cpus > 0:
             raise ValueError(f"featurise_cpus must be > 0, got {self.featurise_cpus!r}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
         if not self.lease_seconds >= 4:
             raise ValueError(f"lease_seconds must be >= 4 (the lease is renewed every quarter of it), got {self.lease_seconds!r}")
         if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
@@ -143,6 +147,14 @@ class Resources:
     min_actors: int
     max_actors: int
     use_gpu: bool
+    actor_cpus: float = 1.0  # CPUs one Predictor actor reserves (with a GPU: what is left after one featurise task)
+
+    def describe(self) -> str:
+        """The plan in one line, for the summary: where featurising and the model run, and how wide."""
+        device = (f"1 GPU and {self.actor_cpus:g} CPU each (the model runs on CPU inside an actor whose GPU has no CUDA)"
+                  if self.use_gpu else f"{self.actor_cpus:g} CPU each")
+        return (f"featurise on CPU tasks ({self.featurise_cpus:g} CPU each, {self.featurise_batch_size} songs a batch); "
+                f"Predictor on {self.min_actors}-{self.max_actors} actor(s), {device}, {self.predict_batch_size} songs a call")
 
 
 def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Resources:
@@ -172,7 +184,14 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Reso
         featurise_cpus = 1.0
     else:
         featurise_cpus = max(0.25, round((cpus - max_actors) / cpus, 2))
+    # A GPU actor also reserves CPU (Ray Data's default: 1), and actors hold theirs for the whole run: with
+    # as many GPUs as CPUs (a simulated GPU cluster, a small GPU node) they would hold every CPU and the
+    # featurise tasks feeding them could never start - the job would hang. Leave one featurise task room.
+    actor_cpus = 1.0
+    if use_gpu and cpus - max_actors < featurise_cpus:
+        actor_cpus = max(0.1, round((cpus - featurise_cpus) / max_actors, 2))
     return Resources(
+        actor_cpus=actor_cpus,
         featurise_batch_size=config.featurise_batch_size or 16,
         predict_batch_size=config.predict_batch_size or (64 if use_gpu else 32),
         featurise_cpus=featurise_cpus,
@@ -323,14 +342,36 @@ def error_kind(error: str | None) -> str | None:
     return str(error).split(":", 1)[0].strip() or "unknown"
 
 
-def _drop_done(batch: pa.Table, done_ref: list) -> pa.Table:
-    """Anti-join: keep the rows whose song_id has no committed label yet."""
+def _filter_ids(batch: pa.Table, ids_ref: list, keep: bool) -> pa.Table:
+    """Anti-join without a join: keep the rows whose song_id is in the set (keep=True) or not in it."""
     import ray  # noqa: PLC0415
 
-    done = ray.get(done_ref[0])
+    mask = pc.is_in(batch.column("song_id"), value_set=ray.get(ids_ref[0]))
+    return batch.filter(mask if keep else pc.invert(mask))
+
+
+def todo_filter(ids: pa.Array, done: pa.Array) -> tuple[int, pa.Array | None, bool]:
+    """(songs already labelled, the smaller id set to ship to the read tasks, keep) for the anti-join.
+
+    The driver matches the catalogue against the partition once; the read tasks then test their rows
+    against whichever set is smaller - the songs to label (a re-run after a few new songs) or the
+    songs done (a first run) - so no task builds a hash set of millions of ids (bench/bench_driver_scale.py).
+    """
     if len(done) == 0:
-        return batch
-    return batch.filter(pc.invert(pc.is_in(batch.column("song_id"), value_set=done)))
+        return 0, None, False
+    labelled = pc.is_in(ids, value_set=done)
+    n_done = int(pc.sum(labelled).as_py() or 0)
+    if len(ids) - n_done <= n_done:
+        return n_done, pc.filter(ids, pc.invert(labelled)), True
+    return n_done, pc.filter(ids, labelled), False
+
+
+@functools.lru_cache(maxsize=4)
+def _isolated_featurizer(featurizer_json: str, retries: int):
+    """One crash-isolating featuriser (and so one child process) per worker process and bundle."""
+    from labeler.isolate import IsolatedFeaturizer  # noqa: PLC0415
+
+    return IsolatedFeaturizer(json.loads(featurizer_json), retries=retries)
 
 
 @functools.lru_cache(maxsize=4)
@@ -343,16 +384,17 @@ def _lyrics_tokenizer(tokenizer: TokenizerSource, lyrics_json: str):
 
 
 def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, tokenizer: TokenizerSource | None,
-                    lyrics_json: str, keep_audio_uri: bool = False, progress_sink=None) -> dict[str, np.ndarray]:
+                    lyrics_json: str, keep_audio_uri: bool = False, progress_sink=None,
+                    max_retries: int = DEFAULT_RETRIES) -> dict[str, np.ndarray]:
     """CPU stage: decode + chorus + log-mel (when the bundle uses audio), tokenise (when it uses lyrics).
 
     The Featurizer and LyricsTokenizer turn a bad song into a row error themselves; this stage only
-    adds the columns a single-branch Predictor does not get from the skipped step.
+    adds the columns a single-branch Predictor does not get from the skipped step. Audio is featurised
+    in a child process (labeler.isolate): a track that kills it becomes an `audio_error` of kind
+    `worker_crash` after `max_retries` retries alone, and this task's own process never dies for it.
     """
     if featurizer is not None:
-        from labeler.audio import Featurizer  # noqa: PLC0415
-
-        batch = Featurizer(featurizer)(batch)
+        batch = _isolated_featurizer(json.dumps(featurizer, sort_keys=True), max_retries)(batch)
     else:
         batch = dict(batch)
         batch["audio_error"] = np.array([None] * len(batch["song_id"]), dtype=object)
@@ -550,6 +592,7 @@ class LabelSummary:
     quadrants: dict[str, int] = field(default_factory=dict)  # over the whole partition
     seconds: float = 0.0
     plot: str | None = None
+    plan: str = ""  # Resources.describe() of the run ("" when nothing needed labelling)
 
     @property
     def nothing_new(self) -> bool:
@@ -579,6 +622,8 @@ class LabelSummary:
             if self.audio_errors:
                 lines.append("labelled without audio, by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(self.audio_errors.items())))
             lines.append(f"time: {self.seconds:.1f} s, {self.songs_per_second:.2f} songs/s")
+            if self.plan:
+                lines.append(f"plan: {self.plan}")
         if self.quadrants:
             total = sum(self.quadrants.values())
             dist = ", ".join(f"{q}={self.quadrants.get(q, 0)} ({100 * self.quadrants.get(q, 0) / total:.0f}%)" for q in QUADRANTS)
@@ -586,6 +631,27 @@ class LabelSummary:
         if self.plot:
             lines.append(f"plot: {self.plot}")
         return "\n".join(lines)
+
+
+def recover_cwd() -> None:
+    """Move off a working directory that no longer exists (and say so), so nothing after it fails on os.getcwd().
+
+    Why: under `ray job submit --working-dir`, the driver runs inside Ray's copy of the working dir on
+    the head node, and after a worker node was lost Ray removed that copy while the job still ran: the
+    run had committed every row, then failed with a bare '[Errno 2] No such file or directory' (from
+    os.getcwd()) and no completion record (issue #22). The driver needs nothing from its working dir by
+    then (paths are absolute, code is imported).
+    """
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        fallback = tempfile.gettempdir()
+        log.warning("this driver's working directory no longer exists (a Ray job's working_dir removed after a "
+                    "lost node?); continuing in %s", fallback)
+        os.chdir(fallback)
 
 
 def ensure_ray(address: str | None) -> None:
@@ -611,17 +677,34 @@ def _validated_catalogue(catalogue_uri: str) -> tuple[list[str], pa.Array]:
     return _catalogue_columns(schema), ids.column("song_id").combine_chunks().cast(pa.string())
 
 
-def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: BundleInfo, res: Resources,
-                  rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
-                  timeline_seconds: float | None = None, fence: Fence | None = None, progress_sink=None):
-    """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part)."""
+def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Array | None, bool], info: BundleInfo,
+                  res: Resources, rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
+                  timeline_seconds: float | None = None, fence: Fence | None = None, progress_sink=None,
+                  max_retries: int = DEFAULT_RETRIES):
+    """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part).
+
+    `id_filter` is (ids, keep) from todo_filter: the rows to label are those whose song_id is in ids
+    (keep) or not in them; (None, False) labels every row.
+
+    Every task and actor is retried at most `max_retries` times when its process or node dies (Ray
+    Data's default is forever: one poison track once hung a job for good). A track that crashes the
+    featuriser never kills a task (featurise_batch isolates it), so what is left to retry is a lost
+    node or an out-of-memory kill of the task itself; when retries run out the run fails with Ray's
+    error and commits nothing more. No block is ever dropped (`max_errored_blocks` stays 0), and
+    _finish refuses to write the completion record unless every catalogue song has its row.
+    """
     import ray  # noqa: PLC0415
     from labeler.predict import Predictor  # noqa: PLC0415
 
+    retry = {"max_retries": max_retries}
     fs, path = storage.filesystem(catalogue_uri)
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(columns)
-    if len(done):
-        ds = ds.map_batches(_drop_done, batch_format="pyarrow", fn_kwargs={"done_ref": [ray.put(done)]}, batch_size=None)
+    # ray_remote_args (deprecated in Ray 2.60, no named equivalent for max_retries yet): read tasks fuse with the
+    # maps after them and take these args, so without it the fused read+featurise would retry forever.
+    ds = ray.data.read_parquet(path, filesystem=fs, ray_remote_args=retry).select_columns(columns)
+    ids, keep = id_filter
+    if ids is not None:
+        ds = ds.map_batches(_filter_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": [ray.put(ids)], "keep": keep},
+                            batch_size=None, **retry)
     ds = ds.repartition(target_num_rows_per_block=res.featurise_batch_size)
     ds = ds.map_batches(
         featurise_batch,
@@ -635,9 +718,11 @@ def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: 
             "lyrics_json": json.dumps(info.lyrics, sort_keys=True),
             "keep_audio_uri": timeline_seconds is not None,
             "progress_sink": progress_sink,
+            "max_retries": max_retries,
         },
+        **retry,
     )
-    actor_resources = {"num_gpus": 1} if res.use_gpu else {"num_cpus": 1}
+    actor_resources = {"num_gpus": 1, "num_cpus": res.actor_cpus} if res.use_gpu else {"num_cpus": res.actor_cpus}
     ds = ds.map_batches(
         Predictor,
         fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size,
@@ -646,6 +731,8 @@ def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: 
         batch_format="numpy",
         batch_size=res.predict_batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        max_restarts=max_retries,
+        max_task_retries=max_retries,
         **actor_resources,
     )
     # Committing a part is one small write and a rename: it reserves no CPU, so it never waits behind
@@ -656,6 +743,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], done: pa.Array, info: 
         batch_size=rows_per_part,
         num_cpus=0,
         fn_kwargs={"info": info, "staging_uri": staging_uri, "partition_uri": partition_uri, "fence": fence},
+        **retry,
     )
 
 
@@ -693,11 +781,13 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     # What is done is read under the lease: a run still committing would otherwise be relabelled.
     with Lease(layout.lease_dir, run_id, config.lease_seconds) as lease:
         _check_same_optional_columns(layout, config)
-        done = pc.unique(read_partition(layout, ["song_id"]).column("song_id").combine_chunks())
+        done = read_partition(layout, ["song_id"]).column("song_id").combine_chunks()
+        already, *id_filter = todo_filter(ids, done)
+        del done
         summary = LabelSummary(
             catalogue_uri=catalogue_uri, output_uri=layout.output_uri, partition_uri=layout.partition_uri,
             model_id=info.model_id, model_version=info.model_version, run_id=run_id,
-            catalogue_rows=len(ids), already_labelled=_ids_in(ids, done),
+            catalogue_rows=len(ids), already_labelled=already,
         )
         todo = summary.catalogue_rows - summary.already_labelled
         log.info("catalogue %s: %d songs, %d already labelled by version %s, %d to label",
@@ -714,15 +804,16 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             start_ray(config.address)
             res = resolve_resources(config, ray.cluster_resources())
             log.info("resources: %s", res)
+            summary.plan = res.describe()
             _report_stale_staging(layout)
             storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
             staging = layout.staging_uri(run_id)
             errors: Counter = Counter()
             audio_errors: Counter = Counter()
             with console.stage("label", total=todo, remote=True) as stage:
-                records = build_dataset(catalogue_uri, columns, done, info, res, config.rows_per_part, staging,
+                records = build_dataset(catalogue_uri, columns, tuple(id_filter), info, res, config.rows_per_part, staging,
                                         layout.partition_uri, config.embeddings, config.timeline_seconds,
-                                        fence=lease.fence, progress_sink=stage.sink)
+                                        fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries)
                 for record in records.iter_rows():
                     if lease.lost.is_set():
                         lease.check_held()  # raises LeaseLostError: the commits are fenced off already
@@ -733,7 +824,11 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
                     audio_errors.update(json.loads(record["audio_errors"]))
                     log.info("committed %s (%d rows; %d/%d this run)", _basename(record["file"]), record["rows"], summary.written, todo)
             summary.errors, summary.audio_errors = dict(errors), dict(audio_errors)
-            storage.remove(staging, recursive=True)
+            recover_cwd()
+            try:
+                storage.remove(staging, recursive=True)
+            except OSError as exc:  # housekeeping only: the next run removes the staging root anyway
+                log.warning("could not remove the staging directory %s: %s", staging, exc)
         summary.seconds = time.perf_counter() - t0
         return _finish(layout, summary, ids, started_at, config.plot, lease=lease)
 
@@ -772,8 +867,13 @@ def _report_stale_staging(layout: OutputLayout) -> None:
 
 def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_at: datetime,
             plot: str | None, lease: Lease | None) -> LabelSummary:
-    """Check one row per catalogue song, fill the partition-wide figures, write the record last (given a lease)."""
-    table = read_partition(layout, ["song_id", "quadrant", "error", "arousal_prob", "valence_prob"])
+    """Check one row per catalogue song, fill the partition-wide figures, write the record last (given a lease).
+
+    Vectorised (pyarrow compute, no Python object per row): at 10 million rows this is the driver's peak
+    (bench/bench_driver_scale.py). Idempotent: it only reads the partition and (re)writes the records, so a
+    re-run after a driver that died here writes them without labelling anything.
+    """
+    table = read_partition(layout, ["song_id", "quadrant", "error", *(("arousal_prob", "valence_prob") if plot else ())])
     summary.partition_rows = table.num_rows
     try:
         check_unique_ids(table, where=f"labels {storage.describe(layout.partition_uri)}")
@@ -783,13 +883,13 @@ def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_
     if missing:
         raise RuntimeError(f"{missing} catalogue song(s) have no label row in {storage.describe(layout.partition_uri)}; "
                            f"not writing {SUCCESS_FILE}")
-    quadrants = Counter(q for q in table.column("quadrant").to_pylist() if q is not None)
+    quadrants = _value_counts(table.column("quadrant"))
     summary.quadrants = {q: quadrants.get(q, 0) for q in QUADRANTS} if quadrants else {}
     if plot:
         summary.plot = plot_labels(table, plot, f"{summary.model_id} {summary.model_version}")
     if lease is not None:
         lease.check_held()
-        partition_errors = [error_kind(e) for e in table.column("error").to_pylist()]
+        partition_errors = Counter(error_kind(e) for e in pc.drop_null(table.column("error")).to_pylist())
         record = {
             "model_id": summary.model_id,
             "model_version": summary.model_version,
@@ -797,8 +897,8 @@ def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_
             "catalogue": summary.catalogue_uri,
             "catalogue_rows": summary.catalogue_rows,
             "rows": table.num_rows,
-            "errors": sum(e is not None for e in partition_errors),
-            "errors_by_kind": dict(Counter(e for e in partition_errors if e is not None)),
+            "errors": sum(partition_errors.values()),
+            "errors_by_kind": dict(partition_errors),
             "quadrants": summary.quadrants,
             "run_id": summary.run_id,
             "written_this_run": summary.written,
@@ -810,6 +910,11 @@ def _finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_
         storage.write_text(layout.success_uri, text)
         storage.write_text(layout.root_success_uri, text)
     return summary
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict:
+    counts = pc.value_counts(pc.drop_null(column))
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
 
 
 def plot_labels(table: pa.Table, path: str, title: str) -> str:
@@ -884,6 +989,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="how long a killed run keeps other runs off this output version (default %(default)s)")
     parser.add_argument("--expect-version", default=None, metavar="V",
                         help="refuse the bundle unless its recomputed model_version is V (pins the model against tampering)")
+    parser.add_argument("--max-retries", type=int, default=LabelJobConfig.max_retries,
+                        help="retries of a task, actor or track whose process died before the track is isolated "
+                             "as a worker_crash row or the run fails (default %(default)s)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="also draw the quadrant distribution and V-A scatter")
     parser.add_argument("--embeddings", action="store_true",
                         help="also write `embedding`: the model's penultimate vector, L2-normalised, for similarity search")
@@ -898,6 +1006,7 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
         featurise_cpus=args.featurise_cpus, min_actors=args.min_actors, max_actors=args.max_actors,
         use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot, lease_seconds=args.lease_seconds,
         embeddings=args.embeddings, timeline_seconds=args.timeline_seconds, expect_version=args.expect_version,
+        max_retries=args.max_retries,
     )
 
 

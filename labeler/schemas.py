@@ -224,7 +224,7 @@ def check_unique_ids(table: pa.Table, column: str = "song_id", where: str = "") 
     if ids.null_count:
         raise SchemaError(f"{where or 'table'}: {ids.null_count} row(s) have a null {column}")
     counts = pc.value_counts(ids)
-    dup = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
+    dup = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()  # vectorised: 10M ids in seconds
     if dup:
         shown = ", ".join(map(repr, dup[:5]))
         raise SchemaError(f"{where or 'table'}: {len(dup)} duplicate {column} value(s), e.g. {shown}")

@@ -32,6 +32,10 @@ What is a 4xx and what is a labelled row with `audio_error` (the rule):
 - 422 with the audio error kind (`corrupt`, `unsupported_format`, `empty_file`, `ffmpeg_missing`):
   *uploaded* bytes that cannot be decoded. The client sent them explicitly, so answering with a
   lyrics-only label would hide its mistake.
+- 422 `worker_crash` (uploads), or a row with `audio_error = 'worker_crash: ...'` (an `audio_uri`: 200 from
+  its lyrics, else 422 as below): audio whose featurisation killed the process doing it (a segfault in a
+  decoder, say). Each featurise thread decodes in its own child process (labeler.isolate), so the replica
+  and the next request are unaffected; the crash is not retried here (the client may).
 - 200 with `audio_error` set and `modalities` = "lyrics": audio that decodes but is unusable
   (`silent`, `too_short`), and an `audio_uri` that cannot be read or decoded (`missing_file`,
   `corrupt`, ...), when the song has lyrics: exactly the row the batch job writes for that song.
@@ -374,6 +378,12 @@ def _rewound(source: Any) -> Any:
     return source
 
 
+def _payload(source: Any) -> Any:
+    """What the featurising child gets: a URI as it is, an uploaded file's bytes (bounded by max_upload_mb):
+    a file object cannot cross the process boundary."""
+    return _rewound(source).read() if hasattr(source, "read") else source
+
+
 def check_uri_allowed(uri: str, prefixes: tuple[str, ...]) -> str:
     """The normalised URI when it lies under an allowed prefix; 403 otherwise (no '..' escapes)."""
     if not prefixes:
@@ -416,6 +426,9 @@ class SongFeaturiser:
         # raises "Already borrowed" while another call changes its padding/truncation state); audio
         # featurising runs in parallel, tokenising (about a millisecond) one song at a time.
         self._tokenizer_lock = threading.Lock()
+        # Each featurise thread decodes in its own crash-isolation child (labeler.isolate): a song that
+        # kills the decoder costs that request a worker_crash answer, not the replica.
+        self._children = threading.local()
 
     def __call__(self, song: SongRequest) -> dict[str, np.ndarray]:
         batch: dict[str, np.ndarray] = {
@@ -454,12 +467,20 @@ class SongFeaturiser:
             out["descriptors"] = descriptors
         return out
 
+    def _child(self):
+        from labeler.isolate import ChildProcess  # noqa: PLC0415
+
+        if not hasattr(self._children, "child"):
+            self._children.child = ChildProcess()
+        return self._children.child
+
     def _featurise(self, song: SongRequest):
         """(TrackFeatures, None), or (None, "<kind>: detail") for audio the batch job would also skip.
 
         Raises RequestError for uploaded bytes that do not decode (422) and for too-long audio (413).
         """
-        from labeler.audio import AudioError, featurise_track, open_audio  # noqa: PLC0415
+        from labeler.audio import AudioError, open_audio  # noqa: PLC0415
+        from labeler.isolate import CRASH_KIND, WorkerCrash  # noqa: PLC0415
 
         uploaded = song.audio is not None
         if uploaded:
@@ -475,7 +496,17 @@ class SongFeaturiser:
             if seconds is not None and seconds > self.config.max_audio_seconds:
                 raise RequestError(413, "too_long",
                                    f"{name}: {seconds:.1f} s of audio exceeds the limit of {self.config.max_audio_seconds:g} s")
-            return featurise_track(_rewound(source), song.chorus_start_s, song.chorus_end_s, self.featurizer), None
+            try:
+                out = self._child().call("labeler.isolate:TrackFeaturiser", {"config": self.featurizer.to_dict()},
+                                         {"source": _payload(source), "start": song.chorus_start_s, "end": song.chorus_end_s, "name": name})
+            except WorkerCrash as crash:  # not retried: the client may retry the request
+                log.error("featurising %s crashed its process (%s)", name, crash)
+                if uploaded:
+                    raise RequestError(422, CRASH_KIND, f"{name}: {crash}") from None
+                return None, f"{CRASH_KIND}: {name}: {crash}"
+            if "features" in out:
+                return out["features"], None
+            raise AudioError(out["kind"], out["detail"])
         except AudioError as exc:
             if uploaded and exc.kind in UNDECODABLE_KINDS:
                 raise RequestError(422, exc.kind, f"{name}: {str(exc).split(': ', 1)[-1]}") from None

@@ -8,9 +8,11 @@ profile, instance profile); credentials are never logged or written anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterable
@@ -227,10 +229,31 @@ def _to_uri(base_uri: str, fs_path: str) -> str:
 
 
 def remove(uri: str, recursive: bool = False) -> None:
+    """Delete a file (or a directory, with recursive); a no-op when it does not exist.
+
+    Local directories go through shutil, not fsspec: fsspec's local rm calls os.getcwd(), which fails
+    once a job's working directory is gone (Ray removed a `--working-dir` job's copy on the head after a
+    worker node died, and the finished job then failed with a bare '[Errno 2]', issue #22).
+    """
+    if not is_remote(uri):
+        path = strip_scheme(uri)
+        if os.path.isdir(path) and not os.path.islink(path):
+            if not recursive:
+                raise IsADirectoryError(f"{path} is a directory; pass recursive=True")
+            shutil.rmtree(path, ignore_errors=False, onerror=_gone_is_fine)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        return
     fs = fsspec_filesystem(uri)
     path = strip_scheme(uri)
     if fs.exists(path):
         fs.rm(path, recursive=recursive)
+
+
+def _gone_is_fine(function, path, exc_info) -> None:
+    if not isinstance(exc_info[1], FileNotFoundError):  # removed meanwhile by someone else: the goal is met
+        raise exc_info[1]
 
 
 def move(src: str, dst: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.loopback import sitecustomize as loopback
+from tests.poison import sitecustomize as poison
 
 # Ray reads these when it starts; set them before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -24,6 +25,8 @@ DATA_ENV = "MOOD_LABELER_DATA"
 # and listens on 127.0.0.1 only (Ray would take the machine's outward address): see the module.
 loopback.export(os.environ)
 loopback.install()
+# ... and a featuriser that meets a file named poison.POISON_FILE dies with SIGSEGV (crash-isolation tests).
+poison.export(os.environ)
 
 
 def _free_port() -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -10,13 +13,24 @@ from labeler import storage
 
 @pytest.fixture(scope="module")
 def small_manifest(tmp_path_factory) -> str:
+    """16 synthetic songs; the last one's audio is a copy named tests/poison's POISON_FILE, so featurising it
+    kills the process with SIGSEGV (conftest exports the injection into every process the tests start)."""
+    import pyarrow as pa
+
     from labeler.synth import SynthConfig, synthesise
+    from tests.poison import sitecustomize as poison
     from train.folds import assign_folds
 
     root = tmp_path_factory.mktemp("fc")
     result = synthesise(SynthConfig(songs=16, output=str(root / "synth"), seconds=5.0, formats=("wav",), seed=1))
+    manifest = storage.read_parquet(result.manifest_uri)
+    uris = manifest.column("audio_uri").to_pylist()
+    poisoned = root / poison.POISON_FILE
+    shutil.copy(uris[-1], poisoned)
+    manifest = manifest.set_column(manifest.schema.get_field_index("audio_uri"), "audio_uri",
+                                   pa.array([*uris[:-1], str(poisoned)], pa.string()))
     uri = str(root / "manifest.parquet")
-    storage.write_parquet(assign_folds(storage.read_parquet(result.manifest_uri), k=4), uri)
+    storage.write_parquet(assign_folds(manifest, k=4), uri)
     return uri
 
 
@@ -34,6 +48,8 @@ def test_cache_is_built_once_and_split_reads_filter_rows(small_manifest, ray_loc
     assert uri.split("/")[-1].startswith(fz.fingerprint() + "-")
     assert storage.exists(storage.join(uri, SUCCESS))
     stamp = storage.read_text(storage.join(uri, SUCCESS))
+    # The poison track crashed the featuriser: skipped for audio, counted, never retried forever.
+    assert json.loads(stamp)["audio_skipped_by_kind"] == {"worker_crash": 1} and json.loads(stamp)["rows"] == 16
     # Second call: a cache hit (same directory, marker untouched, nothing re-featurised).
     assert build_feature_cache(small_manifest, str(tmp_path / "cache"), fz, tok, lyr) == uri
     assert storage.read_text(storage.join(uri, SUCCESS)) == stamp
@@ -46,7 +62,9 @@ def test_cache_is_built_once_and_split_reads_filter_rows(small_manifest, ray_loc
     ds = read_split(uri, split["train"], ["log_mel", "input_ids", "attention_mask", "quadrant", "fold"], "audio")
     batch = next(iter(ds.iter_batches(batch_size=64, batch_format="numpy")))
     assert set(np.unique(batch["fold"])) <= {2, 3}
-    assert len(batch["fold"]) == int(np.isin(scalars.column("fold").to_numpy(), [2, 3]).sum())
+    with_audio = scalars.column("has_audio").to_numpy(zero_copy_only=False)
+    assert int((~with_audio).sum()) == 1
+    assert len(batch["fold"]) == int((np.isin(scalars.column("fold").to_numpy(), [2, 3]) & with_audio).sum())
     assert batch["log_mel"].dtype == np.float16 and batch["log_mel"].shape[1:] == (fz.n_frames, fz.n_mels)
     assert batch["input_ids"].shape[1] == 32 and batch["attention_mask"].max() == 1
     assert np.abs(batch["log_mel"].astype(np.float32)).sum() > 0

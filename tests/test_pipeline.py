@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from labeler import storage
-from labeler.labels import quadrant_probs_to_axes
+from labeler.labels import QUADRANTS, quadrant_probs_to_axes
 from labeler.lease import Lease, LeaseHeldError
 from labeler.pipeline import (
     BundleInfo,
@@ -36,6 +37,7 @@ from labeler.pipeline import (
 )
 from labeler.schemas import LABELS, SchemaError, validate
 from labeler.verified import open_bundle
+from tests.poison import sitecustomize as poison
 from tests.tiny_models import tiny_bert_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,7 +201,11 @@ def test_resources_follow_the_cluster_and_flags():
     assert (cpu.featurise_batch_size, cpu.predict_batch_size) == (16, 32)
     assert resolve_resources(LabelJobConfig(), {"CPU": 32}).max_actors == 4
     gpu = resolve_resources(LabelJobConfig(), {"CPU": 16, "GPU": 2})
-    assert (gpu.use_gpu, gpu.max_actors, gpu.predict_batch_size) == (True, 2, 64)
+    assert (gpu.use_gpu, gpu.max_actors, gpu.predict_batch_size, gpu.actor_cpus) == (True, 2, 64, 1.0)
+    # as many GPUs as CPUs: the GPU actors must leave a CPU to the featurise tasks that feed them
+    tight = resolve_resources(LabelJobConfig(), {"CPU": 2, "GPU": 2})
+    assert (tight.max_actors, tight.featurise_cpus, tight.actor_cpus) == (2, 1.0, 0.5)
+    assert "1 GPU and 0.5 CPU each" in tight.describe() and "featurise on CPU tasks (1 CPU each" in tight.describe()
     assert resolve_resources(LabelJobConfig(max_actors=3, featurise_cpus=0.5), {"CPU": 2}).max_actors == 3
     with pytest.raises(ValueError, match="no GPU"):
         resolve_resources(LabelJobConfig(use_gpu=True), {"CPU": 2})
@@ -210,6 +216,27 @@ def test_resources_follow_the_cluster_and_flags():
 
 
 # ---------------------------------------------------------------------------------------- with Ray
+
+
+_LOST_CWD = """
+import os, sys
+from labeler import pipeline, storage
+os.chdir(sys.argv[1]); os.rmdir(sys.argv[1])  # what Ray did to a --working-dir job's copy after a lost node
+storage.remove(sys.argv[2], recursive=True)   # the staging cleanup that failed with a bare [Errno 2]
+pipeline.recover_cwd()
+print(os.getcwd())
+"""
+
+
+def test_a_driver_whose_working_directory_vanished_still_finishes(tmp_path):
+    cwd, staging = tmp_path / "working_dir", tmp_path / "staging"
+    cwd.mkdir()
+    (staging / "run").mkdir(parents=True)
+    (staging / "run" / "part-x.parquet").write_bytes(b"x")
+    out = subprocess.run([sys.executable, "-c", _LOST_CWD, str(cwd), str(staging)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not staging.exists() and "working directory no longer exists" in out.stderr
 
 
 def test_missing_column_fails_before_any_work(ray_local, bundle, tmp_path):
@@ -299,6 +326,74 @@ def test_end_to_end_bad_rows_rerun_and_new_version(ray_local, bundle, synth, tmp
     assert len(everything) == 2 * (n + 1)
     assert everything.groupby("model_version")["song_id"].nunique().to_dict() == {
         summary.model_version: n + 1, second.model_version: n + 1}
+
+
+@pytest.mark.slow
+def test_a_track_that_crashes_its_worker_is_one_row_error_and_the_job_ends(ray_local, bundle, synth, tmp_path):
+    """A real SIGSEGV in the featuriser on one file (tests/poison/sitecustomize.py, exported by conftest into
+    every process the tests start): the job ends, the two rows naming that file carry `worker_crash` (one
+    labelled from its lyrics, one without lyrics as a row error), every other row is labelled, and a re-run
+    changes nothing."""
+    poisoned = tmp_path / poison.POISON_FILE
+    shutil.copy(synth.songs[0].audio_uri, poisoned)
+    good = [s for s in synth.songs if s.song_id not in synth.corrupt_ids][:5]
+    rows = [{"song_id": s.song_id, "audio_uri": s.audio_uri, "lyrics": "sunshine dance"} for s in good]
+    rows += [{"song_id": "poison-lyrics", "audio_uri": str(poisoned), "lyrics": "tears alone cry"},
+             {"song_id": "poison-bare", "audio_uri": str(poisoned), "lyrics": None}]
+    catalogue = str(tmp_path / "catalogue.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(n, pa.string()) for n in ("song_id", "audio_uri", "lyrics")])),
+                   catalogue)
+    output = str(tmp_path / "labels")
+    config = LabelJobConfig(**{**SMALL.__dict__, "max_retries": 1})
+    summary = label_catalogue(catalogue, bundle, output, config)
+
+    labels = _read_version(output, summary.model_version).set_index("song_id")
+    assert len(labels) == len(rows) and summary.written == len(rows)
+    assert labels.loc["poison-lyrics", "modalities"] == "lyrics" and labels.loc["poison-lyrics", "quadrant"] in QUADRANTS
+    assert labels.loc["poison-lyrics", "audio_error"].startswith(f"worker_crash: {poisoned}: killed by SIGSEGV")
+    assert error_kind(labels.loc["poison-bare", "error"]) == "worker_crash" and pd.isna(labels.loc["poison-bare", "quadrant"])
+    assert (labels.loc[[s.song_id for s in good], "modalities"] == "audio+lyrics").all()
+    assert summary.errors == {"worker_crash": 1} and summary.audio_errors["worker_crash"] == 2
+    record = json.loads(Path(OutputLayout(output, summary.model_version).success_uri).read_text())
+    assert record["errors_by_kind"] == {"worker_crash": 1} and record["rows"] == len(rows)
+
+    again = label_catalogue(catalogue, bundle, output, config)
+    assert again.nothing_new and again.already_labelled == len(rows)
+
+
+_GPU_PLAN = """
+import json, sys, ray
+from ray.util.state import list_actors
+from labeler.pipeline import LabelJobConfig, label_catalogue
+context = ray.init(num_cpus=2, num_gpus=2, include_dashboard=True, log_to_driver=False)  # the state API needs it
+ray.data.DataContext.get_current().enable_progress_bars = False
+summary = label_catalogue(sys.argv[1], sys.argv[2], sys.argv[3], LabelJobConfig(featurise_batch_size=2, predict_batch_size=4, min_actors=2))
+actors = [a for a in list_actors(address="http://" + context.dashboard_url, limit=1000, detail=True, raise_on_missing_output=False)
+          if "Predictor" in (a.class_name or "")]
+print(json.dumps({"summary": summary.to_dict(), "text": summary.to_text(),
+                  "predictor_gpus": sorted((a.required_resources or {}).get("GPU", 0) for a in actors)}))
+"""
+
+
+@pytest.mark.slow
+def test_gpu_plan_on_a_ray_that_declares_two_gpus(bundle, synth, tmp_path):
+    """The plan a GPU cluster runs, simulated: a local Ray declaring 2 GPUs (none here), so the job puts one
+    Predictor actor on each GPU (they fall back to CPU without CUDA) and featurises on CPU tasks."""
+    table = pq.read_table(synth.catalogue_uri).select(["song_id", "audio_uri", "lyrics"])
+    catalogue = str(tmp_path / "catalogue.parquet")
+    pq.write_table(table, catalogue)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", _GPU_PLAN, catalogue, bundle, str(tmp_path / "labels")], env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = result["summary"]
+    assert summary["written"] == table.num_rows and summary["partition_rows"] == table.num_rows
+    # 2 CPUs for 2 GPU actors and their featurise tasks: the actors leave one CPU to featurising (else: a hang)
+    assert "Predictor on 2-2 actor(s), 1 GPU and 0.5 CPU each" in summary["plan"], summary["plan"]
+    assert "featurise on CPU tasks (1 CPU each" in summary["plan"]
+    assert "plan: featurise on CPU tasks" in result["text"]
+    assert result["predictor_gpus"] == [1.0, 1.0]
 
 
 def test_catalogue_audio_and_output_on_s3(ray_local, bundle, synth, s3_bucket, tmp_path):

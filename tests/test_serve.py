@@ -7,6 +7,7 @@ weights: plumbing, contracts and limits are under test, not accuracy).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from labeler.labels import QUADRANTS
 from labeler.pipeline import LabelJobConfig, error_kind, label_catalogue, read_bundle_info
 from labeler.schemas import LABELS
 from labeler.serve import ServeConfig, app_builder, start
+from tests.poison import sitecustomize as poison
 from tests.test_pipeline import make_bundle
 
 PROBS = [f"prob_{q.lower()}" for q in QUADRANTS]
@@ -265,3 +267,24 @@ def test_row_to_json_gives_class_probs_as_an_object():
 
     row = row_to_json({"song_id": "a", "class_probs": [("Cluster 1", 0.25), ("Cluster 2", 0.75)], "label_prob": float("nan")})
     assert row == {"song_id": "a", "class_probs": {"Cluster 1": 0.25, "Cluster 2": 0.75}, "label_prob": None}
+
+
+def test_a_song_that_crashes_the_featuriser_gets_its_answer_and_the_next_request_is_served(server, songs):
+    """A real SIGSEGV while featurising (tests/poison/sitecustomize.py, exported by conftest into the replica
+    and its isolation children): that request answers worker_crash, the replica lives on."""
+    poisoned = Path(songs["root"]) / poison.POISON_FILE
+    shutil.copy(_write_song(songs["root"] / "healthy.wav", 6.0, seed=7), poisoned)
+    bare = _post_slow(server, {"audio_uri": str(poisoned)})
+    assert bare.status_code == 422, bare.text
+    assert bare.json()["error"].startswith(f"worker_crash: {poisoned}: killed by SIGSEGV")
+    with_lyrics = _post_slow(server, {"audio_uri": str(poisoned), "lyrics": "tears alone cry"})
+    assert with_lyrics.status_code == 200, with_lyrics.text
+    assert with_lyrics.json()["modalities"] == "lyrics" and error_kind(with_lyrics.json()["audio_error"]) == "worker_crash"
+    a = songs["rows"][0]
+    after = _post_slow(server, {"audio_uri": a["audio_uri"], "lyrics": a["lyrics"]})
+    assert after.status_code == 200 and after.json()["modalities"] == "audio+lyrics", after.text
+
+
+def _post_slow(url: str, body) -> requests.Response:
+    """A crashed child is replaced by a fresh interpreter for the next request: allow for that on a loaded machine."""
+    return requests.post(f"{url}/label", json=body, timeout=600)

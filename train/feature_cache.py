@@ -32,6 +32,8 @@ import uuid
 import numpy as np
 
 from labeler import storage
+from labeler.featurise_job import error_counts
+from labeler.isolate import DEFAULT_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +82,19 @@ class CacheFeaturizer:
 
     Why one stage: every actor holds a CPU for its lifetime; separate actor stages for audio and
     lyrics on a small cluster can hold every CPU and starve the Parquet read tasks feeding them.
+    Audio is featurised in a crash-isolation child (labeler.isolate): a track that kills it gets
+    `audio_error = 'worker_crash: ...'` and has_audio False, so training skips it and the cache's
+    _SUCCESS.json counts it, instead of the actor dying and being restarted forever.
     """
 
     def __init__(self, featurizer: dict, tokenizer_dir: str | None, lyrics: dict | None,
-                 classes: list[str] | None = None, progress_sink=None, audio_encoder: str | None = None):
-        from labeler.audio import Featurizer  # noqa: PLC0415
+                 classes: list[str] | None = None, progress_sink=None, audio_encoder: str | None = None,
+                 max_retries: int = DEFAULT_RETRIES):
+        from labeler.isolate import IsolatedFeaturizer  # noqa: PLC0415
 
         self.classes = {name: i for i, name in enumerate(classes or [])}
         self.progress_sink = progress_sink  # labeler.console: songs done are counted on the driver's line
-        self.featurize = Featurizer(featurizer)
+        self.featurize = IsolatedFeaturizer(featurizer, retries=max_retries)
         self.encoder = None
         if audio_encoder:  # a frozen encoder's output never changes: compute it once per song, here
             from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
@@ -138,11 +144,15 @@ class CacheFeaturizer:
 
 def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, tokenizer_dir: str | None = None,
                         lyrics=None, concurrency: int = 0, batch_size: int = 8, console=None,
-                        audio_encoder: str | None = None) -> str:
+                        audio_encoder: str | None = None, max_retries: int = DEFAULT_RETRIES) -> str:
     """Featurise (and tokenise) the manifest into `<cache_root>/<key>/` unless complete there; return its URI.
 
     With a `console` (labeler.console.Console), featurising shows a progress line of songs done.
     `audio_encoder` (a musicnn model id) also stores the frozen encoder's patch embeddings per song.
+
+    Bounded everywhere: a track that crashes the featuriser is a counted `worker_crash` row (see
+    CacheFeaturizer); an actor or task whose process dies otherwise is retried `max_retries` times,
+    then the build fails with Ray's error and leaves no `_SUCCESS.json`.
     """
     import ray  # noqa: PLC0415
 
@@ -165,7 +175,7 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     started = time.perf_counter()
     fs, path = storage.filesystem(manifest_uri)
     columns = [c for c in MANIFEST_COLUMNS if c in schema.names]
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(columns)
+    ds = ray.data.read_parquet(path, filesystem=fs, ray_remote_args={"max_retries": max_retries}).select_columns(columns)
     # Leave one CPU to the read tasks that feed the actors (see CacheFeaturizer).
     n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
     total = storage.read_parquet(manifest_uri, columns=["song_id"]).num_rows
@@ -175,7 +185,8 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency or n_cpus),
             fn_constructor_kwargs={"featurizer": featurizer.to_dict(), "tokenizer_dir": tokenizer_dir,
                                    "lyrics": lyrics.to_dict() if lyrics is not None else None, "classes": classes,
-                                   "progress_sink": stage.sink, "audio_encoder": audio_encoder},
+                                   "progress_sink": stage.sink, "audio_encoder": audio_encoder, "max_retries": max_retries},
+            max_restarts=max_retries, max_task_retries=max_retries,
         )
         staging = f"{cache_uri}.staging-{uuid.uuid4().hex[:8]}"
         sfs, spath = storage.filesystem(staging)
@@ -183,24 +194,17 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     if storage.exists(cache_uri):  # an incomplete earlier attempt
         storage.remove(cache_uri, recursive=True)
     storage.move(staging, cache_uri)
-    rows = sum(pq_rows for pq_rows in _row_counts(cache_uri))
+    audio_errors = storage.read_parquet(cache_uri, columns=["audio_error"]).column("audio_error").to_pylist()
+    skipped = error_counts(audio_errors)
     storage.write_text(storage.join(cache_uri, SUCCESS), json.dumps({
         "manifest": storage.describe(manifest_uri), "featurizer": featurizer.to_dict(),
         "tokenizer": tokenizer_dir, "lyrics": lyrics.to_dict() if lyrics is not None else None,
-        "rows": rows, "classes": classes, "seconds": round(time.perf_counter() - started, 1),
+        "rows": len(audio_errors), "audio_skipped_by_kind": skipped, "classes": classes,
+        "seconds": round(time.perf_counter() - started, 1),
     }, indent=2))
-    log.info("feature cache built: %d rows in %.1f s -> %s", rows, time.perf_counter() - started,
-             storage.describe(cache_uri))
+    log.info("feature cache built: %d rows (audio skipped: %s) in %.1f s -> %s", len(audio_errors), skipped or "none",
+             time.perf_counter() - started, storage.describe(cache_uri))
     return cache_uri
-
-
-def _row_counts(cache_uri: str):
-    import pyarrow.parquet as pq  # noqa: PLC0415
-
-    fs, path = storage.filesystem(cache_uri)
-    dataset = pq.ParquetDataset(path, filesystem=fs)
-    for fragment in dataset.fragments:
-        yield fragment.metadata.num_rows
 
 
 def split_folds(test_fold: int, k: int) -> dict[str, list[int]]:

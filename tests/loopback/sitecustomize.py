@@ -38,11 +38,15 @@ def _patch(services) -> None:
     services.get_node_ip_address = get_node_ip_address
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds ray._private.services through the normal path finder, then patches it once loaded."""
+class PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds `module_name` through the normal path finder, then calls `patch(module)` once it is loaded
+    (also used by tests/poison/sitecustomize.py)."""
+
+    def __init__(self, module_name: str, patch) -> None:
+        self.module_name, self.patch = module_name, patch
 
     def find_spec(self, name, path, target=None):
-        if name != PATCHED_MODULE:
+        if name != self.module_name:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path, target)
         if spec is None or spec.loader is None:
@@ -51,7 +55,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_and_patch(module):
             exec_module(module)
-            _patch(module)
+            self.patch(module)
 
         spec.loader.exec_module = exec_and_patch
         return spec
@@ -61,8 +65,8 @@ def install() -> None:
     """Patch Ray in this process now if it is loaded, else when it is; and only once."""
     if PATCHED_MODULE in sys.modules:
         _patch(sys.modules[PATCHED_MODULE])
-    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
+    elif not any(getattr(f, "module_name", None) == PATCHED_MODULE for f in sys.meta_path):
+        sys.meta_path.insert(0, PatchOnImport(PATCHED_MODULE, _patch))
 
 
 def export(environ) -> None:
