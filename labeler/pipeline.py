@@ -827,7 +827,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             recover_cwd()
             try:
                 storage.remove(staging, recursive=True)
-            except OSError as exc:  # housekeeping only: the next run removes the staging root anyway
+            except OSError as exc:  # housekeeping only: the next run reports a leftover staging directory
                 log.warning("could not remove the staging directory %s: %s", staging, exc)
         summary.seconds = time.perf_counter() - t0
         return _finish(layout, summary, ids, started_at, config.plot, lease=lease)
