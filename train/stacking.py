@@ -21,14 +21,15 @@ import numpy as np
 def fit_lexical(cache_uri: str, train_folds: list[int], mode: str, n_classes: int, C: float, seed: int):
     """A LexicalModel on the training folds' cleaned lyrics (the cache's `lyrics_text`, rows with lyrics)."""
     from labeler.lexical import LexicalConfig, LexicalModel  # noqa: PLC0415
-    from train.feature_cache import iter_numpy  # noqa: PLC0415
+    from train.feature_cache import iter_numpy, target_column  # noqa: PLC0415
     from train.loop import targets_for_mode  # noqa: PLC0415
 
+    target = target_column(mode)  # `label_index` in mode classes, else `quadrant`
     texts: list[str] = []
     ys: list[np.ndarray] = []
-    for batch in iter_numpy(cache_uri, train_folds, ["lyrics_text", "quadrant"], "lyrics"):
+    for batch in iter_numpy(cache_uri, train_folds, ["lyrics_text", target], "lyrics"):
         texts.extend(str(t) for t in batch["lyrics_text"])
-        ys.append(targets_for_mode(batch["quadrant"], mode))
+        ys.append(targets_for_mode(batch[target], mode))
     if not texts:
         raise ValueError(f"no training rows with lyrics in folds {train_folds} for the lexical model")
     return LexicalModel.fit(texts, np.concatenate(ys), n_classes, LexicalConfig(C=float(C)), seed=seed)
