@@ -221,20 +221,45 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
         config["model_version"] = compute_model_version(config)
         (root / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
 
+        stale = _stale_files(uri, set(files))
         if storage.is_remote(uri):
             for name in files:
                 storage.write_bytes(storage.join(uri, name), (root / name).read_bytes())
             storage.write_bytes(storage.join(uri, CONFIG_FILE), (root / CONFIG_FILE).read_bytes())
+            for name in stale:
+                storage.remove(storage.join(uri, name))
         else:
-            _copy_local(root, Path(storage.strip_scheme(uri)), [*files, CONFIG_FILE])
+            _copy_local(root, Path(storage.strip_scheme(uri)), [*files, CONFIG_FILE], stale)
     return config["model_version"]
 
 
-def _copy_local(src: Path, dst: Path, names: list[str]) -> None:
+def _stale_files(uri: str, new_names: set[str]) -> list[str]:
+    """Files that the bundle already at `uri` lists and the new one does not (e.g. a stacked lyrics
+    model's lexical/ arrays when a late-fusion winner replaces the fusion head's bundle): left behind,
+    they would make the new bundle refused as holding unlisted files. Only names the old config.json
+    lists, each a safe relative name, are ever removed."""
+    config_uri = storage.join(uri, CONFIG_FILE)
+    if not storage.exists(config_uri):
+        return []
+    try:
+        old = json.loads(storage.read_text(config_uri)).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    stale = []
+    for name in old:
+        if isinstance(name, str) and name not in new_names and name != CONFIG_FILE:
+            storage.safe_join(Path("/bundle"), name)  # refuses '..', absolute and empty parts
+            stale.append(name)
+    return stale
+
+
+def _copy_local(src: Path, dst: Path, names: list[str], stale: list[str] = ()) -> None:
     dst.mkdir(parents=True, exist_ok=True)
-    stale = dst / CONFIG_FILE
-    if stale.exists():
-        stale.unlink()  # a half-overwritten bundle must not look valid
+    config = dst / CONFIG_FILE
+    if config.exists():
+        config.unlink()  # a half-overwritten bundle must not look valid
+    for name in stale:
+        storage.safe_join(dst, name).unlink(missing_ok=True)
     for name in names:
         target = dst / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -220,3 +220,19 @@ def test_unlisted_lexical_file_refused(tmp_path, bert):
     (uri / "lexical" / "extra.pkl").write_bytes(b"\x80\x04")
     with pytest.raises(BundleError, match="lexical/extra.pkl"):
         load_bundle(str(uri))
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_saving_over_a_stacked_bundle_removes_its_lexical_files(tmp_path, bert, where, request):
+    """A late-fusion winner replaces the fusion head's stacked bundle in place: the old bundle's
+    lexical/ files must go with it, or the new bundle is refused for holding unlisted files."""
+    if where == "s3":
+        uri = f"{request.getfixturevalue('s3_bucket')}/b"
+    else:
+        uri = str(tmp_path / "b")
+    _stacked_lyrics_bundle(uri, bert)
+    cfg = ModelConfig(branch="lyrics", mode="Ar", audio=None, lyrics=LyricsEncoderConfig(name_or_path=bert))
+    plain = EmotionModel(cfg, encoder_config=AutoConfig.from_pretrained(bert)).eval()
+    save_bundle(uri, plain, None, LyricsConfig(max_tokens=32), tokenizer=AutoTokenizer.from_pretrained(bert))
+    assert not any(name.startswith("lexical/") for name in read_bundle_config(uri)["files"])
+    assert load_bundle(uri).lexical is None
