@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         from labeler.storage import quiet_credential_loggers  # noqa: PLC0415
 
         quiet_credential_loggers()  # botocore and friends log credentials at DEBUG, even under -v
-        if not verbose and args.command not in ("synth", "prepare"):
+        # evaluate's stdout is its metrics (JSON by default, for scripts): nothing else may go there.
+        if not verbose and args.command not in ("synth", "prepare", "evaluate"):
             console.print(f"{prog}: Ray's logs and progress go to {console.log_path} (--verbose shows them here)")
         try:
             module = importlib.import_module(COMMANDS[args.command][0])
