@@ -49,7 +49,7 @@ _FEATURISE = """
 import sys, numpy as np
 from labeler.audio import Featurizer, FeaturizerConfig
 uris = sys.argv[2:]
-out = Featurizer(FeaturizerConfig(sample_rate=16000, clip_seconds=8.0, chorus_search_seconds=60.0, descriptors=True))(
+out = Featurizer(FeaturizerConfig(sample_rate=16000, fmax=8000.0, clip_seconds=8.0, chorus_search_seconds=60.0, descriptors=True))(
     {"song_id": np.array(uris, dtype=object), "audio_uri": np.array(uris, dtype=object)})
 assert all(e is None for e in out["audio_error"]), list(out["audio_error"])
 np.savez(sys.argv[1], log_mel=out["log_mel"], start=out["chorus_start_used_s"], descriptors=out["descriptors"])
