@@ -21,7 +21,7 @@ import copy
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -67,11 +67,9 @@ class LexicalConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LexicalConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LexicalConfig key(s): {', '.join(unknown)}")
-        return cls(**d)
+        from labeler.lyrics import config_from_dict  # noqa: PLC0415
+
+        return config_from_dict(cls, d)
 
 
 def analyze(text: str, analyzer: str, lo: int, hi: int) -> list[str]:

@@ -52,6 +52,15 @@ class LyricsError(ValueError):
         super().__init__(f"{self.kind}: {detail}")
 
 
+def config_from_dict(cls, d: dict):
+    """A config dataclass from a bundle's JSON, refusing unknown keys (a newer bundle's settings must not
+    be silently dropped)."""
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class LyricsConfig:
     """How lyrics become encoder input; stored in the model bundle so labelling matches training."""
@@ -80,11 +89,7 @@ class LyricsConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LyricsConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LyricsConfig key(s): {', '.join(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 # --- decoding ------------------------------------------------------------------------------------
