@@ -181,18 +181,27 @@ def late_model(fold_config: dict, kind: str):
     return model, audio, lyrics
 
 
-def branch_parts(model, cache_uri: str, folds: list[int], mode: str, descriptors: bool) -> dict:
-    """Per row of `folds`: the two branches' calibrated log-probabilities, modality flags, target and fold."""
+def branch_parts(model, cache_uri: str, folds: list[int], mode: str, descriptors: bool,
+                 embeddings: bool = False) -> dict:
+    """Per row of `folds`: the two branches' calibrated log-probabilities, modality flags, target, fold
+    and cleaned lyrics (`texts`, None where a row has none: what the stacked lyrics branch reads).
+
+    `embeddings`: the audio branch is the frozen MusiCNN, whose cached patch embeddings replace the log-mel.
+    """
     import torch  # noqa: PLC0415
 
     from train.feature_cache import branch_columns, read_split, target_column  # noqa: PLC0415
     from train.loop import model_inputs, targets_for_mode  # noqa: PLC0415
 
-    ds = read_split(cache_uri, folds, branch_columns("fusion", descriptors, mode) + ["fold"], None)
-    out: dict[str, list] = {"log_a": [], "log_l": [], "has_audio": [], "has_lyrics": [], "y": [], "fold": []}
+    columns = branch_columns("fusion", descriptors, mode, embeddings) + ["fold", "lyrics_text"]
+    ds = read_split(cache_uri, folds, columns, None)
+    out: dict[str, list] = {"log_a": [], "log_l": [], "has_audio": [], "has_lyrics": [], "y": [], "fold": [], "texts": []}
     model.eval()
     with torch.inference_mode():
-        for batch in ds.iter_torch_batches(batch_size=64):
+        for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
+            out["texts"].append(np.array([str(t) if ok else None for t, ok in zip(batch.pop("lyrics_text"),
+                                                                                  batch["has_lyrics"])], dtype=object))
+            batch = {name: torch.as_tensor(np.asarray(v)) for name, v in batch.items()}
             result = model(**model_inputs(batch, "fusion", torch.device("cpu")))
             out["log_a"].append(result.branch_logprobs[0].double().numpy())
             out["log_l"].append(result.branch_logprobs[1].double().numpy())
@@ -207,13 +216,21 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
                          bundle_uri: str) -> dict:
     """Choose the fold's fusion on validation; if a late candidate wins, it replaces the head's bundle.
 
+    The choice compares the networks' fusions (head and late candidates, no lexical model). Then each
+    late candidate is finished as the head was (train.stacking.stack_and_calibrate): stacked with the
+    lyrics bundle's lexical model when it has one, temperature and ambiguity threshold fitted on
+    validation, test fold scored. So a late winner's bundle keeps the stacked lyrics branch and its
+    `ambiguous` threshold, like the head's.
+
     Returns {"winner", "selection" (validation scores and params), "variants": {name: test metrics},
-    "metrics" (the winner's test metrics)}. Rows with neither modality are left out, as labelling
-    leaves them unlabelled.
+    "metrics" and "calibration" (the winner's)}. Rows with neither modality are left out, as
+    labelling leaves them unlabelled.
     """
+    import copy  # noqa: PLC0415
+
     from labeler import storage  # noqa: PLC0415
     from labeler.bundle import save_bundle  # noqa: PLC0415
-    from train.evaluate import classification_metrics  # noqa: PLC0415
+    from train.stacking import lexical_for_fold, stack_and_calibrate  # noqa: PLC0415
 
     mode, split = fold_config["mode"], fold_config["split"]
     (val_fold,), (test_fold,) = split["val"], split["test"]
@@ -221,31 +238,42 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
     model, audio, lyrics = late_model(fold_config, "average")
     names = model.config.class_names()
     n_classes = len(names)
-    parts = branch_parts(model, run["cache_uri"], [val_fold, test_fold], mode, descriptors)
+    embeddings = getattr(audio.featurizer, "frontend", "panns") == "musicnn"
+    parts = branch_parts(model, run["cache_uri"], [val_fold, test_fold], mode, descriptors, embeddings)
     usable = parts["has_audio"] | parts["has_lyrics"]
-    val = (parts["fold"] == val_fold) & parts["has_audio"] & parts["has_lyrics"]
-    choice = choose(parts["log_a"][val], parts["log_l"][val], parts["y"][val], n_classes, head_val_macro_f1)
-    test = (parts["fold"] == test_fold) & usable
-    variants = {"head": head_metrics}
-    for kind in LATE_KINDS:
-        logits = fused_logits(kind, choice["params"][kind], parts["log_a"][test], parts["log_l"][test],
-                              parts["has_audio"][test], parts["has_lyrics"][test])
-        probs = np.exp(log_softmax(logits, axis=1))
-        variants[kind] = classification_metrics(parts["y"][test], probs, names)
+    both = (parts["fold"] == val_fold) & parts["has_audio"] & parts["has_lyrics"]
+    choice = choose(parts["log_a"][both], parts["log_l"][both], parts["y"][both], n_classes, head_val_macro_f1)
+    lexical = lexical_for_fold(fold_config, run)  # the lyrics bundle's lexical model, stacker unset (or None)
+
+    def rows(kind: str, fold: int) -> tuple:
+        r = (parts["fold"] == fold) & usable
+        logits = fused_logits(kind, choice["params"][kind], parts["log_a"][r], parts["log_l"][r],
+                              parts["has_audio"][r], parts["has_lyrics"][r])
+        return logits, parts["y"][r], list(parts["texts"][r])
+
+    stackers = {kind: copy.copy(lexical) if lexical is not None else None for kind in LATE_KINDS}
+    finished = {kind: stack_and_calibrate(stackers[kind], rows(kind, val_fold), rows(kind, test_fold), names)
+                for kind in LATE_KINDS}
+    variants = {"head": head_metrics, **{kind: f["metrics"] for kind, f in finished.items()}}
     winner = choice["winner"]
     log.info("fusion fold %s: validation macro-F1 %s -> keeping %s", fold_config["fold"],
              {k: round(v, 3) for k, v in choice["val_macro_f1"].items()}, winner)
+    calibration = None
     if winner != "head":
         if model_kind(winner) != model.config.fusion:
             model, audio, lyrics = late_model(fold_config, winner)
         set_params(model.late, winner, choice["params"][winner])
+        done = finished[winner]
+        calibration = done["calibration"]
         save_bundle(bundle_uri, model, audio.featurizer, lyrics.lyrics, tokenizer=lyrics.tokenizer,
                     model_id=fold_config.get("model_id"),
                     provenance={**run["provenance"], "branch": "fusion", "fusion": winner, "fold": fold_config["fold"],
                                 "split": split, "audio_bundle": storage.describe(fold_config["audio_bundle"]),
                                 "lyrics_bundle": storage.describe(fold_config["lyrics_bundle"])},
-                    metrics={"val_macro_f1": choice["val_macro_f1"][winner], "test": variants[winner],
+                    metrics={"val_macro_f1": choice["val_macro_f1"][winner], "test": done["metrics"],
+                             "calibration": calibration,
                              "fusion_selection": {"val_macro_f1": choice["val_macro_f1"], "winner": winner}},
-                    temperature=1.0, descriptor_stats=fold_config.get("descriptor_stats"))
+                    temperature=done["temperature"], descriptor_stats=fold_config.get("descriptor_stats"),
+                    ambiguous_threshold=done["threshold"], lexical=stackers[winner])
     return {"winner": winner, "selection": {"val_macro_f1": choice["val_macro_f1"], "params": choice["params"]},
-            "variants": variants, "metrics": variants[winner]}
+            "variants": variants, "metrics": variants[winner], "calibration": calibration}

@@ -312,40 +312,17 @@ def _predict_folds(bundle, cache_uri: str, folds: list[int], branch: str, mode: 
 def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: str) -> dict:
     """Calibrate on validation, score the untouched test fold, write the fold's calibrated bundle."""
     from labeler.bundle import load_bundle, save_bundle  # noqa: PLC0415
-    from train.calibration import (  # noqa: PLC0415
-        ambiguity_summary,
-        ambiguity_threshold,
-        apply_temperature,
-        expected_calibration_error,
-        fit_temperature,
-    )
-    from train.evaluate import classification_metrics  # noqa: PLC0415
+    from train.stacking import lexical_for_fold, stack_and_calibrate  # noqa: PLC0415
 
     branch, mode, split = fold_config["branch"], fold_config["mode"], fold_config["split"]
     descriptors = bool(fold_config.get("descriptor_stats"))
     bundle = load_bundle(storage.join(checkpoint_uri, "bundle"))
-    from train.stacking import fit_stack, lexical_for_fold, stack  # noqa: PLC0415
-
     (val_fold,), (test_fold,) = split["val"], split["test"]
     lexical = lexical_for_fold(fold_config, run)
     predicted = _predict_folds(bundle, run["cache_uri"], [val_fold, test_fold], branch, mode, descriptors,
                                texts=lexical is not None)
-    val_logits, val_y, val_texts = predicted[val_fold]
-    test_logits, test_y, test_texts = predicted[test_fold]
-    if lexical is not None:  # the stacked branch: combination fitted on validation, then the temperature
-        val_logits = fit_stack(lexical, val_logits, val_texts, val_y)
-        test_logits = stack(lexical, test_logits, test_texts)
-    temperature = fit_temperature(val_logits, val_y)  # validation only; the test fold is scored below
-    threshold = ambiguity_threshold(apply_temperature(val_logits, temperature), val_y)  # validation only too
-    probs = apply_temperature(test_logits, temperature)
-    metrics = classification_metrics(test_y, probs, bundle.model.config.class_names())
-    calibration = {
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(apply_temperature(test_logits, 1.0), test_y),
-        "ece_after": expected_calibration_error(probs, test_y),
-        "accuracy": metrics["accuracy"],
-        **ambiguity_summary(probs, test_y, threshold),
-    }
+    done = stack_and_calibrate(lexical, predicted[val_fold], predicted[test_fold], bundle.model.config.class_names())
+    metrics, calibration, temperature, threshold = (done[k] for k in ("metrics", "calibration", "temperature", "threshold"))
     save_bundle(out_uri, bundle.model, bundle.featurizer, bundle.lyrics, tokenizer=bundle.tokenizer,
                 model_id=bundle.model_id,
                 provenance={**run["provenance"], "branch": branch, "fold": fold_config["fold"], "split": split,
@@ -515,10 +492,8 @@ def _choose_fusion(entry: dict, fold: int, cfg: dict, run: dict, done: dict, bun
     entry["selection"][fold]["fusion"] = {"winner": winner, **fused["selection"]}
     for name, metrics in fused["variants"].items():
         entry.setdefault("variants", {}).setdefault(name, {})[fold] = metrics
-    if winner != "head":  # the late bundle's probabilities are the calibrated branches', combined: T = 1
-        ece = fused["metrics"]["ece"]
-        entry["calibration"][fold] = {"temperature": 1.0, "ece_before": ece, "ece_after": ece,
-                                      "accuracy": fused["metrics"]["accuracy"]}
+    if fused["calibration"] is not None:  # a late winner: its own temperature and threshold (train.fusion)
+        entry["calibration"][fold] = fused["calibration"]
 
 
 def _weights(counts: np.ndarray) -> list[float]:

@@ -75,3 +75,38 @@ def fit_stack(lexical, val_logits: np.ndarray, val_texts: list[str], val_y: np.n
     out = np.array(val_logits, dtype=np.float32, copy=True)
     out[rows] = lexical.cross_fitted_stack(net, lex, y)
     return out
+
+
+def stack_and_calibrate(lexical, val: tuple, test: tuple, names: list[str]) -> dict:
+    """The end of every fold: stack (if the branch is stacked), fit the temperature and the ambiguity
+    threshold on validation, score the test fold. `val`/`test` are (logits, targets, texts or None).
+
+    Shared by a branch's fold (train.run.finalise_fold) and a late/gated fusion winner
+    (train.fusion.finalise_fusion_fold), so both bundles carry the same parts: lexical stacker,
+    temperature, ambiguous threshold. Returns {"metrics", "calibration", "temperature", "threshold"}.
+    """
+    from train.calibration import (  # noqa: PLC0415
+        ambiguity_summary,
+        ambiguity_threshold,
+        apply_temperature,
+        expected_calibration_error,
+        fit_temperature,
+    )
+    from train.evaluate import classification_metrics  # noqa: PLC0415
+
+    (val_logits, val_y, val_texts), (test_logits, test_y, test_texts) = val, test
+    if lexical is not None:  # combination fitted on validation, then the temperature
+        val_logits = fit_stack(lexical, val_logits, val_texts, val_y)
+        test_logits = stack(lexical, test_logits, test_texts)
+    temperature = fit_temperature(val_logits, val_y)  # validation only; the test fold is scored below
+    threshold = ambiguity_threshold(apply_temperature(val_logits, temperature), val_y)  # validation only too
+    probs = apply_temperature(test_logits, temperature)
+    metrics = classification_metrics(test_y, probs, names)
+    calibration = {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(apply_temperature(test_logits, 1.0), test_y),
+        "ece_after": expected_calibration_error(probs, test_y),
+        "accuracy": metrics["accuracy"],
+        **ambiguity_summary(probs, test_y, threshold),
+    }
+    return {"metrics": metrics, "calibration": calibration, "temperature": temperature, "threshold": threshold}
