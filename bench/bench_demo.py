@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     script = Path(sys.executable).parent / "labeler"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "labeler.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "jobs.cli"]
     command += ["demo", "--workdir", args.workdir, *args.demo_args]
     if shutil.which("taskset"):
         command = ["taskset", "-c", args.cores, *command]

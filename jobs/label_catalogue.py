@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from labeler.cli import main
+from jobs.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["label", *sys.argv[1:]]))

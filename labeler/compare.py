@@ -22,7 +22,6 @@ Writes `report.md`, `report.json` and `transitions.png` to `--report` (default
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from dataclasses import dataclass
@@ -204,7 +203,7 @@ def _ambiguous_share(p: Partition) -> float | None:
     return float(np.mean(flags)) if flags else None
 
 
-def _fmt(value, digits: int = 3) -> str:
+def fmt_value(value, digits: int = 3) -> str:
     if value is None:
         return "—"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
@@ -220,11 +219,11 @@ def to_markdown(result: dict, png_name: str | None = "transitions.png") -> str:
         f"{'' if t['complete'] else ' (incomplete: no _SUCCESS.json)'}; {result['songs_in_both']} in both, "
         f"{result['labelled_by_both']} labelled by both.", "",
         "| figure | value |", "|---|---|",
-        f"| agreement (same label) | {_fmt(result['agreement'])} |",
-        f"| Cohen's kappa | {_fmt(result['cohen_kappa'])} |",
+        f"| agreement (same label) | {fmt_value(result['agreement'])} |",
+        f"| Cohen's kappa | {fmt_value(result['cohen_kappa'])} |",
         f"| songs whose label changes | {result['label_changes']} |",
-        f"| mean probability shift (total variation) | {_fmt(result['mean_prob_shift'])} |",
-        f"| ambiguous share, from -> to | {_fmt(f['ambiguous'])} -> {_fmt(t['ambiguous'])} |",
+        f"| mean probability shift (total variation) | {fmt_value(result['mean_prob_shift'])} |",
+        f"| ambiguous share, from -> to | {fmt_value(f['ambiguous'])} -> {fmt_value(t['ambiguous'])} |",
         f"| errors, from -> to | {f['errors']} -> {t['errors']} |",
         f"| error only in from / only in to | {result['error_only_in_from']} / {result['error_only_in_to']} |",
         f"| songs only in from / only in to | {result['only_in_from']} / {result['only_in_to']} |",
@@ -238,12 +237,12 @@ def to_markdown(result: dict, png_name: str | None = "transitions.png") -> str:
     for c in classes:
         p = result["per_class"][c]
         lines.append(f"| {c} | {p['songs_from']} | {p['songs_to']} | {p['shift']:+d} | "
-                     f"{_fmt(p['share_from'])} -> {_fmt(p['share_to'])} | {_fmt(p['kept_share'])} |")
+                     f"{fmt_value(p['share_from'])} -> {fmt_value(p['share_to'])} | {fmt_value(p['kept_share'])} |")
     lines += ["", f"## Songs that changed most ({len(result['changed_most'])})", "",
               "| song_id | from | to | top prob from | top prob to | prob shift |", "|---|---|---|---|---|---|"]
     for r in result["changed_most"]:
-        lines.append(f"| {r['song_id']} | {r['from']} | {r['to']} | {_fmt(r['from_prob'])} | {_fmt(r['to_prob'])} | "
-                     f"{_fmt(r['prob_shift'])} |")
+        lines.append(f"| {r['song_id']} | {r['from']} | {r['to']} | {fmt_value(r['from_prob'])} | {fmt_value(r['to_prob'])} | "
+                     f"{fmt_value(r['prob_shift'])} |")
     if png_name:
         lines += ["", f"![transitions]({png_name})"]
     return "\n".join(lines) + "\n"
@@ -269,7 +268,7 @@ def plot(result: dict) -> bytes:
     ax_m.set_yticks(range(len(classes)), classes)
     ax_m.set_xlabel(f"to {result['to']['version']}")
     ax_m.set_ylabel(f"from {result['from']['version']}")
-    ax_m.set_title(f"transitions (agreement {_fmt(result['agreement'])})")
+    ax_m.set_title(f"transitions (agreement {fmt_value(result['agreement'])})")
     x = np.arange(len(classes))
     ax_b.bar(x - 0.2, [result["per_class"][c]["songs_from"] for c in classes], 0.4, label="from")
     ax_b.bar(x + 0.2, [result["per_class"][c]["songs_to"] for c in classes], 0.4, label="to")
@@ -302,26 +301,3 @@ def compare_versions(output_uri: str, from_version: str, to_version: str, report
     storage.write_text(files["json"], json.dumps(result, indent=2))
     storage.write_text(files["markdown"], to_markdown(result))
     return result, files
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", metavar="OUT", help="labels root written by `labeler label --output` (local or s3://)")
-    parser.add_argument("--from", dest="from_version", required=True, metavar="VERSION",
-                        help="the version ETL reads now (full model_version or a unique prefix)")
-    parser.add_argument("--to", dest="to_version", required=True, metavar="VERSION", help="the candidate version")
-    parser.add_argument("--report", default=None, metavar="DIR",
-                        help="where to write report.md/.json/transitions.png (default OUT/_compare/<from>_to_<to>)")
-    parser.add_argument("--top", type=int, default=20, help="songs listed under 'changed most' (default %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    result, files = compare_versions(args.output, args.from_version, args.to_version, args.report, args.top)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{result['from']['version']} -> {result['to']['version']}: agreement {_fmt(result['agreement'])} "
-              f"over {result['labelled_by_both']} songs, {result['label_changes']} label change(s), "
-              f"mean probability shift {_fmt(result['mean_prob_shift'])}")
-        print(f"report: {storage.describe(files['markdown'])} (+ report.json, transitions.png)")
-    return 0

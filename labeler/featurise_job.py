@@ -1,7 +1,7 @@
 """`labeler featurise`: a catalogue's chorus audio -> log-mel Parquet, with Ray Data.
 
 `featurise_catalogue` is the library call (the training feature cache reuses it with its own
-config); `configure_parser`/`run_cli` are the CLI wiring. The catalogue is validated against the
+config); its command line is `jobs/commands/featurise.py`. The catalogue is validated against the
 contract before any work starts, read with Ray Data from local disk or S3, featurised by the shared
 `Featurizer` on CPU workers and written as Parquet, one row per catalogue row: a track that cannot
 be featurised keeps its row with `audio_error` set.
@@ -13,7 +13,6 @@ fixed-size list column.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections import Counter
@@ -127,40 +126,3 @@ def format_summary(summary: dict) -> str:
         f"({summary['rows_per_s']} rows/s) -> {summary['output']}\n"
         f"errors by kind: {errors}\nfeaturizer fingerprint: {summary['fingerprint']}"
     )
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    defaults = FeaturizerConfig()
-    parser.add_argument("--catalogue", required=True, help="catalogue Parquet file or directory (local or s3://)")
-    parser.add_argument("--output", required=True, help="output Parquet directory (local or s3://)")
-    parser.add_argument("--clip-seconds", type=float, default=defaults.clip_seconds, help="chorus clip length in seconds")
-    parser.add_argument("--sample-rate", type=int, default=defaults.sample_rate, help="model sample rate in Hz")
-    parser.add_argument("--chorus-search-seconds", type=float, default=defaults.chorus_search_seconds,
-                        help="automatic chorus detection analyses at most this much of each track")
-    parser.add_argument("--batch-size", type=int, default=8, help="rows per Ray Data batch")
-    parser.add_argument("--concurrency", type=int, default=None, help="featurizer actors (default: up to the cluster's CPUs)")
-    parser.add_argument("--descriptors", action="store_true", help="also compute the handcrafted descriptor vector (Hybrid models)")
-    parser.add_argument("--keep-columns", default="", help="comma-separated extra catalogue columns to pass through")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    config = FeaturizerConfig(
-        sample_rate=args.sample_rate,
-        clip_seconds=args.clip_seconds,
-        chorus_search_seconds=max(args.chorus_search_seconds, args.clip_seconds),
-        descriptors=args.descriptors,
-    )
-    summary = featurise_catalogue(
-        args.catalogue,
-        args.output,
-        config,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        keep_columns=[c.strip() for c in args.keep_columns.split(",") if c.strip()],
-        overwrite=args.overwrite,
-        address=args.address,
-    )
-    print(format_summary(summary))
-    return 0

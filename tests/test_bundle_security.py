@@ -158,7 +158,7 @@ def test_cli_refuses_a_bad_bundle_in_one_line_before_any_work(bundle, tmp_path):
     env.pop("RAY_ADDRESS", None)
     for bad, expected in ((str(root), "model.safetensors has sha256"), (str(tmp_path / "nowhere"), "no such bundle"),
                           (str(tmp_path), "is this a model bundle")):
-        proc = subprocess.run([sys.executable, "-m", "labeler.cli", "label", "--catalogue", str(tmp_path / "c.parquet"),
+        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "label", "--catalogue", str(tmp_path / "c.parquet"),
                                "--bundle", bad, "--output", str(output)], env=env, cwd=REPO, capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from labeler import cli, storage
+from jobs import cli
+from labeler import storage
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from labeler import cli, storage
+from jobs import cli
+from labeler import storage
 from labeler.schemas import CATALOGUE, MANIFEST, check_unique_ids, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _labeler(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script when there is one, else the module: a real process either way."""
     script = Path(sys.executable).parent / "labeler"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "labeler.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "jobs.cli"]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           env={**os.environ, **(env or {})})
 

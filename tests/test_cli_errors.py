@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from labeler import cli
+from jobs import cli
 from labeler.errors import explain
 
 pytestmark = pytest.mark.usefixtures("log_dir")
@@ -155,12 +155,12 @@ def test_debug_adds_the_traceback(files, tmp_path, capsys):
 
 
 def test_a_bug_exits_1_and_names_the_log(monkeypatch, tmp_path, capsys, log_dir):
-    import labeler.synth
+    import jobs.commands.synth
 
     def broken(args):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(labeler.synth, "run_cli", broken)
+    monkeypatch.setattr(jobs.commands.synth, "run_cli", broken)
     assert cli.main(["synth", "--output", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("labeler synth: internal error: KeyError") and str(log_dir) in err

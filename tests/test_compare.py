@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from labeler import cli
+from jobs import cli
 from labeler.compare import compare_versions, resolve_version
 from labeler.pipeline import BundleInfo, label_rows
 

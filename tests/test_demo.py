@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from labeler.demo import DemoConfig
+from jobs.demo import DemoConfig
 from tests.test_cli import _labeler
 
 

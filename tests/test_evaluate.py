@@ -281,7 +281,7 @@ def test_evaluate_bundle_on_a_fold_and_all_rows(eval_root, manifest_rows, bundle
 
 
 def test_evaluate_cli_json_and_markdown(manifest_rows, bundle_4q, s3_bucket, capsys):
-    from labeler.cli import main
+    from jobs.cli import main
 
     manifest, _ = manifest_rows
     remote_manifest = f"{s3_bucket}/manifests/m.parquet"

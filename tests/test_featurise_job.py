@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from labeler import cli, storage
+from jobs import cli
+from labeler import storage
 from labeler.audio import DESCRIPTOR_DIM, FeaturizerConfig
 from labeler.featurise_job import error_counts, featurise_catalogue
 from labeler.schemas import SchemaError

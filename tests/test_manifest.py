@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from jobs.cli import main
+from jobs.commands.prepare import parse_sources
 from labeler import storage
-from labeler.cli import main
 from labeler.schemas import MANIFEST, check_unique_ids, validate
-from train.manifest import parse_sources, prepare
+from train.manifest import prepare
 
 
 def _write_4q(root: Path) -> Path:

@@ -152,7 +152,7 @@ def test_new_columns_read_without_custom_code(labelled):
 def test_compare_two_versions_from_the_command_line(labelled, tmp_path):
     output, first, second = labelled
     report = tmp_path / "cmp"
-    proc = subprocess.run([sys.executable, "-m", "labeler.cli", "compare", output, "--from", first.model_version[:8],
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "compare", output, "--from", first.model_version[:8],
                            "--to", second.model_version, "--report", str(report)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr

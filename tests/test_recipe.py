@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from labeler.cli import main
+from jobs.cli import main
 from train.recipe import RecipeConfig, cap_per_dataset, find_sources
 
 

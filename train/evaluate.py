@@ -36,7 +36,6 @@ None with a single fold (a spread of one number is undefined, not zero).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -57,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "classification_metrics", "expected_calibration_error", "summarise_folds", "pooled_per_class",
-    "write_report", "render_markdown", "metrics_markdown", "evaluate_bundle", "configure_parser", "run_cli",
+    "write_report", "render_markdown", "metrics_markdown", "evaluate_bundle", "jsonable",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,14 +145,14 @@ def summarise_folds(fold_metrics: Sequence[dict]) -> dict:
 # Report
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """numpy scalars/arrays -> Python; NaN -> None (JSON has no NaN); dict keys -> str."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -172,7 +171,7 @@ def _complete(results: dict) -> dict:
     for key in ("mode", "classes", "branches"):
         if key not in results:
             raise ValueError(f"results is missing {key!r} (see train.evaluate's docstring for the shape)")
-    out = _jsonable(results)
+    out = jsonable(results)
     out.setdefault("baselines", {})
     out.setdefault("calibration", {})
     out.setdefault("provenance", {})
@@ -552,22 +551,3 @@ def evaluate_bundle(bundle_uri: str, manifest_uri: str, fold: int | None = None,
         seconds=round(time.perf_counter() - started, 3),
     )
     return metrics
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", required=True, help="model bundle directory (local or s3://)")
-    parser.add_argument("--manifest", required=True, help="training manifest Parquet (local or s3://)")
-    parser.add_argument("--fold", type=int, default=None, help="score only this test fold (default: all rows)")
-    parser.add_argument("--format", choices=("json", "markdown"), default="json", help="output format on stdout")
-    parser.add_argument("--batch-size", type=int, default=16, help="rows featurised and scored at a time")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    metrics = evaluate_bundle(args.bundle, args.manifest, fold=args.fold, batch_size=args.batch_size)
-    if args.format == "json":
-        print(json.dumps(_jsonable(metrics), indent=2))
-    else:
-        where = f"fold {args.fold}" if args.fold is not None else "all rows"
-        text = metrics_markdown(metrics, metrics["classes"], title=f"{args.bundle} on {args.manifest} ({where})")
-        print(text + f"\nskipped rows: {metrics['skipped']} {metrics['skipped_by_kind'] or ''}")
-    return 0

@@ -19,7 +19,6 @@ without lyrics the audio branch; the fused model sees every song (modality dropo
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,36 +125,3 @@ def run_recipe(config: RecipeConfig, console=None):
     return train(manifest_uri, output, branch=REAL_MUSIC["branch"], mode=REAL_MUSIC["mode"], preset=REAL_MUSIC["preset"],
                  folds=config.folds, audio_model=REAL_MUSIC["audio_model"], lyrics_model=REAL_MUSIC["lyrics_model"],
                  console=console, **overrides)
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="folder holding the datasets' folders: " + ", ".join(KNOWN_FOLDERS.values()))
-    parser.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH",
-                        help="a dataset folder by adapter name (repeatable; overrides the one found in --data)")
-    parser.add_argument("--output", required=True, help="run folder: manifest.parquet, bundle/, report.md (local or s3://)")
-    parser.add_argument("--max-songs", type=int, default=None, help="at most this many songs per dataset (a quick run)")
-    parser.add_argument("--folds", default="all", help="folds to train: 'all' (default) or e.g. '0'")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=8848)
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
-
-
-def run_cli(args: argparse.Namespace, console=None) -> int:
-    from labeler.console import Console  # noqa: PLC0415
-    from train.presets import parse_overrides  # noqa: PLC0415
-    from train.run import format_result  # noqa: PLC0415
-
-    console = console or Console()
-    pairs = []
-    for item in args.dataset:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"bad --dataset {item!r}: expected NAME=PATH")
-        pairs.append((name.strip(), path.strip()))
-    config = RecipeConfig(output=args.output, data=args.data, datasets=tuple(pairs), max_songs=args.max_songs,
-                          folds=args.folds, epochs=args.epochs, seed=args.seed, overrides=parse_overrides(args.set))
-    result = run_recipe(config, console=console)
-    console.print(format_result(result))
-    console.print("next: label a catalogue with it:\n"
-                  f"  labeler label --catalogue my_catalogue.parquet --bundle {storage.describe(result.bundle_uri)} --output my_labels/")
-    return 0

@@ -1,10 +1,12 @@
 """The `labeler` command line.
 
-Each subcommand lives in the module that owns its work, which provides two functions:
-`configure_parser(parser)` to add its flags and `run_cli(args)` (or `run_cli(args, console)`) to run
-it. Modules are imported only when their subcommand runs, so `labeler --help` stays fast and a
-subcommand's heavy dependencies (torch, Ray) load only when needed. This is the wiring layer: it is
-the one place in `labeler/` that may reach into `train/` (for prepare, train and evaluate).
+Each subcommand has a module in `jobs/` (`jobs/commands/<name>.py`, and `jobs/demo.py`) that
+provides two functions: `configure_parser(parser)` to add its flags and `run_cli(args)` (or
+`run_cli(args, console)`) to run it, as one call into `labeler/` or `train/`. Modules are imported
+only when their subcommand runs, so `labeler --help` stays fast and a subcommand's heavy
+dependencies (torch, Ray) load only when needed. The command line lives here, outside the library,
+so that `labeler/` (the runtime that labels) never depends on `train/` or on argument parsing
+(tests/test_layout.py checks it).
 
 Every command runs in a `labeler.console.session`: Ray's and the libraries' output goes to a log file
 whose path is printed first; a command that takes a `console` talks to the person through it, and the
@@ -25,16 +27,16 @@ import traceback
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("labeler.demo", "synthesise a catalogue, train the cpu-small model on it, label it (no network)"),
-    "synth": ("labeler.synth", "write a synthetic catalogue, its audio and a labelled manifest"),
-    "featurise": ("labeler.featurise_job", "featurise a catalogue's chorus audio with Ray Data into Parquet"),
-    "prepare": ("train.manifest", "build a training manifest with folds from dataset folders"),
-    "train": ("train.run", "train audio, lyrics or fusion models over cross-validation folds with Ray Train"),
-    "evaluate": ("train.evaluate", "evaluate a model bundle on a manifest's test fold(s)"),
+    "demo": ("jobs.demo", "synthesise a catalogue, train the cpu-small model on it, label it (no network)"),
+    "synth": ("jobs.commands.synth", "write a synthetic catalogue, its audio and a labelled manifest"),
+    "featurise": ("jobs.commands.featurise", "featurise a catalogue's chorus audio with Ray Data into Parquet"),
+    "prepare": ("jobs.commands.prepare", "build a training manifest with folds from dataset folders"),
+    "train": ("jobs.commands.train", "train audio, lyrics or fusion models over cross-validation folds with Ray Train"),
+    "evaluate": ("jobs.commands.evaluate", "evaluate a model bundle on a manifest's test fold(s)"),
     "label": ("labeler.pipeline", "label a catalogue with a model bundle (Ray Data) and write labels Parquet"),
     "serve": ("labeler.serve", "serve POST /label for single songs with Ray Serve"),
-    "compare": ("labeler.compare", "compare two model versions' labels of a catalogue before switching ETL to the new one"),
-    "recipe": ("train.recipe", "public datasets -> one manifest -> a real-music bundle and its report"),
+    "compare": ("jobs.commands.compare", "compare two model versions' labels of a catalogue before switching ETL to the new one"),
+    "recipe": ("jobs.commands.recipe", "public datasets -> one manifest -> a real-music bundle and its report"),
 }
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,52 @@
+"""`labeler synth`: its flags, turned into a `SynthConfig` and one `synthesise` call.
+
+The generator is `labeler.synth`; this module only parses and prints what was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from labeler import storage
+from labeler.synth import DISTRIBUTIONS, SynthConfig, synthesise
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    defaults = SynthConfig()
+    parser.add_argument("--songs", type=int, default=defaults.songs, help="number of songs (default %(default)s)")
+    parser.add_argument("--output", required=True, help="output directory (local path, s3:// or memory://)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="song length in seconds (default %(default)s)")
+    parser.add_argument("--formats", default=",".join(defaults.formats),
+                        help="comma-separated audio formats, cycled over songs (default %(default)s)")
+    parser.add_argument("--distribution", choices=DISTRIBUTIONS, default=defaults.distribution,
+                        help="how valence/arousal are drawn (default %(default)s)")
+    parser.add_argument("--lyrics-noise", type=float, default=defaults.lyrics_noise,
+                        help="fraction of songs whose lyrics use another quadrant's words (default %(default)s)")
+    parser.add_argument("--audio-flip", type=float, default=defaults.audio_flip,
+                        help="fraction of songs whose audio expresses the opposite valence (default %(default)s)")
+    parser.add_argument("--no-lyrics", type=float, default=defaults.no_lyrics,
+                        help="fraction of catalogue rows without lyrics (default %(default)s)")
+    parser.add_argument("--corrupt", action="store_true", help="add broken rows (missing, empty, truncated file, no audio)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    config = SynthConfig(
+        songs=args.songs,
+        output=args.output,
+        seed=args.seed,
+        seconds=args.seconds,
+        formats=tuple(f.strip().lower() for f in args.formats.split(",") if f.strip()),
+        distribution=args.distribution,
+        lyrics_noise=args.lyrics_noise,
+        audio_flip=args.audio_flip,
+        no_lyrics=args.no_lyrics,
+        corrupt=args.corrupt,
+    )
+    result = synthesise(config)
+    rows = len(result.songs) + len(result.corrupt_ids)
+    print(f"synth: {len(result.songs)} songs ({rows} catalogue rows, {len(result.corrupt_ids)} broken) "
+          f"in {result.seconds_taken:.1f} s ({len(result.songs) / max(result.seconds_taken, 1e-9):.1f} songs/s)")
+    print(f"  catalogue: {storage.describe(result.catalogue_uri)}")
+    print(f"  manifest:  {storage.describe(result.manifest_uri)} (fold -1: assign folds with train.folds or `labeler prepare`)")
+    return 0

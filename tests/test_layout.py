@@ -1,0 +1,91 @@
+"""The layout's promises, checked statically (ast; nothing is imported or run).
+
+- `labeler/` is the runtime library that labels: it never imports `train/`, `jobs/` or `bench/`, so a
+  labelling worker needs none of them and the dependency arrows point one way (jobs -> train ->
+  labeler). A lazy import inside a function counts too: it is still a dependency.
+- Command-line parsing lives in `jobs/`: no library module imports argparse.
+- Modules have one job: every module in labeler/, train/ and jobs/ is under MAX_LINES lines.
+
+The exceptions are listed by name, each with the step that removes it; an exception that is no
+longer needed fails the test, so the lists only shrink.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 400
+FORBIDDEN_IN_LIBRARY = ("train", "jobs", "bench")
+
+# Modules still over MAX_LINES, until the split named beside each lands.
+TOO_LONG_FOR_NOW = {
+    "labeler/pipeline.py": "-> labeler/label_job/ (lib helper, issue 16)",
+    "labeler/serve.py": "-> labeler/serve/ (lib helper, issue 16)",
+    "labeler/audio.py": "-> labeler/audio/ (lib helper, issue 16)",
+    "labeler/models.py": "-> labeler/models/ (lib helper, issue 16)",
+    "labeler/console.py": "progress, session and Ray start-up in one module (not yet split)",
+    "labeler/synth.py": "-> the synth/ package (issue 16 step 2)",
+    "train/run.py": "-> train/trial.py, train/finalise.py (issue 16 step 3)",
+    "train/evaluate.py": "-> train/metrics.py, train/report.py (issue 16 step 3)",
+}
+# Library modules that still parse their own flags, until their CLI moves to jobs/commands/.
+ARGPARSE_FOR_NOW = {
+    "labeler/pipeline.py": "`labeler label` -> jobs/commands/label.py once labeler/label_job/ lands",
+    "labeler/serve.py": "`labeler serve` -> jobs/commands/serve.py once labeler/serve/ lands",
+}
+
+
+def _modules(*packages: str) -> list[Path]:
+    return sorted(p for package in packages for p in (ROOT / package).rglob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def _imported_roots(path: Path) -> set[str]:
+    """Top-level names of every absolute import in the module, at any depth (lazy imports included)."""
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_the_library_imports_neither_train_nor_jobs_nor_bench():
+    offenders = {
+        _rel(path): sorted(roots)
+        for path in _modules("labeler")
+        if (roots := _imported_roots(path) & set(FORBIDDEN_IN_LIBRARY))
+    }
+    assert not offenders, f"labeler/ must not import {FORBIDDEN_IN_LIBRARY}: {offenders}"
+
+
+def test_command_line_parsing_lives_in_jobs():
+    parsing = {_rel(path) for path in _modules("labeler", "train") if "argparse" in _imported_roots(path)}
+    assert parsing <= set(ARGPARSE_FOR_NOW), f"move these parsers to jobs/commands/: {sorted(parsing - set(ARGPARSE_FOR_NOW))}"
+    assert not set(ARGPARSE_FOR_NOW) - parsing, f"no longer parsing flags; drop them from ARGPARSE_FOR_NOW: " \
+                                               f"{sorted(set(ARGPARSE_FOR_NOW) - parsing)}"
+
+
+@pytest.mark.parametrize("package", ["labeler", "train", "jobs"])
+def test_every_module_is_short(package):
+    lengths = {_rel(path): len(path.read_text().splitlines()) for path in _modules(package)}
+    too_long = {name: n for name, n in lengths.items() if n >= MAX_LINES and name not in TOO_LONG_FOR_NOW}
+    assert not too_long, f"modules of {MAX_LINES}+ lines (split them by job): {too_long}"
+    fixed = sorted(name for name in TOO_LONG_FOR_NOW if name in lengths and lengths[name] < MAX_LINES)
+    gone = sorted(name for name in TOO_LONG_FOR_NOW if name.startswith(package + "/") and name not in lengths)
+    assert not fixed and not gone, f"drop these from TOO_LONG_FOR_NOW (short now or moved): {fixed + gone}"
+
+
+def test_the_guard_sees_lazy_imports(tmp_path):
+    """The check reads imports inside functions too: `labeler/cli.py` once reached train/ that way."""
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from train.run import train\n    import jobs.cli\n")
+    assert _imported_roots(module) == {"train", "jobs"}
