@@ -108,7 +108,7 @@ def run(meta: dict) -> dict:
     pipeline.read_partition = timed("read_partition", pipeline.read_partition)
     pipeline.todo_filter = timed("anti_join", pipeline.todo_filter)
     pipeline._finish = timed("finish", pipeline._finish)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     t0 = time.perf_counter()
     summary = pipeline.label_catalogue(meta["catalogue"], meta["bundle"], meta["output"],

@@ -216,7 +216,7 @@ def run_job(catalogue: str, bundle: str, workdir: Path, cpus: int, extra: dict) 
 
     output = workdir / "labels-bench"
     shutil.rmtree(output, ignore_errors=True)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         baseline = TreeMemorySampler()._sample()
         with TreeMemorySampler() as sampler:

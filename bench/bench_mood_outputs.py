@@ -56,7 +56,7 @@ def run_jobs(catalogue: str, bundle: str, workdir: Path, cpus: int, timeline: fl
 
     seconds_of_audio = audio_seconds(catalogue)
     results = {}
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         for name, extra in (("plain", {}), ("embeddings", {"embeddings": True}),
                             (f"timeline_{timeline:g}", {"timeline_seconds": timeline})):

@@ -205,7 +205,7 @@ def main() -> int:
     config = ServeConfig(bundle=bundle, port=free_port(), replicas=args.replicas, replica_cpus=args.replica_cpus,
                          max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
                          featurise_threads=args.featurise_threads)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     url = f"http://127.0.0.1:{config.port}"
     result: dict = {"config": {k: v for k, v in vars(args).items() if k != "json"},
                     "songs": [name for name, _, _ in songs], "mean_upload_kb": round(sum(len(a) for _, a, _ in songs) / len(songs) / 1024, 1),

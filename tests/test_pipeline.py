@@ -365,7 +365,7 @@ _GPU_PLAN = """
 import json, sys, ray
 from ray.util.state import list_actors
 from labeler.pipeline import LabelJobConfig, label_catalogue
-context = ray.init(num_cpus=2, num_gpus=2, include_dashboard=True, log_to_driver=False)  # the state API needs it
+context = ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=True, log_to_driver=False)  # the state API needs it
 ray.data.DataContext.get_current().enable_progress_bars = False
 summary = label_catalogue(sys.argv[1], sys.argv[2], sys.argv[3], LabelJobConfig(featurise_batch_size=2, predict_batch_size=4, min_actors=2))
 actors = [a for a in list_actors(address="http://" + context.dashboard_url, limit=1000, detail=True, raise_on_missing_output=False)
