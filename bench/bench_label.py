@@ -49,7 +49,7 @@ def make_catalogue(workdir: Path, songs: int, seconds: float, distinct: int | No
     them songs/distinct times under new song ids: the job does the same work per row (every row is
     decoded and featurised), and the 5,000-row memory run does not need 5,000 files synthesised.
     """
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
 
     if distinct and distinct < songs:
         import pyarrow as pa

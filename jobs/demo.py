@@ -1,7 +1,8 @@
 """`labeler demo`: the whole product on a laptop, offline, in a few minutes.
 
-1. Synthesise a catalogue whose emotion is planted in audio and lyrics (labeler.synth), with a few
-   broken rows, so the labelling summary has errors to report.
+1. Synthesise a catalogue whose emotion is planted in audio and lyrics (the `synth` package), with a
+   few broken rows, so the labelling summary has errors to report; its manifest comes from the
+   corpus's dataset adapter (train.datasets.synth).
 2. Assign folds and train the `cpu-small` audio, lyrics and fused models on it (train.run, Ray Train),
    on one cross-validation fold by default so that it stays within minutes on two CPU cores.
 3. Label the catalogue with the fused bundle (labeler.pipeline, Ray Data) and print the summary, the
@@ -85,7 +86,8 @@ def run_demo(config: DemoConfig, console=None) -> DemoResult:
     """Synthesise, train, label; return where everything is and how it went (progress on `console`)."""
     from labeler.console import Console, ensure_ray  # noqa: PLC0415
     from labeler.pipeline import LabelJobConfig, label_catalogue  # noqa: PLC0415
-    from labeler.synth import SynthConfig, synthesise  # noqa: PLC0415
+    from synth import SynthConfig, synthesise  # noqa: PLC0415
+    from train.datasets.synth import prepare_synth  # noqa: PLC0415
     from train.folds import assign_folds  # noqa: PLC0415
     from train.run import train  # noqa: PLC0415
 
@@ -98,8 +100,8 @@ def run_demo(config: DemoConfig, console=None) -> DemoResult:
     t0 = time.perf_counter()
     synth = synthesise(SynthConfig(songs=config.songs, seconds=config.seconds, seed=config.seed, output=str(workdir),
                                    corrupt=True))
-    manifest = assign_folds(storage.read_parquet(synth.manifest_uri), k=5, seed=config.seed)
-    storage.write_parquet(manifest, synth.manifest_uri)
+    manifest_uri = str(workdir / "manifest.parquet")
+    storage.write_parquet(assign_folds(prepare_synth(synth.output), k=5, seed=config.seed), manifest_uri)
     seconds["synthesise"] = time.perf_counter() - t0
     console.print(f"      synthesised {len(synth.songs)} songs (+{len(synth.corrupt_ids)} broken rows) "
                   f"in {seconds['synthesise']:.0f} s")
@@ -108,7 +110,7 @@ def run_demo(config: DemoConfig, console=None) -> DemoResult:
     t0 = time.perf_counter()
     ensure_ray()  # a local Ray for training and labelling
     overrides = {"epochs": config.epochs} if config.epochs else {}
-    trained = train(synth.manifest_uri, str(workdir / "training"), branch="all", mode="4Q", preset="cpu-small",
+    trained = train(manifest_uri, str(workdir / "training"), branch="all", mode="4Q", preset="cpu-small",
                     folds=config.folds, console=console, **overrides)
     bundle = workdir / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
@@ -124,7 +126,7 @@ def run_demo(config: DemoConfig, console=None) -> DemoResult:
     summary = label_catalogue(synth.catalogue_uri, str(bundle), str(workdir / "labels"), LabelJobConfig(plot=plot),
                               console=console)
     seconds["label"] = time.perf_counter() - t0
-    agreement = _agreement(synth.manifest_uri, summary.partition_uri)
+    agreement = _agreement(manifest_uri, summary.partition_uri)
     return DemoResult(
         workdir=str(workdir), catalogue_uri=synth.catalogue_uri, bundle_uri=str(bundle),
         labels_uri=str(workdir / "labels"), plot=plot, summary=summary, agreement=agreement,

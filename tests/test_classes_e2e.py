@@ -1,7 +1,7 @@
 """Mode `classes` end to end through the CLI: prepare a mirex-layout corpus, train all branches, evaluate
 every fold bundle on another manifest of the same classes, label a catalogue with the fusion bundle.
 
-The corpus is made in the test: synthetic songs (labeler.synth, MP3) written in the MIREX layout with
+The corpus is made in the test: synthetic songs (the synth package, MP3) written in the MIREX layout with
 their quadrant as 'Cluster q', plus songs listed but absent. Real local Ray, real Parquet, real MP3s.
 """
 
@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,9 +26,9 @@ TRAIN_SET = ["--set", "clip_seconds=4", "--set", "epochs=2", "--set", "audio_epo
              "--set", "max_tokens=48", "--set", "batch_size=8"]
 
 
-def write_mirex_layout(manifest_uri: str, root: Path) -> list[dict]:
-    """The synthetic songs as the MIREX dataset lays them out; returns the rows written."""
-    rows = storage.read_parquet(manifest_uri).to_pylist()
+def write_mirex_layout(manifest: pa.Table, root: Path) -> list[dict]:
+    """The synthetic songs (manifest rows) as the MIREX dataset lays them out; returns the rows written."""
+    rows = manifest.to_pylist()
     (root / "Audio").mkdir(parents=True)
     (root / "Lyrics").mkdir()
     clusters, categories, meta = [], [], ["Title;Artist;Album;Track;Year;Length;Size;Last Modified;Filename;"]
@@ -51,11 +52,12 @@ def write_mirex_layout(manifest_uri: str, root: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
+    from train.datasets.synth import prepare_synth
 
     root = tmp_path_factory.mktemp("mirex")
     synth = synthesise(SynthConfig(songs=40, output=str(root / "synth"), seconds=5.0, formats=("mp3",), seed=5))
-    rows = write_mirex_layout(synth.manifest_uri, root / "mirex")
+    rows = write_mirex_layout(prepare_synth(synth.output), root / "mirex")
     return {"root": root, "dir": root / "mirex", "rows": rows, "catalogue": synth.catalogue_uri}
 
 

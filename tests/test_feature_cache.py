@@ -17,13 +17,14 @@ def small_manifest(tmp_path_factory) -> str:
     kills the process with SIGSEGV (conftest exports the injection into every process the tests start)."""
     import pyarrow as pa
 
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
+    from train.datasets.synth import prepare_synth
     from tests.poison import sitecustomize as poison
     from train.folds import assign_folds
 
     root = tmp_path_factory.mktemp("fc")
     result = synthesise(SynthConfig(songs=16, output=str(root / "synth"), seconds=5.0, formats=("wav",), seed=1))
-    manifest = storage.read_parquet(result.manifest_uri)
+    manifest = prepare_synth(result.output)
     uris = manifest.column("audio_uri").to_pylist()
     poisoned = root / poison.POISON_FILE
     shutil.copy(uris[-1], poisoned)

@@ -11,7 +11,7 @@ import pytest
 
 from labeler.audio import Featurizer, FeaturizerConfig
 from labeler.isolate import ChildProcess, IsolatedFeaturizer, describe_exit
-from labeler.synth import SynthConfig, synthesise
+from synth import SynthConfig, synthesise
 from tests.poison import sitecustomize as poison
 
 CONFIG = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, window_size=512, n_mels=32, fmax=8000.0,

@@ -3,7 +3,7 @@ read the new columns with pandas, pyarrow and DuckDB, and compare two model vers
 
 Real Ray Train (one fold of the audio branch, cpu-small, small clips, few epochs: sized for a shared
 2-core machine), real Ray Data labelling, real Parquet. The synthetic catalogue plants the quadrant
-in the audio (labeler.synth), so a trained model's embeddings must put songs of one quadrant closer
+in the audio (the synth package), so a trained model's embeddings must put songs of one quadrant closer
 together than songs of different ones. The second model version compared is another retained
 training checkpoint of the fold (a real model of another epoch), labelled into the same output as a roll-back would be.
 """
@@ -32,13 +32,14 @@ SONGS = 80
 
 @pytest.fixture(scope="module")
 def trained(ray_local, tmp_path_factory):
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
+    from train.datasets.synth import prepare_synth
     from train.folds import assign_folds
     from train.run import train
 
     root = tmp_path_factory.mktemp("mood")
     synth = synthesise(SynthConfig(songs=SONGS, output=str(root / "synth"), seconds=5.0, formats=("wav", "flac"), seed=5))
-    manifest = assign_folds(storage.read_parquet(synth.manifest_uri), k=4, seed=8848)
+    manifest = assign_folds(prepare_synth(synth.output), k=4, seed=8848)
     manifest_uri = str(root / "manifest.parquet")
     storage.write_parquet(manifest, manifest_uri)
     result = train(manifest_uri, str(root / "run"), branch="audio", mode="4Q", preset="cpu-small", folds="0", **SMALL)

@@ -68,7 +68,7 @@ def bundle(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory) -> str:
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
 
     root = tmp_path_factory.mktemp("mn-synth")
     return synthesise(SynthConfig(songs=SONGS, seconds=5.0, formats=("wav", "flac"), output=str(root))).catalogue_uri
@@ -207,13 +207,14 @@ def test_worker_node_dies_during_labelling(cluster, runtime_env, bundle, catalog
 def manifest(tmp_path_factory) -> str:
     """40 synthetic songs in 4 folds: fold 0 trains on 20 of them."""
     from labeler import storage
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
+    from train.datasets.synth import prepare_synth
     from train.folds import assign_folds
 
     root = tmp_path_factory.mktemp("mn-train")
     result = synthesise(SynthConfig(songs=40, seconds=5.0, formats=("wav",), seed=5, output=str(root / "synth")))
     uri = str(root / "manifest.parquet")
-    storage.write_parquet(assign_folds(storage.read_parquet(result.manifest_uri), k=4, seed=8848), uri)
+    storage.write_parquet(assign_folds(prepare_synth(result.output), k=4, seed=8848), uri)
     return uri
 
 

@@ -85,13 +85,14 @@ def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_w
 
     from labeler.audio import Featurizer
     from labeler.predict import Predictor
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
+    from train.datasets.synth import prepare_synth
     from train.folds import assign_folds
     from train.run import train
 
     synth = synthesise(SynthConfig(songs=48, output=str(tmp_path / "synth"), seconds=5.0, formats=("wav",), seed=5))
     manifest = str(tmp_path / "manifest.parquet")
-    storage.write_parquet(assign_folds(storage.read_parquet(synth.manifest_uri), k=4, seed=8848), manifest)
+    storage.write_parquet(assign_folds(prepare_synth(synth.output), k=4, seed=8848), manifest)
     result = train(manifest, str(tmp_path / "out"), branch="audio", mode="4Q", preset="cpu-small", folds="0",
                    musicnn_clip_seconds=3.0, epochs=4, audio_epoch_factor=2.0, batch_size=8)
 

@@ -78,7 +78,7 @@ def bundle(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """12 synthetic 6-s songs (WAV and FLAC) plus the synthesiser's broken rows."""
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
 
     root = tmp_path_factory.mktemp("synth")
     return synthesise(SynthConfig(songs=12, seconds=6.0, formats=("wav", "flac"), corrupt=True, output=str(root)))

@@ -13,7 +13,10 @@ import soundfile as sf
 from labeler import storage
 from labeler.labels import quadrant_from_va
 from labeler.schemas import CATALOGUE, MANIFEST, check_unique_ids, validate
-from labeler.synth import SynthConfig, make_song, render_song, song_rng, synthesise
+from synth import SynthConfig, synthesise
+from synth.audio import render_song
+from synth.songs import make_song, song_rng
+from train.datasets.synth import prepare_synth
 
 SECONDS = 6.0
 
@@ -33,7 +36,7 @@ def _decode(uri: str) -> tuple[np.ndarray, int]:
 def test_writes_catalogue_and_manifest_that_follow_the_contracts(small):
     config, result = small
     catalogue = storage.read_parquet(result.catalogue_uri)
-    manifest = storage.read_parquet(result.manifest_uri)
+    manifest = prepare_synth(result.output)
     validate(catalogue.schema, CATALOGUE)
     validate(manifest.schema, MANIFEST)
     check_unique_ids(catalogue)
@@ -66,7 +69,7 @@ def test_audio_files_decode_in_every_format_and_rate(small):
 def test_broken_rows_are_only_in_the_catalogue(small):
     _, result = small
     catalogue = {r["song_id"]: r for r in storage.read_parquet(result.catalogue_uri).to_pylist()}
-    manifest_ids = set(storage.read_parquet(result.manifest_uri).column("song_id").to_pylist())
+    manifest_ids = set(prepare_synth(result.output).column("song_id").to_pylist())
     assert set(result.corrupt_ids) == {"synth-broken-missing", "synth-broken-empty", "synth-broken-truncated",
                                        "synth-broken-no-audio"}
     assert not manifest_ids & set(result.corrupt_ids)
@@ -102,7 +105,7 @@ def test_rerun_into_the_same_directory_is_byte_identical(tmp_path):
     before = digests()
     synthesise(config)
     assert digests() == before
-    assert {"catalogue.parquet", "manifest.parquet", "synth.json"} <= set(before)
+    assert {"catalogue.parquet", "songs.parquet", "synth.json"} <= set(before)
 
 
 def test_different_seeds_differ(tmp_path):
@@ -185,7 +188,7 @@ def test_noise_rates_follow_the_config(tmp_path):
 
 
 def test_lyrics_use_the_quadrant_vocabulary(tmp_path):
-    from labeler.synth import VOCABULARY
+    from synth.lyrics import VOCABULARY
 
     config = SynthConfig(songs=200, seed=12, output=str(tmp_path), lyrics_noise=0.0)
     for s in (make_song(config, i, str(tmp_path))[0] for i in range(config.songs)):
@@ -228,4 +231,29 @@ def test_writes_to_s3(s3_bucket):
     assert all(u.startswith(f"{s3_bucket}/synth/audio/") for u in uris)
     samples, sr = _decode(uris[0])
     assert sr in (22050, 32000) and len(samples) == int(round(SECONDS / 5 * sr)) * 5
-    validate(storage.read_parquet_schema(result.manifest_uri), MANIFEST)
+    validate(prepare_synth(result.output).schema, MANIFEST)
+
+
+def test_the_dataset_adapter_keeps_song_ids_and_labelling_truth(small):
+    """train.datasets.synth reads songs.parquet: catalogue ids, the drawn truth, the sung lyrics."""
+    _, result = small
+    rows = {r["song_id"]: r for r in prepare_synth(result.output).to_pylist()}
+    assert list(rows) == [s.song_id for s in result.songs]
+    for s in result.songs:
+        row = rows[s.song_id]
+        assert (row["valence"], row["arousal"], row["quadrant"]) == (s.valence, s.arousal, s.quadrant)
+        assert row["lyrics"] == s.lyrics and row["audio_uri"] == s.audio_uri and row["source_id"] == str(s.index)
+
+
+def test_prepare_takes_the_synthetic_corpus_like_any_other(small):
+    from train.manifest import prepare
+
+    _, result = small
+    table, report = prepare([("synth", result.output, {})], k=4, cv="ALL", seed=1)
+    assert table.num_rows == len(result.songs)
+    assert set(table.column("fold").to_pylist()) == {0, 1, 2, 3}
+
+
+def test_the_adapter_names_a_folder_that_is_not_a_synthetic_corpus(tmp_path):
+    with pytest.raises(FileNotFoundError, match="labeler synth"):
+        prepare_synth(str(tmp_path))

@@ -1,7 +1,7 @@
 """End-to-end training on the synthetic catalogue with real Ray Train/Tune, Parquet and S3 (moto).
 
 Kept small for 2-core CI: ~120 five-second songs, 4 folds of which 2 are trained, cpu-small with
-fewer epochs and a shorter clip. The synthetic signal is planted in audio and lyrics (labeler.synth),
+fewer epochs and a shorter clip. The synthetic signal is planted in audio and lyrics (the synth package),
 so the floors below are far above chance (0.25 macro-F1 for 4Q) yet below what the noise allows.
 """
 
@@ -26,12 +26,13 @@ SMALL = dict(audio_arch="Cnn6", clip_seconds=4.0, epochs=4, audio_epoch_factor=4
 
 @pytest.fixture(scope="module")
 def synth_manifest(tmp_path_factory) -> str:
-    from labeler.synth import SynthConfig, synthesise
+    from synth import SynthConfig, synthesise
+    from train.datasets.synth import prepare_synth
     from train.folds import assign_folds
 
     root = tmp_path_factory.mktemp("synth")
     result = synthesise(SynthConfig(songs=120, output=str(root / "synth"), seconds=5.0, formats=("wav", "flac"), seed=3))
-    manifest = assign_folds(storage.read_parquet(result.manifest_uri), k=4, seed=8848)
+    manifest = assign_folds(prepare_synth(result.output), k=4, seed=8848)
     uri = str(root / "manifest.parquet")
     storage.write_parquet(manifest, uri)
     return uri

@@ -36,6 +36,7 @@ from train.datasets.generic import prepare_generic
 from train.datasets.mirex import prepare_mirex
 from train.datasets.moodylyrics4q import prepare_moodylyrics4q
 from train.datasets.pmemo import prepare_pmemo
+from train.datasets.synth import prepare_synth
 from train.folds import assign_folds, check_k, format_fold_summary, parse_cv
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ ADAPTERS: dict[str, Callable[..., pa.Table]] = {
     "moodylyrics4q": prepare_moodylyrics4q,
     "generic": prepare_generic,
     "mirex": prepare_mirex,
+    "synth": prepare_synth,
 }
 
 Source = tuple[str, str, dict[str, Any]]

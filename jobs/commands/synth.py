@@ -1,6 +1,7 @@
 """`labeler synth`: its flags, turned into a `SynthConfig` and one `synthesise` call.
 
-The generator is `labeler.synth`; this module only parses and prints what was written.
+The generator is the `synth` package; the manifest comes from the corpus's dataset adapter
+(`train.datasets.synth.prepare_synth`), as for every corpus, and is written beside the catalogue.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import argparse
 
 from labeler import storage
-from labeler.synth import DISTRIBUTIONS, SynthConfig, synthesise
+from synth import SynthConfig, synthesise
+from synth.config import DISTRIBUTIONS
+from train.datasets.synth import prepare_synth
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +47,11 @@ def run_cli(args: argparse.Namespace) -> int:
         corrupt=args.corrupt,
     )
     result = synthesise(config)
+    manifest_uri = storage.join(result.output, "manifest.parquet")
+    storage.write_parquet(prepare_synth(result.output), manifest_uri)
     rows = len(result.songs) + len(result.corrupt_ids)
     print(f"synth: {len(result.songs)} songs ({rows} catalogue rows, {len(result.corrupt_ids)} broken) "
           f"in {result.seconds_taken:.1f} s ({len(result.songs) / max(result.seconds_taken, 1e-9):.1f} songs/s)")
     print(f"  catalogue: {storage.describe(result.catalogue_uri)}")
-    print(f"  manifest:  {storage.describe(result.manifest_uri)} (fold -1: assign folds with train.folds or `labeler prepare`)")
+    print(f"  manifest:  {storage.describe(manifest_uri)} (fold -1: assign folds with train.folds or `labeler prepare`)")
     return 0
