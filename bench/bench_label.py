@@ -2,7 +2,7 @@
 
 Throughput: the same synthetic catalogue, the same featuriser, tokenizer and predictor, timed twice in
 one run: (1) a single-process loop that featurises, tokenises and predicts one song after another, as
-the seed's test scripts did; (2) `labeler.pipeline.label_catalogue` on a local Ray with `--cpus` CPUs.
+the seed's test scripts did; (2) `labeler.label_job.label_catalogue` on a local Ray with `--cpus` CPUs.
 Memory: the peak of the summed PSS (proportional set size: shared pages split between the processes
 that map them, so the object store is not counted once per worker) of the whole process tree (driver,
 GCS, raylet, workers), sampled every 0.2 s while the job runs. Streaming means the peak for 5,000
@@ -212,7 +212,7 @@ def poisoned_catalogue(catalogue: str, workdir: Path) -> str:
 def run_job(catalogue: str, bundle: str, workdir: Path, cpus: int, extra: dict) -> dict:
     import ray
 
-    from labeler.pipeline import LabelJobConfig, label_catalogue
+    from labeler.label_job import LabelJobConfig, label_catalogue
 
     output = workdir / "labels-bench"
     shutil.rmtree(output, ignore_errors=True)

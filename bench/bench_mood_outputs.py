@@ -1,6 +1,6 @@
 """Benchmark (not a test): what `--embeddings` and `--timeline SECONDS` cost the labelling job.
 
-1. The job (`labeler.pipeline.label_catalogue` on a local Ray with --cpus CPUs) on one synthetic
+1. The job (`labeler.label_job.label_catalogue` on a local Ray with --cpus CPUs) on one synthetic
    catalogue, three times: plain, with `--embeddings`, with `--timeline SECONDS`; songs/s and
    audio-seconds/s of each (audio-seconds = the catalogue's total track length).
 2. The Predictor alone on one featurised batch, with and without embeddings, alternating, median of
@@ -52,7 +52,7 @@ def audio_seconds(catalogue: str) -> float:
 def run_jobs(catalogue: str, bundle: str, workdir: Path, cpus: int, timeline: float) -> dict:
     import ray
 
-    from labeler.pipeline import LabelJobConfig, label_catalogue
+    from labeler.label_job import LabelJobConfig, label_catalogue
 
     seconds_of_audio = audio_seconds(catalogue)
     results = {}

@@ -5,7 +5,7 @@
    corpus's dataset adapter (train.datasets.synth).
 2. Assign folds and train the `cpu-small` audio, lyrics and fused models on it (train.run, Ray Train),
    on one cross-validation fold by default so that it stays within minutes on two CPU cores.
-3. Label the catalogue with the fused bundle (labeler.pipeline, Ray Data) and print the summary, the
+3. Label the catalogue with the fused bundle (labeler.label_job, Ray Data) and print the summary, the
    agreement with the planted quadrants, and where every file is.
 
 What it leaves in the work directory:
@@ -59,7 +59,7 @@ class DemoResult:
     bundle_uri: str
     labels_uri: str
     plot: str
-    summary: object  # labeler.pipeline.LabelSummary
+    summary: object  # labeler.label_job.LabelSummary
     agreement: float  # fraction of labelled synthetic songs whose quadrant is the planted one
     test_macro_f1: float | None  # the fused model's mean test-fold macro-F1 from the training report
     seconds: dict
@@ -85,7 +85,7 @@ def _fusion_test_f1(report: dict) -> float | None:
 def run_demo(config: DemoConfig, console=None) -> DemoResult:
     """Synthesise, train, label; return where everything is and how it went (progress on `console`)."""
     from labeler.console import Console, ensure_ray  # noqa: PLC0415
-    from labeler.pipeline import LabelJobConfig, label_catalogue  # noqa: PLC0415
+    from labeler.label_job import LabelJobConfig, label_catalogue  # noqa: PLC0415
     from synth import SynthConfig, synthesise  # noqa: PLC0415
     from train.datasets.synth import prepare_synth  # noqa: PLC0415
     from train.folds import assign_folds  # noqa: PLC0415

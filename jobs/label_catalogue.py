@@ -1,6 +1,6 @@
 """`ray job submit -- python -m jobs.label_catalogue --catalogue URI --bundle URI --output URI [...]`.
 
-Same flags as `labeler label` (see labeler/pipeline.py); this entry point parses nothing itself.
+Same flags as `labeler label` (see jobs/commands/label.py); this entry point parses nothing itself.
 """
 
 from __future__ import annotations

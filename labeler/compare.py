@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from labeler import storage
 
-PARTITION_KEY = "version"  # labeler.pipeline.PARTITION_KEY (not imported: the pipeline pulls in the job engine)
+PARTITION_KEY = "version"  # labeler.label_job.layout.PARTITION_KEY (not imported: the package pulls in the job engine)
 SUCCESS_FILE = "_SUCCESS.json"
 LABEL_COLUMNS = ("label", "quadrant", "arousal", "valence")  # first one a partition fills is the label
 AXIS_PROB = {"arousal": "arousal_prob", "valence": "valence_prob"}

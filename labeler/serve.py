@@ -2,7 +2,7 @@
 
 The endpoint runs the batch job's own stages on one song, so a song gets the same label online as
 in the catalogue job: `labeler.audio.featurise_track` (decode -> chorus -> log-mel), the bundle's
-`LyricsTokenizer`, the `Predictor`, and `labeler.pipeline.label_rows` to build the LABELS row.
+`LyricsTokenizer`, the `Predictor`, and `labeler.label_rows.label_rows` to build the LABELS row.
 Featurising runs per request in a thread pool (the replica's event loop stays free to accept
 requests); the model call is batched across concurrent requests with `@serve.batch`.
 
@@ -536,7 +536,7 @@ def row_to_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def status_for_row(row: dict[str, Any]) -> int:
     """200 for a labelled row; 422 when the song had nothing usable; 500 when the model itself failed."""
-    from labeler.pipeline import error_kind  # noqa: PLC0415
+    from labeler.label_rows import error_kind  # noqa: PLC0415
 
     kind = error_kind(row.get("error"))
     if kind is None:
@@ -556,7 +556,7 @@ class LabelService:
     """A Serve replica: loads the bundle once, featurises per request, predicts in batches."""
 
     def __init__(self, config: ServeConfig):
-        from labeler.pipeline import BundleInfo  # noqa: PLC0415
+        from labeler.bundle_info import BundleInfo  # noqa: PLC0415
         from labeler.predict import Predictor  # noqa: PLC0415
         from labeler.verified import open_bundle  # noqa: PLC0415
 
@@ -600,7 +600,7 @@ class LabelService:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _predict(self, batches: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
         """Concurrent requests' one-row batches -> one Predictor call -> one LABELS row each."""
-        from labeler.pipeline import label_rows  # noqa: PLC0415
+        from labeler.label_rows import label_rows  # noqa: PLC0415
 
         merged = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
         loop = asyncio.get_running_loop()
@@ -670,7 +670,8 @@ def start(config: ServeConfig, name: str = "labeler"):
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from labeler.pipeline import ensure_ray, read_bundle_info  # noqa: PLC0415
+    from labeler.bundle_info import read_bundle_info  # noqa: PLC0415
+    from labeler.console import ensure_ray  # noqa: PLC0415
 
     config = config_from_args(args)
     # The whole bundle is verified here (one line on failure, not inside a replica), and the replicas
@@ -685,7 +686,7 @@ def run_cli(args: argparse.Namespace) -> int:
     # land on one of Ray's threads, and Python runs the handler only when the main thread wakes up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    ensure_ray(args.address)
+    ensure_ray(args.address, include_dashboard=None)  # a local Ray keeps its dashboard for Serve
     try:
         start(config)
         print(f"serving {info.model_id} {info.model_version} on http://{config.host}:{config.port}"

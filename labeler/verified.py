@@ -108,6 +108,8 @@ def read_config(uri: str) -> dict:
     for key in ("model", "files", "model_version", "mode", "model_id", "classes"):
         if key not in config:
             raise BundleError(f"{_where(uri)}: {CONFIG_FILE} has no {key!r}")
+    if not isinstance(config["model"], dict) or not isinstance(config["model"].get("branch"), str):
+        raise BundleError(f"{_where(uri)}: {CONFIG_FILE} 'model' names no branch")
     listed_files(uri, config)
     return config
 

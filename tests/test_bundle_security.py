@@ -21,7 +21,9 @@ from test_pipeline import make_bundle
 
 from labeler import storage
 from labeler.bundle import BundleError, load_bundle, save_bundle
-from labeler.pipeline import BundleInfo, LabelJobConfig, OutputLayout, featurise_batch, label_catalogue, read_bundle_info
+from labeler.bundle_info import BundleInfo, read_bundle_info
+from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue
+from labeler.label_job.featurise import featurise_batch
 from labeler.pretrained import EncoderError, resolve_encoder
 from labeler.verified import compute_model_version, open_bundle, verify_bundle
 

@@ -12,7 +12,8 @@ import pytest
 
 from jobs import cli
 from labeler.compare import compare_versions, resolve_version
-from labeler.pipeline import BundleInfo, label_rows
+from labeler.bundle_info import BundleInfo
+from labeler.label_rows import label_rows
 
 QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
 

@@ -11,7 +11,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from labeler.pipeline import BundleInfo, LabelJobConfig, OutputLayout, _check_same_optional_columns, label_rows
+from labeler.bundle_info import BundleInfo
+from labeler.label_job import LabelJobConfig, OutputLayout
+from labeler.label_job.layout import check_same_optional_columns
+from labeler.label_rows import label_rows
 from labeler.schemas import LABELS, labels_contract, markdown_table, validate
 
 WINDOW = {"start": 0.0, "end": 10.0, "label": "Q2", "label_prob": 0.6, "arousal_prob": 0.8, "valence_prob": 0.3}
@@ -63,14 +66,14 @@ def test_embedding_and_timeline_columns(tmp_path):
 
 def test_a_version_keeps_one_set_of_optional_columns(tmp_path):
     layout = OutputLayout(str(tmp_path), "0123456789abcdef")
-    _check_same_optional_columns(layout, LabelJobConfig(embeddings=True))  # nothing committed yet: anything goes
+    check_same_optional_columns(layout, LabelJobConfig(embeddings=True))  # nothing committed yet: anything goes
     emb = np.eye(3, dtype=np.float32)
     (tmp_path / "version=0123456789abcdef").mkdir()
     pq.write_table(label_rows(_batch(embedding=emb), _info(), datetime.now(timezone.utc)),
                    tmp_path / "version=0123456789abcdef" / "part-x.parquet")
-    _check_same_optional_columns(layout, LabelJobConfig(embeddings=True))
+    check_same_optional_columns(layout, LabelJobConfig(embeddings=True))
     with pytest.raises(ValueError, match="labelled with --embeddings; this run asks for neither"):
-        _check_same_optional_columns(layout, LabelJobConfig())
+        check_same_optional_columns(layout, LabelJobConfig())
     with pytest.raises(ValueError, match="positive number of seconds"):
         LabelJobConfig(timeline_seconds=0)
 

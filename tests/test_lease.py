@@ -160,7 +160,7 @@ def test_renewal_survives_any_exception_then_fails_closed(lease_dir, monkeypatch
 def test_fenced_commit_writes_nothing_after_the_lease_was_lost(tmp_path):
     from test_pipeline import _info
 
-    from labeler.pipeline import commit_part
+    from labeler.label_job.layout import commit_part
 
     clock = FakeClock()
     lease_dir = str(tmp_path / "_lease" / "version=x")

@@ -73,7 +73,8 @@ def test_footer_is_still_removed_and_long_lyrics_are_capped_before_cleaning():
 def test_adversarial_lyrics_through_the_jobs_featurise_stage(tmp_path):
     from test_pipeline import make_bundle
 
-    from labeler.pipeline import featurise_batch, read_bundle_info
+    from labeler.bundle_info import read_bundle_info
+    from labeler.label_job.featurise import featurise_batch
 
     info = read_bundle_info(make_bundle(tmp_path))
     values = [ADVERSARIAL["digits"], ADVERSARIAL["open_brackets"], ADVERSARIAL["whitespace"], "love 3Embed"]

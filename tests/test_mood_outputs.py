@@ -59,7 +59,7 @@ def _other_checkpoint_bundle(result) -> str:
 
 @pytest.fixture(scope="module")
 def labelled(trained):
-    from labeler.pipeline import LabelJobConfig, label_catalogue
+    from labeler.label_job import LabelJobConfig, label_catalogue
 
     root, synth, manifest, result = trained
     config = LabelJobConfig(featurise_batch_size=8, predict_batch_size=16, max_actors=1, embeddings=True,

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from labeler.pipeline import OutputLayout, read_bundle_info
+from labeler.bundle_info import read_bundle_info
+from labeler.label_job import OutputLayout
 from tests.cluster_harness import LocalCluster, job_status, start_cluster, wait_for_job
 from tests.test_pipeline import make_bundle
 

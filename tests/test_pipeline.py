@@ -26,15 +26,9 @@ import pytest
 from labeler import storage
 from labeler.labels import QUADRANTS, quadrant_probs_to_axes
 from labeler.lease import Lease, LeaseHeldError
-from labeler.pipeline import (
-    BundleInfo,
-    LabelJobConfig,
-    OutputLayout,
-    error_kind,
-    label_catalogue,
-    label_rows,
-    resolve_resources,
-)
+from labeler.bundle_info import BundleInfo
+from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue, resolve_resources
+from labeler.label_rows import error_kind, label_rows
 from labeler.schemas import LABELS, SchemaError, validate
 from labeler.verified import open_bundle
 from tests.poison import sitecustomize as poison
@@ -220,10 +214,11 @@ def test_resources_follow_the_cluster_and_flags():
 
 _LOST_CWD = """
 import os, sys
-from labeler import pipeline, storage
+from labeler import storage
+from labeler.label_job import driver
 os.chdir(sys.argv[1]); os.rmdir(sys.argv[1])  # what Ray did to a --working-dir job's copy after a lost node
 storage.remove(sys.argv[2], recursive=True)   # the staging cleanup that failed with a bare [Errno 2]
-pipeline.recover_cwd()
+driver.recover_cwd()
 print(os.getcwd())
 """
 
@@ -364,7 +359,7 @@ def test_a_track_that_crashes_its_worker_is_one_row_error_and_the_job_ends(ray_l
 _GPU_PLAN = """
 import json, sys, ray
 from ray.util.state import list_actors
-from labeler.pipeline import LabelJobConfig, label_catalogue
+from labeler.label_job import LabelJobConfig, label_catalogue
 context = ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=True, log_to_driver=False)  # the state API needs it
 ray.data.DataContext.get_current().enable_progress_bars = False
 summary = label_catalogue(sys.argv[1], sys.argv[2], sys.argv[3], LabelJobConfig(featurise_batch_size=2, predict_batch_size=4, min_actors=2))

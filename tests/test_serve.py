@@ -22,7 +22,9 @@ import requests
 import soundfile as sf
 
 from labeler.labels import QUADRANTS
-from labeler.pipeline import LabelJobConfig, error_kind, label_catalogue, read_bundle_info
+from labeler.bundle_info import read_bundle_info
+from labeler.label_job import LabelJobConfig, label_catalogue
+from labeler.label_rows import error_kind
 from labeler.schemas import LABELS
 from labeler.serve import ServeConfig, app_builder, start
 from tests.poison import sitecustomize as poison

@@ -127,7 +127,8 @@ def test_serve_answers_with_the_same_columns_from_an_upload(audio_bundle, tmp_pa
     import argparse
     from datetime import datetime, timezone
 
-    from labeler.pipeline import label_rows, read_bundle_info
+    from labeler.bundle_info import read_bundle_info
+    from labeler.label_rows import label_rows
     from labeler.serve import ServeConfig, SongFeaturiser, config_from_args, configure_parser, row_to_json, song_from_fields
 
     parser = argparse.ArgumentParser()

@@ -147,7 +147,7 @@ def test_hybrid_audio_branch_trains_exports_descriptor_stats_and_labels(synth_ma
 
     from labeler.audio import DESCRIPTOR_DIM
     from labeler.bundle import read_bundle_config
-    from labeler.pipeline import LabelJobConfig, label_catalogue
+    from labeler.label_job import LabelJobConfig, label_catalogue
     from train.run import train
 
     result = train(synth_manifest, str(tmp_path / "out"), branch="audio", preset="cpu-small", folds="0",

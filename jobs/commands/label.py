@@ -1,0 +1,61 @@
+"""`labeler label`: its flags, the typed config built from them, and the call into the driver.
+
+The job itself is labeler.label_job, callable without argparse; this module only turns flags into that call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from labeler.label_job.config import LabelJobConfig
+from labeler.label_job.driver import label_catalogue
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalogue", required=True, metavar="URI", help="catalogue Parquet file or directory (local or s3://)")
+    parser.add_argument("--bundle", required=True, metavar="URI", help="model bundle directory (local or s3://)")
+    parser.add_argument("--output", required=True, metavar="URI", help="labels root; writes <output>/version=<model_version>/")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--featurise-batch-size", type=int, default=None, help="songs per featurise batch (default 16)")
+    parser.add_argument("--predict-batch-size", type=int, default=None, help="songs per model call (default 64 GPU / 32 CPU)")
+    parser.add_argument("--featurise-cpus", type=float, default=None, help="CPUs per featurise task (default: 1 with GPUs; CPU only, what fits one task per CPU beside the actors)")
+    parser.add_argument("--min-actors", type=int, default=None, help="smallest Predictor pool (default 1)")
+    parser.add_argument("--max-actors", type=int, default=None, help="largest Predictor pool (default: GPUs, or CPUs/8)")
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", dest="use_gpu", action="store_const", const=True, default=None, help="Predictor on GPU actors")
+    gpu.add_argument("--no-gpu", dest="use_gpu", action="store_const", const=False, help="Predictor on CPU actors")
+    parser.add_argument("--rows-per-part", type=int, default=LabelJobConfig.rows_per_part,
+                        help="rows per committed part file, the unit a killed run resumes from (default %(default)s)")
+    parser.add_argument("--lease-seconds", type=float, default=LabelJobConfig.lease_seconds,
+                        help="how long a killed run keeps other runs off this output version (default %(default)s)")
+    parser.add_argument("--expect-version", default=None, metavar="V",
+                        help="refuse the bundle unless its recomputed model_version is V (pins the model against tampering)")
+    parser.add_argument("--max-retries", type=int, default=LabelJobConfig.max_retries,
+                        help="retries of a task, actor or track whose process died before the track is isolated "
+                             "as a worker_crash row or the run fails (default %(default)s)")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="also draw the quadrant distribution and V-A scatter")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="also write `embedding`: the model's penultimate vector, L2-normalised, for similarity search")
+    parser.add_argument("--timeline", dest="timeline_seconds", type=float, default=None, metavar="SECONDS",
+                        help="also write `timeline`: labels of successive SECONDS-long windows of the whole track")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
+    return LabelJobConfig(
+        address=args.address, featurise_batch_size=args.featurise_batch_size, predict_batch_size=args.predict_batch_size,
+        featurise_cpus=args.featurise_cpus, min_actors=args.min_actors, max_actors=args.max_actors,
+        use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot, lease_seconds=args.lease_seconds,
+        embeddings=args.embeddings, timeline_seconds=args.timeline_seconds, expect_version=args.expect_version,
+        max_retries=args.max_retries,
+    )
+
+
+def run_cli(args: argparse.Namespace, console=None) -> int:
+    from labeler.console import Console  # noqa: PLC0415
+
+    console = console or Console()
+    summary = label_catalogue(args.catalogue, args.bundle, args.output, config_from_args(args), console=console)
+    console.print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.to_text())
+    return 0

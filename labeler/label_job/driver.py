@@ -1,0 +1,213 @@
+"""The labelling job: catalogue Parquet in, one label row per song out, with Ray Data.
+
+    read_parquet (needed columns only) -> drop songs already labelled by this model version
+    -> featurise audio + tokenise lyrics (CPU tasks) -> Predictor (actor pool; GPU actors where the
+    cluster has GPUs) -> label rows (LABELS contract) -> commit Parquet parts -> completion record
+
+The driver plans (labeler.label_job.plan, .resources), builds the Ray Data plan, takes the output
+version's lease and checks the partition at the end (.summary); where the rows go and how parts are
+committed is labeler.label_job.layout. Audio bytes are read on the workers only: the driver handles
+URIs, song ids and the small per-part commit records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from labeler import storage
+from labeler.bundle_info import BundleInfo, read_bundle_info
+from labeler.isolate import DEFAULT_RETRIES
+from labeler.label_job.config import LabelJobConfig
+from labeler.label_job.featurise import featurise_batch, featurise_memory_bytes
+from labeler.label_job.layout import (
+    OutputLayout,
+    basename,
+    check_same_optional_columns,
+    commit_part,
+    new_run_id,
+    read_partition,
+    report_stale_staging,
+)
+from labeler.label_job.plan import filter_ids, todo_filter, validated_catalogue
+from labeler.label_job.resources import Resources, resolve_resources
+from labeler.label_job.summary import LabelSummary, finish
+from labeler.lease import Fence, Lease
+
+log = logging.getLogger(__name__)
+
+
+def recover_cwd() -> None:
+    """Move off a working directory that no longer exists (and say so), so nothing after it fails on os.getcwd().
+
+    Why: under `ray job submit --working-dir`, the driver runs inside Ray's copy of the working dir on
+    the head node, and after a worker node was lost Ray removed that copy while the job still ran: the
+    run had committed every row, then failed with a bare '[Errno 2] No such file or directory' (from
+    os.getcwd()) and no completion record (issue #22). The driver needs nothing from its working dir by
+    then (paths are absolute, code is imported).
+    """
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        fallback = tempfile.gettempdir()
+        log.warning("this driver's working directory no longer exists (a Ray job's working_dir removed after a "
+                    "lost node?); continuing in %s", fallback)
+        os.chdir(fallback)
+
+
+def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Array | None, bool], info: BundleInfo,
+                  res: Resources, rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
+                  timeline_seconds: float | None = None, fence: Fence | None = None, progress_sink=None,
+                  max_retries: int = DEFAULT_RETRIES):
+    """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part).
+
+    `id_filter` is (ids, keep) from todo_filter: the rows to label are those whose song_id is in ids
+    (keep) or not in them; (None, False) labels every row.
+
+    Every task and actor is retried at most `max_retries` times when its process or node dies (Ray
+    Data's default is forever: one poison track once hung a job for good). A track that crashes the
+    featuriser never kills a task (featurise_batch isolates it), so what is left to retry is a lost
+    node or an out-of-memory kill of the task itself; when retries run out the run fails with Ray's
+    error and commits nothing more. No block is ever dropped (`max_errored_blocks` stays 0), and
+    finish refuses to write the completion record unless every catalogue song has its row.
+    """
+    import ray  # noqa: PLC0415
+    from labeler.predict import Predictor  # noqa: PLC0415
+
+    retry = {"max_retries": max_retries}
+    fs, path = storage.filesystem(catalogue_uri)
+    # ray_remote_args (deprecated in Ray 2.60, no named equivalent for max_retries yet): read tasks fuse with the
+    # maps after them and take these args, so without it the fused read+featurise would retry forever.
+    ds = ray.data.read_parquet(path, filesystem=fs, ray_remote_args=retry).select_columns(columns)
+    ids, keep = id_filter
+    if ids is not None:
+        ds = ds.map_batches(filter_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": [ray.put(ids)], "keep": keep},
+                            batch_size=None, **retry)
+    ds = ds.repartition(target_num_rows_per_block=res.featurise_batch_size)
+    ds = ds.map_batches(
+        featurise_batch,
+        batch_format="numpy",
+        batch_size=res.featurise_batch_size,
+        num_cpus=res.featurise_cpus,
+        memory=featurise_memory_bytes(info.featurizer if info.uses_audio else None, res.featurise_batch_size),
+        fn_kwargs={
+            "featurizer": info.featurizer if info.uses_audio else None,
+            "tokenizer": info.tokenizer,
+            "lyrics_json": json.dumps(info.lyrics, sort_keys=True),
+            "keep_audio_uri": timeline_seconds is not None,
+            "progress_sink": progress_sink,
+            "max_retries": max_retries,
+        },
+        **retry,
+    )
+    actor_resources = {"num_gpus": 1, "num_cpus": res.actor_cpus} if res.use_gpu else {"num_cpus": res.actor_cpus}
+    ds = ds.map_batches(
+        Predictor,
+        fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size,
+                               "embeddings": embeddings, "timeline_seconds": timeline_seconds,
+                               "expect_version": info.model_version},
+        batch_format="numpy",
+        batch_size=res.predict_batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        max_restarts=max_retries,
+        max_task_retries=max_retries,
+        **actor_resources,
+    )
+    # Committing a part is one small write and a rename: it reserves no CPU, so it never waits behind
+    # featurise tasks that hold every CPU (Ray Data otherwise warns that the job may hang).
+    return ds.map_batches(
+        commit_part,
+        batch_format="numpy",
+        batch_size=rows_per_part,
+        num_cpus=0,
+        fn_kwargs={"info": info, "staging_uri": staging_uri, "partition_uri": partition_uri, "fence": fence},
+        **retry,
+    )
+
+
+def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
+                    config: LabelJobConfig | None = None, console=None) -> LabelSummary:
+    """Label every catalogue song that this bundle's model version has not labelled yet.
+
+    The catalogue's contract and its song ids are checked before any work (SchemaError naming the
+    columns). Returns the run's summary; raises RuntimeError, without writing the completion record,
+    if the committed partition does not hold exactly one row per catalogue song, and
+    labeler.lease.LeaseHeldError, before any work, while another run writes this output and version.
+    With a `console` (labeler.console.Console), the run shows a progress line of songs done.
+    """
+    from labeler.console import Console  # noqa: PLC0415
+
+    console = console or Console.silent()
+    config = config or LabelJobConfig()
+    started_at = datetime.now(timezone.utc)
+    catalogue_uri = storage.absolute_uri(catalogue_uri)
+    output_uri = storage.absolute_uri(output_uri)
+    # The whole bundle is verified first: a bad bundle fails here, before a lease, a file or Ray.
+    info = read_bundle_info(bundle_uri, config.expect_version)
+    columns, ids = validated_catalogue(catalogue_uri)
+    if config.timeline_seconds is not None and not info.uses_audio:
+        raise ValueError(f"--timeline labels windows of the audio, but bundle {storage.describe(info.uri)} "
+                         f"is a {info.branch} model without an audio branch")
+    layout = OutputLayout(output_uri, info.model_version)
+    run_id = new_run_id(started_at)
+    # What is done is read under the lease: a run still committing would otherwise be relabelled.
+    with Lease(layout.lease_dir, run_id, config.lease_seconds) as lease:
+        check_same_optional_columns(layout, config)
+        done = read_partition(layout, ["song_id"]).column("song_id").combine_chunks()
+        already, *id_filter = todo_filter(ids, done)
+        del done
+        summary = LabelSummary(
+            catalogue_uri=catalogue_uri, output_uri=layout.output_uri, partition_uri=layout.partition_uri,
+            model_id=info.model_id, model_version=info.model_version, run_id=run_id,
+            catalogue_rows=len(ids), already_labelled=already,
+        )
+        todo = summary.catalogue_rows - summary.already_labelled
+        log.info("catalogue %s: %d songs, %d already labelled by version %s, %d to label",
+                 storage.describe(catalogue_uri), len(ids), summary.already_labelled, info.model_version, todo)
+        if todo == 0 and storage.exists(layout.success_uri):
+            return finish(layout, summary, ids, started_at, config.plot, lease=None)
+
+        t0 = time.perf_counter()
+        if todo:
+            import ray  # noqa: PLC0415
+
+            from labeler.console import ensure_ray as start_ray  # noqa: PLC0415
+
+            start_ray(config.address)
+            res = resolve_resources(config, ray.cluster_resources())
+            log.info("resources: %s", res)
+            summary.plan = res.describe()
+            report_stale_staging(layout)
+            storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
+            staging = layout.staging_uri(run_id)
+            errors: Counter = Counter()
+            audio_errors: Counter = Counter()
+            with console.stage("label", total=todo, remote=True) as stage:
+                records = build_dataset(catalogue_uri, columns, tuple(id_filter), info, res, config.rows_per_part, staging,
+                                        layout.partition_uri, config.embeddings, config.timeline_seconds,
+                                        fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries)
+                for record in records.iter_rows():
+                    if lease.lost.is_set():
+                        lease.check_held()  # raises LeaseLostError: the commits are fenced off already
+                    summary.files.append(record["file"])
+                    summary.written += int(record["rows"])
+                    summary.labelled += int(record["labelled"])
+                    errors.update(json.loads(record["errors"]))
+                    audio_errors.update(json.loads(record["audio_errors"]))
+                    log.info("committed %s (%d rows; %d/%d this run)", basename(record["file"]), record["rows"], summary.written, todo)
+            summary.errors, summary.audio_errors = dict(errors), dict(audio_errors)
+            recover_cwd()
+            try:
+                storage.remove(staging, recursive=True)
+            except OSError as exc:  # housekeeping only: the next run reports a leftover staging directory
+                log.warning("could not remove the staging directory %s: %s", staging, exc)
+        summary.seconds = time.perf_counter() - t0
+        return finish(layout, summary, ids, started_at, config.plot, lease=lease)
