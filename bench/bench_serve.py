@@ -127,13 +127,18 @@ def max_size_wav(workdir: Path, limit_mb: float) -> bytes:
 
 
 def replica_pid() -> int:
-    from ray.util.state import list_actors
+    """The LabelService replica's process id, from the GCS actor table of *this* driver's Ray.
 
-    actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-              if "LabelService" in (a.class_name or "") or "LabelService" in (a.name or "")]
-    if len(actors) != 1:
-        raise RuntimeError(f"expected one LabelService replica, found {len(actors)}")
-    return int(actors[0].pid)
+    Why not `ray.util.state.list_actors`: it goes through the dashboard (off here) and, without an
+    address, picks any Ray running on the machine.
+    """
+    from ray._private.state import actors  # debugging API; the public state API needs the dashboard
+
+    alive = [a for a in actors(actor_state_name="ALIVE").values()
+             if "LabelService" in (a.get("ActorClassName") or a.get("Name") or "")]
+    if len(alive) != 1:
+        raise RuntimeError(f"expected one LabelService replica, found {len(alive)}")
+    return int(alive[0]["Pid"])
 
 
 def upload_memory(url: str, audio: bytes, clients: int) -> dict:
