@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jobs.commands.train", "train audio, lyrics or fusion models over cross-validation folds with Ray Train"),
     "evaluate": ("jobs.commands.evaluate", "evaluate a model bundle on a manifest's test fold(s)"),
     "label": ("jobs.commands.label", "label a catalogue with a model bundle (Ray Data) and write labels Parquet"),
-    "serve": ("labeler.serve", "serve POST /label for single songs with Ray Serve"),
+    "serve": ("jobs.commands.serve", "serve POST /label for single songs with Ray Serve"),
     "compare": ("jobs.commands.compare", "compare two model versions' labels of a catalogue before switching ETL to the new one"),
     "recipe": ("jobs.commands.recipe", "public datasets -> one manifest -> a real-music bundle and its report"),
 }

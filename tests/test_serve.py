@@ -132,7 +132,7 @@ def test_config_from_builder_args_and_scaling_options():
 def test_cli_parser_builds_the_config():
     import argparse
 
-    from labeler.serve import config_from_args, configure_parser
+    from jobs.commands.serve import config_from_args, configure_parser
 
     parser = argparse.ArgumentParser()
     configure_parser(parser)

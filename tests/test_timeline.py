@@ -129,7 +129,8 @@ def test_serve_answers_with_the_same_columns_from_an_upload(audio_bundle, tmp_pa
 
     from labeler.bundle_info import read_bundle_info
     from labeler.label_rows import label_rows
-    from labeler.serve import ServeConfig, SongFeaturiser, config_from_args, configure_parser, row_to_json, song_from_fields
+    from jobs.commands.serve import config_from_args, configure_parser
+    from labeler.serve import ServeConfig, SongFeaturiser, row_to_json, song_from_fields
 
     parser = argparse.ArgumentParser()
     configure_parser(parser)

@@ -1,0 +1,149 @@
+"""One requested song -> the one-row batch the Predictor takes, with the batch job's featuriser and tokenizer.
+
+Why a module of its own: it runs per request in a thread, decodes in a crash-isolation child and
+decides which audio failures are the client's (4xx) and which become a row's `audio_error`, as
+the batch job would write it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from labeler import storage
+from labeler.serve.options import ServeConfig
+from labeler.serve.request import RequestError, SongRequest, check_uri_allowed
+
+log = logging.getLogger(__name__)
+
+# Audio error kinds that mean "these bytes are not audio this server can decode".
+UNDECODABLE_KINDS = frozenset({"corrupt", "unsupported_format", "empty_file", "ffmpeg_missing"})
+
+
+def rewound(source: Any) -> Any:
+    """An uploaded file object at its start (it is opened twice: the duration check, then featurising)."""
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return source
+
+
+def payload(source: Any) -> Any:
+    """What the featurising child gets: a URI as it is, an uploaded file's bytes (bounded by max_upload_mb):
+    a file object cannot cross the process boundary."""
+    return rewound(source).read() if hasattr(source, "read") else source
+
+
+class SongFeaturiser:
+    """One song -> the one-row batch the Predictor takes, with the batch job's featuriser and tokenizer.
+
+    The columns and dtypes are the ones `Featurizer` and `LyricsTokenizer` produce in the batch
+    job (log_mel stored as float16, zeros on an audio error), so the model sees identical inputs.
+    """
+
+    def __init__(self, info, config: ServeConfig):
+        from labeler.audio import FeaturizerConfig  # noqa: PLC0415
+        from labeler.lyrics import LyricsTokenizer  # noqa: PLC0415
+
+        self.info = info
+        self.config = config
+        self.featurizer = FeaturizerConfig.from_dict(info.featurizer) if info.uses_audio else None
+        self.tokenizer = LyricsTokenizer(info.tokenizer.load(), info.lyrics) if info.uses_lyrics else None
+        # A Hugging Face fast tokenizer is not safe to call from two threads at once (its Rust side
+        # raises "Already borrowed" while another call changes its padding/truncation state); audio
+        # featurising runs in parallel, tokenising (about a millisecond) one song at a time.
+        self._tokenizer_lock = threading.Lock()
+        # Each featurise thread decodes in its own crash-isolation child (labeler.isolate): a song that
+        # kills the decoder costs that request a worker_crash answer, not the replica.
+        self._children = threading.local()
+
+    def __call__(self, song: SongRequest) -> dict[str, np.ndarray]:
+        batch: dict[str, np.ndarray] = {
+            "song_id": np.array([song.song_id], dtype=object),
+            "lyrics": np.array([song.lyrics], dtype=object),
+        }
+        if self.featurizer is not None:
+            batch.update(self._audio_columns(song))
+        else:
+            batch["audio_error"] = np.array([None], dtype=object)
+        if self.tokenizer is not None:
+            with self._tokenizer_lock:
+                batch = self.tokenizer(batch)
+        batch.pop("lyrics")
+        return batch
+
+    def _audio_columns(self, song: SongRequest) -> dict[str, np.ndarray]:
+        from labeler.audio import DESCRIPTOR_DIM  # noqa: PLC0415
+
+        cfg = self.featurizer
+        mel = np.zeros((1, cfg.n_frames, cfg.n_mels), dtype=np.float16)
+        descriptors = np.zeros((1, DESCRIPTOR_DIM), dtype=np.float32)
+        features, error = self._featurise(song)
+        if features is not None:
+            mel[0] = features.log_mel
+            if cfg.descriptors:
+                descriptors[0] = features.descriptors
+        out = {"log_mel": mel, "audio_error": np.array([error], dtype=object)}
+        if self.config.timeline_seconds is not None:  # what the Predictor decodes the timeline windows from
+            source = None
+            if features is not None:  # the upload's bytes (read from its spooled file), or the checked URI
+                source = payload(song.audio) \
+                    if song.audio is not None else check_uri_allowed(song.audio_uri, self.config.allow_uri_prefixes)
+            out["audio_source"] = np.array([source], dtype=object)
+        if cfg.descriptors:
+            out["descriptors"] = descriptors
+        return out
+
+    def _child(self):
+        from labeler.isolate import ChildProcess  # noqa: PLC0415
+
+        if not hasattr(self._children, "child"):
+            self._children.child = ChildProcess()
+        return self._children.child
+
+    def _featurise(self, song: SongRequest):
+        """(TrackFeatures, None), or (None, "<kind>: detail") for audio the batch job would also skip.
+
+        Raises RequestError for uploaded bytes that do not decode (422) and for too-long audio (413).
+        """
+        from labeler.audio import AudioError, open_audio  # noqa: PLC0415
+        from labeler.isolate import CRASH_KIND, WorkerCrash  # noqa: PLC0415
+
+        uploaded = song.audio is not None
+        if uploaded:
+            source: Any = song.audio
+        elif song.audio_uri is not None:
+            source = check_uri_allowed(song.audio_uri, self.config.allow_uri_prefixes)
+        else:
+            return None, "no_audio: audio_uri is null"
+        name = song.audio_name or ("upload" if uploaded else storage.describe(song.audio_uri))
+        try:
+            with open_audio(rewound(source)) as reader:
+                seconds = reader.duration_s
+            if seconds is not None and seconds > self.config.max_audio_seconds:
+                raise RequestError(413, "too_long",
+                                   f"{name}: {seconds:.1f} s of audio exceeds the limit of {self.config.max_audio_seconds:g} s")
+            try:
+                out = self._child().call("labeler.isolate:TrackFeaturiser", {"config": self.featurizer.to_dict()},
+                                         {"source": payload(source), "start": song.chorus_start_s, "end": song.chorus_end_s, "name": name})
+            except WorkerCrash as crash:  # not retried: the client may retry the request
+                log.error("featurising %s crashed its process (%s)", name, crash)
+                if uploaded:
+                    raise RequestError(422, CRASH_KIND, f"{name}: {crash}") from None
+                return None, f"{CRASH_KIND}: {name}: {crash}"
+            if "features" in out:
+                return out["features"], None
+            raise AudioError(out["kind"], out["detail"])
+        except AudioError as exc:
+            if uploaded and exc.kind in UNDECODABLE_KINDS:
+                raise RequestError(422, exc.kind, f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+            return None, str(exc)
+        except RequestError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a decoder crash on one file is that file's fault (as in Featurizer)
+            log.warning("unexpected failure featurising %s", name, exc_info=True)
+            if uploaded:
+                raise RequestError(422, "corrupt", f"{name}: {type(exc).__name__}: {exc}") from None
+            return None, f"corrupt: {name}: {type(exc).__name__}: {exc}"
