@@ -79,7 +79,7 @@ def branch_logits(name: str, cache: Path, build, inputs, y, folds, k, preset, cl
 
 
 def scored(name: str, kind: str, per_fold_probs: dict, y, folds, k, classes, wall: float, cpu: float, note: str = "") -> ModelResult:
-    from train.evaluate import classification_metrics
+    from train.metrics import classification_metrics
 
     result = ModelResult(name, kind, seconds=wall, cpu_seconds=cpu, note=note)
     for test_fold, _, _, test_idx in splits(folds, k):

@@ -80,7 +80,7 @@ def make_bundle(workdir: Path, audio_model: str | None = None) -> str:
     from labeler.models import EmotionModel, ModelConfig
     from labeler.pretrained import load_tokenizer
     from train.presets import get_preset
-    from train.run import featurizer_config, lyrics_config, model_config
+    from train.configs import featurizer_config, lyrics_config, model_config
 
     p = get_preset("cpu-small", **({"audio_arch": audio_model} if audio_model else {}))
     uri = workdir / f"bundle-cpu-small-{p.audio_arch.lower()}-untrained"

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
     parser.add_argument("--features-cache", default=None,
                         help="an .npz to reuse the featurised clips from (written when absent; keyed by the featurizer fingerprint)")
-    parser.add_argument("--report-dir", default=None, help="also write train.evaluate's report (JSON, Markdown, plots) here")
+    parser.add_argument("--report-dir", default=None, help="also write train.report's report (JSON, Markdown, plots) here")
     parser.add_argument("--musicnn-clips", default="30", help="chorus clip lengths (s) of the musicnn models, e.g. 10,20,30")
     parser.add_argument("--musicnn-model", default="MSD_musicnn", help="MSD_musicnn or MTT_musicnn")
     parser.add_argument("--musicnn-derive", action="store_true",
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown_table(results))
     if args.report_dir:
-        from train.evaluate import write_report
+        from train.report import write_report
 
         provenance = {"benchmark": "bench/bench_real_audio.py", "clips": len(y), "k": k, "seconds": round(total, 1),
                       "featurise_seconds": round(feat_seconds, 1), "featurizer": config.to_dict(),

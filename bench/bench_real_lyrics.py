@@ -131,7 +131,7 @@ def cv_stacked(texts, vectors, y, folds, k, classes, preset, lexical_grid, log=p
     """The branch's parts and the stacked branch, with every choice on the validation fold."""
     from labeler.lexical import LexicalConfig, LexicalModel
     from train.calibration import apply_temperature, fit_temperature
-    from train.evaluate import classification_metrics
+    from train.metrics import classification_metrics
 
     results = {name: ModelResult(name, "branch") for name in ("stacked", "lexical", "encoder_windows")}
     timing = {name: 0.0 for name in results}

@@ -32,7 +32,7 @@ def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch
     from labeler.models import EmotionModel, ModelConfig
     from train.loop import _autocast, freeze_lyrics_layers, make_optimizer, model_inputs, param_groups
     from train.presets import get_preset
-    from train.run import featurizer_config, model_config
+    from train.configs import featurizer_config, model_config
 
     preset = get_preset(preset_name, **({"batch_size": batch_size} if batch_size else {}))
     model = EmotionModel(ModelConfig.from_dict(model_config(preset, branch, "4Q")),

@@ -6,7 +6,7 @@ must finish in minutes, and Ray Train's per-trial start-up and the feature cache
 (`train.presets`), folds (`train.folds.assign_folds`, `split_for`: val = fold (test+1) % k), parameter
 groups and learning rates, AdamW, warmup + cosine schedule, encoder freezing, balanced class weights
 (`train.loop`), temperature scaling on the validation fold (`train.calibration`), scoring and
-fold summaries (`train.evaluate`). Checkpoint selection and early stopping use the validation fold
+fold summaries (`train.metrics`). Checkpoint selection and early stopping use the validation fold
 only; the test fold is scored once, with the selected weights.
 
 Baselines are fitted on the same training rows as the networks (the validation fold is not used:
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from train.calibration import apply_temperature, fit_temperature
-from train.evaluate import classification_metrics, summarise_folds
+from train.metrics import classification_metrics, summarise_folds
 from train.folds import split_for
 from train.loop import class_weights_from_counts, freeze_lyrics_layers, make_optimizer, make_scheduler, param_groups
 from train.presets import TrainPreset
@@ -192,7 +192,7 @@ def markdown_table(results: list[ModelResult]) -> str:
 
 
 def report_results(results: list[ModelResult], classes: list[str], provenance: dict) -> dict:
-    """The `results` dict train.evaluate.write_report takes (see its docstring)."""
+    """The `results` dict train.report.write_report takes (see its docstring)."""
     def entry(r: ModelResult) -> dict:
         return {"folds": r.folds, "summary": r.summary, "curves": r.curves}
 

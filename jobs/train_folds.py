@@ -3,7 +3,7 @@
     ray job submit --working-dir . -- python -m jobs.train_folds \\
         --manifest s3://bucket/manifest.parquet --output s3://bucket/runs/r1 --branch all --preset becmer --folds all
 
-Takes exactly the flags of `labeler train` (see train/run.py) and runs it.
+Takes exactly the flags of `labeler train` (see jobs/commands/train.py) and runs it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from train.baselines import audio_baseline, logmel_stats, lyrics_baseline, vector_baseline
-from train.evaluate import classification_metrics
+from train.metrics import classification_metrics
 
 CLASSES = ["Q1", "Q2", "Q3", "Q4"]
 

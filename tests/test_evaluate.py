@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 
 from labeler import storage
-from train.evaluate import (
-    classification_metrics,
-    expected_calibration_error,
-    pooled_per_class,
-    summarise_folds,
-    write_report,
-)
+from train.calibration import expected_calibration_error
+from train.metrics import classification_metrics, pooled_per_class, summarise_folds
+from train.report import write_report
 
 CLASSES = ["Q1", "Q2", "Q3", "Q4"]
 

@@ -27,8 +27,6 @@ TOO_LONG_FOR_NOW = {
     "labeler/audio.py": "-> labeler/audio/ (lib helper, issue 16)",
     "labeler/models.py": "-> labeler/models/ (lib helper, issue 16)",
     "labeler/console.py": "progress, session and Ray start-up in one module (not yet split)",
-    "train/run.py": "-> train/trial.py, train/finalise.py (issue 16 step 3)",
-    "train/evaluate.py": "-> train/metrics.py, train/report.py (issue 16 step 3)",
 }
 # Library modules that still parse their own flags, until their CLI moves to jobs/commands/.
 ARGPARSE_FOR_NOW = {

@@ -35,6 +35,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from labeler import storage
+from labeler.labels import class_names
 from labeler.lyrics import clean_lyrics
 
 DELTA_WIDTH = 9  # librosa's default delta window (frames)
@@ -149,3 +151,53 @@ def lyrics_baseline(train_texts: Sequence[str | None], y_train: Sequence[int], t
                     n_classes: int | None = None, config: BaselineConfig | None = None) -> np.ndarray:
     """Fit the TF-IDF baseline on raw lyrics (None/"" allowed); (n_test, n_classes) probabilities."""
     return _fit_predict(make_lyrics_baseline(config), list(train_texts), y_train, list(test_texts), n_classes)
+
+
+def run_baselines(manifest_uri: str, cache_uri: str, folds: list[int], k: int, mode: str, which: set[str],
+                  classes: list[str] | None = None) -> dict:
+    """Audio and lyrics baselines on the same train/test folds (fitted on the training part only)."""
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    from train.metrics import classification_metrics  # noqa: PLC0415
+    from labeler.labels import class_index  # noqa: PLC0415
+    from train.feature_cache import iter_numpy, split_folds, target_column  # noqa: PLC0415
+    from train.loop import targets_for_mode  # noqa: PLC0415
+
+    names = class_names(mode, classes)
+    n_classes = len(names)
+    target = target_column(mode)
+    out: dict = {}
+    texts = None
+    if "lyrics" in which:
+        # Lyrics text is small beside audio; only four columns of the manifest are read.
+        texts = storage.read_parquet(manifest_uri, columns=["song_id", "lyrics", "fold",
+                                                            "label" if mode == "classes" else "quadrant"])
+    if "audio" in which:
+        # Log-mel statistics (3 x n_mels floats a song) of every fold involved, in one streamed pass.
+        involved = sorted({f for fold in folds for role in ("train", "test") for f in split_folds(fold, k)[role]})
+        parts = [(b["mel_stats"], targets_for_mode(b[target], mode), b["fold"])
+                 for b in iter_numpy(cache_uri, involved, ["mel_stats", target, "fold"], "audio")]
+        all_x, all_y, all_f = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    for fold in folds:
+        split = split_folds(fold, k)
+        if "audio" in which:
+            tr, te = np.isin(all_f, split["train"]), np.isin(all_f, split["test"])
+            x_tr, y_tr, x_te, y_te = all_x[tr], all_y[tr], all_x[te], all_y[te]
+            model = make_audio_baseline()[1:].fit(x_tr, y_tr)  # stats are precomputed in the cache
+            proba = np.zeros((len(x_te), n_classes))
+            proba[:, model.classes_.astype(int)] = model.predict_proba(x_te)
+            out.setdefault("audio_logmel_logreg", {"folds": {}})["folds"][fold] = classification_metrics(y_te, proba, names)
+        if texts is not None:
+            def rows(fs):
+                t = texts.filter(pc.is_in(texts.column("fold"), value_set=__import__("pyarrow").array(fs, type=texts.column("fold").type)))
+                lyr = t.column("lyrics").to_pylist()
+                keep = [i for i, v in enumerate(lyr) if v and str(v).strip()]  # same rows as the lyrics branch
+                if mode == "classes":
+                    labels = t.column("label").to_pylist()
+                    return [lyr[i] for i in keep], np.array([class_index(labels[i], names) for i in keep], dtype=np.int64)
+                return [lyr[i] for i in keep], targets_for_mode(t.column("quadrant").to_numpy()[keep], mode)
+            tr_x, tr_y = rows(split["train"])
+            te_x, te_y = rows(split["test"])
+            proba = lyrics_baseline(tr_x, tr_y, te_x, n_classes=n_classes)
+            out.setdefault("lyrics_tfidf_logreg", {"folds": {}})["folds"][fold] = classification_metrics(te_y, proba, names)
+    return out

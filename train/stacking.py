@@ -3,7 +3,7 @@ stacker (network logits + lexical logits -> logits) on the validation fold.
 
 Why here and not in the Ray Train loop: the lexical model is a convex fit on a few thousand texts
 (seconds on one CPU) and the stacker must see the *finished* network's validation logits, so both
-run in `train.run.finalise_fold`, after checkpoint selection and before temperature scaling. The test
+run in `train.finalise.finalise_fold`, after checkpoint selection and before temperature scaling. The test
 fold plays no part in either fit.
 
 A fusion run reuses its lyrics fold bundle's lexical model (fitted on the same training folds) and
@@ -81,7 +81,7 @@ def stack_and_calibrate(lexical, val: tuple, test: tuple, names: list[str]) -> d
     """The end of every fold: stack (if the branch is stacked), fit the temperature and the ambiguity
     threshold on validation, score the test fold. `val`/`test` are (logits, targets, texts or None).
 
-    Shared by a branch's fold (train.run.finalise_fold) and a late/gated fusion winner
+    Shared by a branch's fold (train.finalise.finalise_fold) and a late/gated fusion winner
     (train.fusion.finalise_fusion_fold), so both bundles carry the same parts: lexical stacker,
     temperature, ambiguous threshold. Returns {"metrics", "calibration", "temperature", "threshold"}.
     """
@@ -92,7 +92,7 @@ def stack_and_calibrate(lexical, val: tuple, test: tuple, names: list[str]) -> d
         expected_calibration_error,
         fit_temperature,
     )
-    from train.evaluate import classification_metrics  # noqa: PLC0415
+    from train.metrics import classification_metrics  # noqa: PLC0415
 
     (val_logits, val_y, val_texts), (test_logits, test_y, test_texts) = val, test
     if lexical is not None:  # combination fitted on validation, then the temperature
