@@ -30,7 +30,8 @@ def encoder_config(preset):
 
 def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch_size: int | None) -> dict:
     from labeler.models import EmotionModel, ModelConfig
-    from train.loop import _autocast, freeze_lyrics_layers, make_optimizer, model_inputs, param_groups
+    from train.loop import freeze_lyrics_layers, make_optimizer, model_inputs, param_groups
+    from train.step import train_epoch
     from train.presets import get_preset
     from train.configs import featurizer_config, model_config
 
@@ -51,19 +52,17 @@ def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch
     y = torch.randint(0, 4, (b,), device=device)
     amp = device.type == "cuda"
 
-    def step():
-        with _autocast(device, amp):
-            out = model(**model_inputs(batch, branch, device), labels=y)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+    constant = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
-    step()  # warm-up (allocations, cuDNN autotune)
+    def run(n: int) -> None:  # the production step (train.step), on the same synthetic batch n times
+        train_epoch(model, ((model_inputs(batch, branch, device), y) for _ in range(n)), opt, constant,
+                    grad_clip=preset.grad_clip, device=device, amp=amp)
+
+    run(1)  # warm-up (allocations, cuDNN autotune)
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    for _ in range(steps):
-        step()
+    run(steps)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -5,8 +5,10 @@ must finish in minutes, and Ray Train's per-trial start-up and the feature cache
 160-clip run. The parts that decide what is learnt are the training code's own: the preset
 (`train.presets`), folds (`train.folds.assign_folds`, `split_for`: val = fold (test+1) % k), parameter
 groups and learning rates, AdamW, warmup + cosine schedule, encoder freezing, balanced class weights
-(`train.loop`), temperature scaling on the validation fold (`train.calibration`), scoring and
-fold summaries (`train.metrics`). Checkpoint selection and early stopping use the validation fold
+(`train.loop`), the training step itself (`train.step`: batches and step count, clipping, the
+epoch of training and of validation, early stopping), temperature scaling on the validation fold
+(`train.calibration`), scoring and fold summaries (`train.metrics`). What is left here is only the
+data: in-memory arrays instead of feature-cache shards. Checkpoint selection and early stopping use the validation fold
 only; the test fold is scored once, with the selected weights.
 
 Baselines are fitted on the same training rows as the networks (the validation fold is not used:
@@ -28,6 +30,7 @@ from train.calibration import apply_temperature, fit_temperature
 from train.metrics import classification_metrics, summarise_folds
 from train.folds import split_for
 from train.loop import class_weights_from_counts, freeze_lyrics_layers, make_optimizer, make_scheduler, param_groups
+from train.step import EarlyStopping, plan_batches, predict, train_epoch, validate_epoch
 from train.presets import TrainPreset
 
 TENSOR_DTYPES = {"log_mel": torch.float32, "patch_embeddings": torch.float32, "descriptors": torch.float32,
@@ -62,17 +65,19 @@ def _tensors(inputs: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, torch.
     return {k: torch.as_tensor(np.asarray(v[idx]), dtype=TENSOR_DTYPES[k]) for k, v in inputs.items()}
 
 
+def _batches(inputs: dict[str, np.ndarray], y: np.ndarray | None, rows: np.ndarray, batch_size: int,
+             drop_last: bool = False):
+    """In-memory rows as the (forward kwargs, targets) pairs `train.step` takes (y None: prediction only)."""
+    stop = len(rows) - len(rows) % batch_size if drop_last else len(rows)
+    for start in range(0, stop, batch_size):
+        part = rows[start:start + batch_size]
+        targets = y[part] if y is not None else np.zeros(len(part), dtype=np.int64)
+        yield _tensors(inputs, part), torch.as_tensor(targets, dtype=torch.long)
+
+
 def logits_of(model, inputs: dict[str, np.ndarray], idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(idx), batch_size):
-            out.append(model(**_tensors(inputs, idx[start:start + batch_size])).logits.float().numpy())
-    return np.concatenate(out)
-
-
-def _macro_f1(logits: np.ndarray, y: np.ndarray, classes: list[str]) -> float:
-    return classification_metrics(y, apply_temperature(logits, 1.0), classes)["macro_f1"]
+    """The model's logits for rows `idx` (eval mode, no gradients)."""
+    return predict(model, _batches(inputs, None, idx, batch_size))[0]
 
 
 def train_network(build: Callable[[], torch.nn.Module], inputs: dict[str, np.ndarray], y: np.ndarray,
@@ -89,45 +94,28 @@ def train_network(build: Callable[[], torch.nn.Module], inputs: dict[str, np.nda
     model = build()
     freeze_lyrics_layers(model, preset_dict)
     batch = preset.batch_size
-    steps = preset.epochs * max(1, len(train_idx) // batch)
+    drop_last, steps_per_epoch = plan_batches(len(train_idx), batch)
     optimizer = make_optimizer(param_groups(model, preset_dict, {}), preset_dict)
-    scheduler = make_scheduler(optimizer, steps, preset.warmup_fraction)
+    scheduler = make_scheduler(optimizer, preset.epochs * steps_per_epoch, preset.warmup_fraction)
     weights = None
     if preset.class_weights:
         weights = torch.tensor(class_weights_from_counts(np.bincount(y[train_idx], minlength=len(classes))), dtype=torch.float32)
     curves: dict[str, list] = {"epoch": [], "train_loss": [], "val_macro_f1": []}
-    best_f1, best_state, bad = -1.0, None, 0
+    stopping, best_state = EarlyStopping(preset.patience), None
     for epoch in range(1, preset.epochs + 1):
+        if stopping.stop:
+            break
         started = time.perf_counter()
-        model.train()
-        order = rng.permutation(train_idx)
-        total, seen = 0.0, 0
-        for start in range(0, len(order), batch):
-            rows = order[start:start + batch]
-            if len(rows) < 2:  # BatchNorm cannot train on a batch of one
-                continue
-            target = torch.as_tensor(y[rows], dtype=torch.long)
-            out = model(**_tensors(inputs, rows), labels=target, class_weights=weights)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if preset.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total += float(out.loss.detach()) * len(rows)
-            seen += len(rows)
-        val_f1 = _macro_f1(logits_of(model, inputs, val_idx), y[val_idx], classes)
+        train_loss, _ = train_epoch(model, _batches(inputs, y, rng.permutation(train_idx), batch, drop_last), optimizer,
+                                    scheduler, class_weights=weights, grad_clip=float(preset.grad_clip or 0.0))
+        val_f1, _, _ = validate_epoch(model, _batches(inputs, y, val_idx, 64), len(classes))
         curves["epoch"].append(epoch)
-        curves["train_loss"].append(total / max(1, seen))
+        curves["train_loss"].append(train_loss)
         curves["val_macro_f1"].append(val_f1)
-        log(f"    epoch {epoch}: train loss {total / max(1, seen):.3f}, val macro-F1 {val_f1:.3f} "
+        log(f"    epoch {epoch}: train loss {train_loss:.3f}, val macro-F1 {val_f1:.3f} "
             f"({time.perf_counter() - started:.0f} s)")
-        if val_f1 > best_f1 + 1e-9:
-            best_f1, best_state, bad = val_f1, copy.deepcopy(model.state_dict()), 0
-        else:
-            bad += 1
-            if bad >= preset.patience:
-                break
+        if stopping.update(val_f1):
+            best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     temperature = fit_temperature(logits_of(model, inputs, val_idx), y[val_idx])
     return model, curves, temperature

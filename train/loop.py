@@ -18,7 +18,6 @@ Selection and stopping use the validation split's macro-F1 only (val = fold (tes
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
+
+from train.step import EarlyStopping, plan_batches, predict, train_epoch, validate_epoch
 
 log = logging.getLogger(__name__)
 
@@ -189,31 +189,14 @@ def _target(mode: str) -> str:
     return target_column(mode)
 
 
+def step_batches(batches, branch: str, mode: str, device):
+    """Feature-cache batches as the (forward kwargs, targets) pairs `train.step` takes."""
+    return ((model_inputs(batch, branch, device), batch_targets(batch, mode, device)) for batch in batches)
+
+
 def predict_logits(model, batches, branch: str, mode: str, device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, targets) over an iterable of batches, in eval mode, without gradients."""
-    model.eval()
-    logits, ys = [], []
-    with torch.inference_mode(), _autocast(device, amp):
-        for batch in batches:
-            out = model(**model_inputs(batch, branch, device))
-            logits.append(out.logits.float().cpu().numpy())
-            ys.append(targets_for_mode(batch[_target(mode)].cpu().numpy(), mode))
-    if not logits:
-        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    return np.concatenate(logits), np.concatenate(ys)
-
-
-def macro_f1(logits: np.ndarray, y: np.ndarray, n_classes: int) -> float:
-    if len(y) == 0:
-        return 0.0
-    return float(f1_score(y, logits.argmax(1), labels=list(range(n_classes)), average="macro", zero_division=0))
-
-
-def _autocast(device, amp: bool):
-    """bf16 autocast on CUDA (the becmer preset on GPU); a no-op context on CPU."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+    """(logits, targets) over an iterable of feature-cache batches, in eval mode, without gradients."""
+    return predict(model, step_batches(batches, branch, mode, device), device, amp)
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -295,8 +278,7 @@ def train_loop_per_worker(config: dict) -> None:
     batch_size = int(hparams.get("batch_size", preset["batch_size"]))
     epochs, patience = int(preset["epochs"]), int(preset["patience"])
     n_train = int(config["n_train"])
-    drop_last = n_train >= 2 * batch_size * world  # BatchNorm cannot train on a batch of one
-    steps_per_epoch = max(1, (n_train // world) // batch_size if drop_last else math.ceil(n_train / world / batch_size))
+    drop_last, steps_per_epoch = plan_batches(n_train, batch_size, world)
     optimizer = make_optimizer(param_groups(raw_model, preset, hparams), preset)
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, float(preset["warmup_fraction"]))
     weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device) if config.get("class_weights") else None
@@ -312,39 +294,28 @@ def train_loop_per_worker(config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     grad_clip = float(preset.get("grad_clip") or 0.0)
+    stopping = EarlyStopping(patience, best=state["best_val_macro_f1"], bad_epochs=state["bad_epochs"])
     for epoch in range(state["epoch"] + 1, epochs + 1):
-        if state["bad_epochs"] >= patience:
+        if stopping.stop:
             break
         started = time.perf_counter()
         _maybe_fail(config, epoch)
-        model.train()
-        total, seen = 0.0, 0
-        for batch in train_shard.iter_torch_batches(
+        shard = train_shard.iter_torch_batches(
             batch_size=batch_size, drop_last=drop_last,
             local_shuffle_buffer_size=max(4 * batch_size, 64), local_shuffle_seed=int(preset["seed"]) + epoch,
-        ):
-            y = batch_targets(batch, mode, device)
-            with _autocast(device, amp):
-                out = model(**model_inputs(batch, branch, device), labels=y, class_weights=weights)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total += float(out.loss.detach()) * len(y)
-            seen += len(y)
+        )
+        train_loss, seen = train_epoch(model, step_batches(shard, branch, mode, device), optimizer, scheduler,
+                                       class_weights=weights, grad_clip=grad_clip, device=device, amp=amp)
         # Every worker scores the whole validation split (it is not split), so all agree on stopping.
-        val_logits, val_y = predict_logits(model, val_shard.iter_torch_batches(batch_size=max(batch_size, 32)),
-                                           branch, mode, device, amp)
-        val_f1 = macro_f1(val_logits, val_y, n_classes)
-        improved = val_f1 > state["best_val_macro_f1"] + 1e-9
-        state.update(epoch=epoch, last_val_macro_f1=val_f1,
-                     best_val_macro_f1=max(val_f1, state["best_val_macro_f1"]),
-                     bad_epochs=0 if improved else state["bad_epochs"] + 1)
-        state["history"] = [*state["history"], {"epoch": epoch, "train_loss": total / max(1, seen), "val_macro_f1": val_f1}]
+        val_f1, _, _ = validate_epoch(
+            model, step_batches(val_shard.iter_torch_batches(batch_size=max(batch_size, 32)), branch, mode, device),
+            n_classes, device, amp)
+        stopping.update(val_f1)
+        state.update(epoch=epoch, last_val_macro_f1=val_f1, best_val_macro_f1=stopping.best,
+                     bad_epochs=stopping.bad_epochs)
+        state["history"] = [*state["history"], {"epoch": epoch, "train_loss": train_loss, "val_macro_f1": val_f1}]
         metrics = {
-            "history": state["history"], "epoch": epoch, "fold": int(config["fold"]), "train_loss": total / max(1, seen),
+            "history": state["history"], "epoch": epoch, "fold": int(config["fold"]), "train_loss": train_loss,
             "val_macro_f1": val_f1, "best_val_macro_f1": state["best_val_macro_f1"],
             "resumed_from_epoch": state["resumed_from_epoch"], "train_rows": seen,
             "epoch_seconds": time.perf_counter() - started, "lr_head": optimizer.param_groups[-1]["lr"],
