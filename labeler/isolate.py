@@ -209,7 +209,7 @@ class TrackFeaturiser:
         jit_cache.ensure_compiled(warm_up_jit)
 
     def __call__(self, request: dict) -> dict:
-        from labeler.audio import AudioError, featurise_track  # noqa: PLC0415
+        from labeler.audio.featurizer import AudioError, featurise_track  # noqa: PLC0415
 
         try:
             return {"features": featurise_track(request["source"], request["start"], request["end"], self.config)}

@@ -211,7 +211,7 @@ def test_bad_inputs_raise_audio_errors_by_kind(shared_data, tmp_path, monkeypatc
     half.write_bytes(mp3[: len(mp3) // 2])
     assert 10.0 < len(decode_window(str(half), None, None, 8000)) / 8000 < 20.0
 
-    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    monkeypatch.setattr(audio.decode.shutil, "which", lambda name: None)
     for source in (str(m4a), m4a.read_bytes()):  # by extension, and by the 'ftyp' magic of raw bytes
         with pytest.raises(AudioError) as excinfo:
             decode_window(source, 0.0, 1.0, 16000)
@@ -295,7 +295,7 @@ def test_log_mel_torch_matches_librosa_and_follows_panns(shared_data):
     assert np.abs(by_torch - by_librosa).max() < 0.01
 
     tone = log_mel(_tone(1000.0, 5.0, cfg.sample_rate), cfg.sample_rate, cfg)
-    centres = audio.librosa.mel_frequencies(n_mels=cfg.n_mels + 2, fmin=cfg.fmin, fmax=cfg.fmax)[1:-1]
+    centres = audio.features.librosa.mel_frequencies(n_mels=cfg.n_mels + 2, fmin=cfg.fmin, fmax=cfg.fmax)[1:-1]
     assert abs(centres[int(np.argmax(tone[100]))] - 1000.0) < 100.0  # energy lands in the 1 kHz band
     assert tone.min() >= -100.0 - 1e-3  # 10*log10(max(mel, 1e-10))
 

@@ -15,7 +15,7 @@ FOLDER = os.path.dirname(os.path.abspath(__file__))
 ENV = "MOOD_LABELER_TEST_POISON"
 # tests/conftest.py exports this name for the whole test session: a test that wants a crash names a file so.
 POISON_FILE = "poison-segfault.wav"
-PATCHED_MODULE = "labeler.audio"
+PATCHED_MODULE = "labeler.audio.featurizer"
 
 
 def _load_loopback():

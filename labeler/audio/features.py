@@ -1,0 +1,130 @@
+"""The model's audio input of one clip: the log-mel of the config's front end, and the descriptor vector.
+
+Log-mel follows PANNs (Kong et al. 2020; torchlibrosa's Spectrogram + LogmelFilterBank): Hann
+window, centred STFT with reflect padding, power spectrum, librosa's (Slaney) mel filterbank,
+10*log10(max(mel, 1e-10)) with ref 1.0 and no top_db clipping. The musicnn front end takes the same
+power mel through musicnn's own compression. Plain functions of samples and a config, testable
+without decoding or Ray.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import librosa
+import numpy as np
+
+from labeler.audio.config import (
+    DEFAULT_STFT_BACKEND,
+    DESCRIPTOR_BANDS,
+    DESCRIPTOR_DIM,
+    N_MFCC,
+    STFT_BACKENDS,
+    FeaturizerConfig,
+)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """librosa's default (Slaney) mel filterbank, as PANNs builds it."""
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+
+
+def power_spectrogram(samples: np.ndarray, cfg: FeaturizerConfig, backend: str = DEFAULT_STFT_BACKEND) -> np.ndarray:
+    """|STFT|^2, float32 (1 + window_size/2, frames): Hann window, centred, reflect padding."""
+    if backend == "librosa":
+        stft = librosa.stft(samples, n_fft=cfg.window_size, hop_length=cfg.hop_size, win_length=cfg.window_size,
+                            window="hann", center=True, pad_mode="reflect")
+        return (stft.real ** 2 + stft.imag ** 2).astype(np.float32, copy=False)
+    if backend == "torch":
+        import torch  # noqa: PLC0415 - optional backend; workers that use librosa never import torch
+
+        with torch.inference_mode():
+            window = torch.hann_window(cfg.window_size, periodic=True)
+            stft = torch.stft(torch.from_numpy(samples), cfg.window_size, cfg.hop_size, win_length=cfg.window_size,
+                              window=window, center=True, pad_mode="reflect", return_complex=True)
+            return (stft.real ** 2 + stft.imag ** 2).numpy()
+    raise ValueError(f"unknown STFT backend {backend!r}; expected one of {STFT_BACKENDS}")
+
+
+def mel_to_db(mel: np.ndarray) -> np.ndarray:
+    return (10.0 * np.log10(np.maximum(mel, 1e-10))).T.astype(np.float32, copy=False)
+
+
+def log_mel_from_power(power: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
+    """(frames, n_mels) features of the config's front end, from the power spectrogram."""
+    mel = mel_basis(cfg.sample_rate, cfg.window_size, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
+    if cfg.frontend == "musicnn":
+        compressed = np.log10(10000.0 * mel.T[:cfg.n_frames].astype(np.float16).astype(np.float32) + 1.0)
+        return compressed.astype(np.float32, copy=False)
+    return mel_to_db(mel)
+
+
+def fit_clip(samples: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
+    """Zero-pad or crop to exactly clip_seconds, so every clip has cfg.n_frames frames."""
+    return librosa.util.fix_length(np.asarray(samples, dtype=np.float32), size=cfg.clip_samples)
+
+
+def _check_samples(samples: np.ndarray, sr: int, cfg: FeaturizerConfig) -> np.ndarray:
+    if sr != cfg.sample_rate:
+        raise ValueError(f"sr={sr} does not match the featurizer's sample_rate={cfg.sample_rate}; resample first")
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"samples must be mono (1-D), got shape {samples.shape}")
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("samples contain NaN or infinite values")
+    return fit_clip(samples, cfg)
+
+
+def check_frames(features: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
+    if features.shape != (cfg.n_frames, cfg.n_mels):
+        raise ValueError(f"log-mel shape {features.shape} differs from the promised ({cfg.n_frames}, {cfg.n_mels})")
+    return features
+
+
+def log_mel(samples: np.ndarray, sr: int, cfg: FeaturizerConfig, *, backend: str = DEFAULT_STFT_BACKEND) -> np.ndarray:
+    """PANNs log-mel of one clip: float32 (cfg.n_frames, cfg.n_mels), in dB (ref 1.0, amin 1e-10), or
+    the musicnn input (whole 187-frame patches, concatenated) when cfg.frontend is "musicnn".
+
+    The clip is zero-padded or cropped to clip_seconds first; raises ValueError when `sr` is not
+    cfg.sample_rate, the input is not finite mono audio, or the output shape is off.
+    """
+    clip = _check_samples(samples, sr, cfg)
+    return check_frames(log_mel_from_power(power_spectrogram(clip, cfg, backend), cfg), cfg)
+
+
+# --------------------------------------------------------------------------- descriptors
+
+
+def _mean_std(x: np.ndarray) -> list[np.ndarray]:
+    x = np.atleast_2d(x)
+    return [x.mean(axis=1), x.std(axis=1)]
+
+
+def descriptors_from(samples: np.ndarray, power: np.ndarray, mel_db: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
+    """The handcrafted descriptor vector of one clip, reusing its power spectrogram and log-mel.
+
+    Summary statistics of classic MER features (timbre, harmony, rhythm, loudness, brightness), so
+    the Hybrid model can use what a small CNN may miss. Order and names: `descriptor_names()`.
+    """
+    sr, n_fft, hop = cfg.sample_rate, cfg.window_size, cfg.hop_size
+    magnitude = np.sqrt(power)
+    bands = np.stack([b.mean(axis=1) for b in np.array_split(mel_db.T, DESCRIPTOR_BANDS, axis=0)])
+    mfcc = librosa.feature.mfcc(S=mel_db.T, n_mfcc=N_MFCC)
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft)
+    contrast = librosa.feature.spectral_contrast(S=magnitude, sr=sr, n_fft=n_fft, fmin=min(200.0, cfg.fmax / 64))
+    onset = librosa.onset.onset_strength(S=mel_db.T, sr=sr, hop_length=hop)
+    tempo = librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=hop)
+    rms = librosa.feature.rms(S=magnitude, frame_length=n_fft)
+    centroid = librosa.feature.spectral_centroid(S=magnitude, sr=sr, n_fft=n_fft)
+    rolloff = librosa.feature.spectral_rolloff(S=magnitude, sr=sr, n_fft=n_fft)
+    zcr = librosa.feature.zero_crossing_rate(samples, frame_length=n_fft, hop_length=hop)
+    parts = [
+        *_mean_std(bands), *_mean_std(mfcc), *_mean_std(chroma), *_mean_std(contrast), *_mean_std(onset),
+        np.atleast_1d(tempo).astype(np.float32)[:1], *_mean_std(rms), *_mean_std(centroid), *_mean_std(rolloff), *_mean_std(zcr),
+    ]
+    vector = np.concatenate([np.ravel(p) for p in parts]).astype(np.float32)
+    if vector.shape != (DESCRIPTOR_DIM,):
+        raise ValueError(f"descriptor vector has {vector.shape[0]} entries, expected {DESCRIPTOR_DIM}")
+    return np.nan_to_num(vector, nan=0.0, posinf=0.0, neginf=0.0)
+
