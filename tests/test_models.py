@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from tiny_models import tiny_albert_dir, tiny_bert_dir
@@ -289,3 +294,21 @@ def test_load_panns_checkpoint_without_matches(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ValueError, match="not a PANNs checkpoint"):
         load_panns_checkpoint(model, str(path))
+
+
+_CONFIG_ONLY = """
+import sys
+from labeler.models import AudioCnnConfig, LyricsEncoderConfig, ModelConfig
+from labeler.models.configuration import ModelConfig as Direct
+assert ModelConfig is Direct
+ModelConfig.from_dict(ModelConfig(branch="audio", lyrics=None).to_dict())
+print(sorted(m for m in ("torch", "transformers", "labeler.models.emotion") if m in sys.modules))
+"""
+
+
+def test_the_configuration_imports_without_torch():
+    """A bundle's config, the presets and the drivers read ModelConfig without building a network."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _CONFIG_ONLY], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
