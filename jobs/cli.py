@@ -8,7 +8,7 @@ dependencies (torch, Ray) load only when needed. The command line lives here, ou
 so that `labeler/` (the runtime that labels) never depends on `train/` or on argument parsing
 (tests/test_layout.py checks it).
 
-Every command runs in a `labeler.console.session`: Ray's and the libraries' output goes to a log file
+Every command runs in a `labeler.session.session`: Ray's and the libraries' output goes to a log file
 whose path is printed first; a command that takes a `console` talks to the person through it, and the
 `print()`s of one that does not still reach the person. Failures end as one line (labeler.errors):
 an expected one (bad flags or input, credentials, a bad bundle, a busy output) exits 2, a bug exits
@@ -79,7 +79,7 @@ def _run(module, args: argparse.Namespace, console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from labeler import console as console_mod  # noqa: PLC0415
+    from labeler import session as session_mod  # noqa: PLC0415
     from labeler.errors import explain  # noqa: PLC0415
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     prog = f"labeler {args.command}"
     # Under `ray job submit` the job log is the place for Ray's output: keep it there, as --verbose does.
-    verbose = args.verbose or console_mod.in_ray_job()
-    with console_mod.session(console_mod.SessionOptions(args.command, verbose=verbose)) as console:
+    verbose = args.verbose or session_mod.in_ray_job()
+    with session_mod.session(session_mod.SessionOptions(args.command, verbose=verbose)) as console:
         from labeler.storage import quiet_credential_loggers  # noqa: PLC0415
 
         quiet_credential_loggers()  # botocore and friends log credentials at DEBUG, even under -v

@@ -75,7 +75,7 @@ def featurise_catalogue(
 
     import ray  # noqa: PLC0415 - Ray loads only when a job runs
 
-    from labeler.console import ensure_ray  # noqa: PLC0415
+    from labeler.session import ensure_ray  # noqa: PLC0415
 
     ensure_ray(address)  # after the checks above: a bad input fails without starting Ray
 

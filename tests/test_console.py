@@ -8,6 +8,7 @@ import os
 import sys
 
 from labeler import console as con
+from labeler import session as ses
 
 
 class FakeClock:
@@ -65,7 +66,7 @@ def test_silent_console_asks_workers_for_nothing():
 
 
 def test_session_sends_logs_and_output_to_the_log_file(tmp_path, capfd):
-    with con.session(con.SessionOptions("unit", log_dir=str(tmp_path))) as console:
+    with ses.session(ses.SessionOptions("unit", log_dir=str(tmp_path))) as console:
         print("library chatter")
         logging.getLogger("ray.data").info("ray says something")
         logging.getLogger("labeler.x").info("our own log record")
@@ -85,7 +86,7 @@ def test_session_sends_logs_and_output_to_the_log_file(tmp_path, capfd):
 
 
 def test_session_verbose_keeps_the_console(tmp_path, capfd):
-    with con.session(con.SessionOptions("unit", verbose=True, log_dir=str(tmp_path))) as console:
+    with ses.session(ses.SessionOptions("unit", verbose=True, log_dir=str(tmp_path))) as console:
         print("library chatter")
         logging.getLogger("labeler.x").info("our own log record")
     captured = capfd.readouterr()

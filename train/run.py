@@ -120,7 +120,8 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     With a `console` (labeler.console.Console), featurising and training each show a progress line,
     and every epoch of every fold one line of metrics.
     """
-    from labeler.console import Console, ensure_ray  # noqa: PLC0415
+    from labeler.console import Console  # noqa: PLC0415
+    from labeler.session import ensure_ray  # noqa: PLC0415
 
     from labeler.pretrained import resolve_encoder  # noqa: PLC0415
     from train.report import write_report  # noqa: PLC0415

@@ -56,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 def run_cli(args: argparse.Namespace) -> int:
     from labeler.bundle_info import read_bundle_info  # noqa: PLC0415
-    from labeler.console import ensure_ray  # noqa: PLC0415
+    from labeler.session import ensure_ray  # noqa: PLC0415
 
     config = config_from_args(args)
     # The whole bundle is verified here (one line on failure, not inside a replica), and the replicas

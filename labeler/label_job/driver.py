@@ -179,7 +179,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
         if todo:
             import ray  # noqa: PLC0415
 
-            from labeler.console import ensure_ray as start_ray  # noqa: PLC0415
+            from labeler.session import ensure_ray as start_ray  # noqa: PLC0415
 
             start_ray(config.address)
             res = resolve_resources(config, ray.cluster_resources())
