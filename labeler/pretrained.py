@@ -56,11 +56,8 @@ def cache_root() -> Path:
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     """Hash of one file, cached per process by (path, size, mtime): hashing 90 MB on every call is slow,
     and a replaced file has a new stat, so it is hashed again."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

@@ -156,14 +156,12 @@ class VerifiedBundle:
     def hash_all(self) -> None:
         """Stream every listed file through sha256 (nothing kept in memory): the driver's whole check."""
         for name in self.names():
-            digest = hashlib.sha256()
             try:
                 with storage.open_file(storage.join(self.uri, name), "rb") as f:
-                    for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                        digest.update(chunk)
+                    digest = hashlib.file_digest(f, "sha256").hexdigest()  # streamed, local or S3 (fsspec's readinto)
             except (FileNotFoundError, IsADirectoryError) as exc:
                 raise BundleError(f"{_where(self.uri)}: {name} is missing") from exc
-            _check_digest(self.uri, name, digest.hexdigest(), self.files[name])
+            _check_digest(self.uri, name, digest, self.files[name])
 
     def refuse_unlisted(self) -> None:
         """Refuse files in encoder/, tokenizer/ and lexical/ that config.json does not list.
