@@ -146,6 +146,13 @@ def size(uri: str) -> int:
     return int(fsspec_filesystem(uri).size(strip_scheme(uri)))
 
 
+def tree_size(uri: str) -> int:
+    """Bytes of every file under `uri` (a folder) or of `uri` itself (a file); 0 when it does not exist."""
+    fs = fsspec_filesystem(uri)
+    path = strip_scheme(uri)
+    return int(fs.du(path, total=True)) if fs.exists(path) else 0
+
+
 def modified(uri: str) -> datetime:
     """The modification time of a file, in UTC (lease files that cannot be read expire by it)."""
     value = fsspec_filesystem(uri).modified(strip_scheme(uri))

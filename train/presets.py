@@ -95,6 +95,7 @@ class TrainPreset:
     max_failures: int = 2
     num_to_keep: int = 2              # checkpoints kept per fold (best by val_macro_f1 + latest)
     featurise_concurrency: int = 0    # Featurizer tasks; 0 = Ray Data decides
+    materialize_mb: float = 1024.0    # a feature cache up to this size is read once per trial, not once per epoch
     extra: dict = field(default_factory=dict)  # loop-only knobs (e.g. _fail_once_at_epoch, for tests)
 
     def __post_init__(self) -> None:
