@@ -28,12 +28,11 @@ import numpy as np
 import torch
 
 from labeler.bundle import Bundle, load_bundle
+from labeler.inputs import FEATURE_COLUMNS
 from labeler.schemas import is_missing, nullable_strings
 
 log = logging.getLogger(__name__)
 
-# Heavy feature columns consumed here and not passed on to the labels writer.
-FEATURE_COLUMNS = ("log_mel", "descriptors", "input_ids", "attention_mask", "has_lyrics", "audio_source", "lyrics_text")
 
 
 def ray_cpu_allocation() -> int | None:

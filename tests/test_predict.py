@@ -13,7 +13,8 @@ from labeler.audio import Featurizer, FeaturizerConfig
 from labeler.bundle import load_bundle, save_bundle
 from labeler.lyrics import LyricsConfig, LyricsTokenizer
 from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
-from labeler.predict import FEATURE_COLUMNS, Predictor, configure_torch_threads
+from labeler.inputs import FEATURE_COLUMNS
+from labeler.predict import Predictor, configure_torch_threads
 
 FEATURIZER = FeaturizerConfig(clip_seconds=1.5, min_seconds=0.5)
 LYRICS = LyricsConfig(max_tokens=24)

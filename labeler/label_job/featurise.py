@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from labeler.inputs import ERROR_COLUMNS, model_inputs
 from labeler.isolate import DEFAULT_RETRIES
 from labeler.schemas import nullable_strings
 from labeler.verified import TokenizerSource
@@ -46,18 +47,11 @@ def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, token
     """
     if featurizer is not None:
         batch = _isolated_featurizer(json.dumps(featurizer, sort_keys=True), max_retries)(batch)
-    else:
-        batch = dict(batch)
-        batch["audio_error"] = np.array([None] * len(batch["song_id"]), dtype=object)
-    if tokenizer is not None:
-        batch = _lyrics_tokenizer(tokenizer, lyrics_json)(batch)
-    for name in ("audio_error", "lyrics_error"):
+    batch = model_inputs(batch, _lyrics_tokenizer(tokenizer, lyrics_json) if tokenizer is not None else None,
+                         uses_audio=featurizer is not None, keep_audio_uri=keep_audio_uri)
+    for name in ERROR_COLUMNS:
         if name in batch:
             batch[name] = _no_error_as_empty(batch[name])
-    # The catalogue's text and URIs are not needed after this point (but for a timeline, which the
-    # Predictor decodes window by window): do not ship them to the actors.
-    for name in ("lyrics",) if keep_audio_uri else ("lyrics", "audio_uri"):
-        batch.pop(name, None)
     from labeler.console import report  # noqa: PLC0415
 
     report(progress_sink, len(batch["song_id"]))  # featurising is the job's cost: count songs here

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from labeler import storage
+from labeler.inputs import model_inputs
 from labeler.serve.options import ServeConfig
 from labeler.serve.request import RequestError, SongRequest, check_uri_allowed
 
@@ -87,13 +88,8 @@ class SongFeaturiser:
         }
         if self.featurizer is not None:
             batch.update(self._audio_columns(song))
-        else:
-            batch["audio_error"] = np.array([None], dtype=object)
-        if self.tokenizer is not None:
-            with self._tokenizer_lock:
-                batch = self.tokenizer(batch)
-        batch.pop("lyrics")
-        return batch
+        with self._tokenizer_lock:
+            return model_inputs(batch, self.tokenizer, uses_audio=self.featurizer is not None)
 
     def _audio_columns(self, song: SongRequest) -> dict[str, np.ndarray]:
         from labeler.audio import DESCRIPTOR_DIM  # noqa: PLC0415
