@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -176,24 +179,41 @@ def test_concurrent_runs_into_one_output(cluster, runtime_env, bundle, catalogue
 # ------------------------------------------------------------------------------------------- faults
 
 
+def cli_submit(cluster: LocalCluster, entrypoint: str) -> str:
+    """`ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml --no-wait -- ...`, exactly as a user
+    types it (docs/cluster.md), from the repository root; returns the job id it prints."""
+    out = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", cluster.dashboard_url,
+                          "--working-dir", ".", "--runtime-env", str(RUNTIME_ENV), "--no-wait", "--", *entrypoint.split()],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    match = re.search(r"Job '([^']+)' submitted successfully", out.stdout + out.stderr)
+    assert match, out.stdout[-2000:] + out.stderr[-2000:]
+    return match.group(1)
+
+
 def test_worker_node_dies_during_labelling(cluster, runtime_env, bundle, catalogue, tmp_path):
-    """SIGKILL a worker node's raylet after the job's first committed part; the output ends complete."""
+    """SIGKILL a worker node's raylet after the job's first committed part; the output ends complete.
+
+    Submitted with `ray job submit --working-dir .` as users do: in that setting a run once committed every
+    row, then failed with a bare '[Errno 2]' (its working dir's copy was gone; label_job recover_cwd) and no
+    _SUCCESS.json."""
     output = str(tmp_path / "labels")
     layout = OutputLayout(output, read_bundle_info(bundle).model_version)
     client = cluster.job_client()
-    job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
+    job_id = cli_submit(cluster, label_entrypoint(catalogue, bundle, output))
     wait_for_parts(layout, client, job_id)
     victim = cluster.workers[0]
     try:
         raylet_pid = cluster.kill_node(victim)
         assert not victim.alive and not psutil.pid_exists(raylet_pid)  # the node is really gone
         status = wait_for_job(client, job_id, timeout=600)
+        assert "No such file or directory" not in client.get_job_logs(job_id), job_report(client, job_id)
         if status == "SUCCEEDED":
             # Ray Data retried the lost tasks and restarted the actor elsewhere: one run labelled every song.
             assert assert_complete(output, bundle, catalogue)["written_this_run"] == SONGS
         else:
             # The documented recovery when the job itself dies: re-submit; it labels only what is missing.
-            job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
+            job_id = cli_submit(cluster, label_entrypoint(catalogue, bundle, output))
             assert wait_for_job(client, job_id, timeout=600) == "SUCCEEDED", job_report(client, job_id)
             assert assert_complete(output, bundle, catalogue)["written_this_run"] < SONGS
     finally:
