@@ -302,12 +302,15 @@ from labeler.models import AudioCnnConfig, LyricsEncoderConfig, ModelConfig
 from labeler.models.configuration import ModelConfig as Direct
 assert ModelConfig is Direct
 ModelConfig.from_dict(ModelConfig(branch="audio", lyrics=None).to_dict())
-print(sorted(m for m in ("torch", "transformers", "labeler.models.emotion") if m in sys.modules))
+from train.presets import TrainPreset  # its defaults are the library configs' (labeler.audio.config too)
+assert TrainPreset().n_mels == __import__("labeler.audio", fromlist=["FeaturizerConfig"]).FeaturizerConfig().n_mels
+print(sorted(m for m in ("torch", "transformers", "librosa", "labeler.models.emotion") if m in sys.modules))
 """
 
 
 def test_the_configuration_imports_without_torch():
-    """A bundle's config, the presets and the drivers read ModelConfig without building a network."""
+    """A bundle's config, the presets and the drivers read ModelConfig and FeaturizerConfig without building
+    a network or loading librosa."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", _CONFIG_ONLY], capture_output=True, text=True, env=env, check=True)

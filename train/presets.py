@@ -26,7 +26,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from labeler.audio.config import FeaturizerConfig as _F
 from labeler.labels import check_mode
+from labeler.models.configuration import AudioCnnConfig as _A
+from labeler.models.configuration import LyricsEncoderConfig as _L
+from labeler.models.configuration import ModelConfig as _M
 
 # `--model` values of the audio branch: the seed's PANNs CNNs (from scratch) and the pretrained MusiCNN.
 AUDIO_MODELS: tuple[str, ...] = ("Cnn6", "Cnn10", "Hybrid", "MusiCNN", "MusiCNN-Hybrid")
@@ -37,39 +41,40 @@ class TrainPreset:
     """All settings of one training run. Learning rates are per parameter group."""
 
     name: str = "custom"
-    # --- features (-> labeler.audio.FeaturizerConfig; stored in the bundle) ---
-    sample_rate: int = 32000
-    clip_seconds: float = 30.0
-    window_size: int = 1024
-    hop_size: int = 320
-    n_mels: int = 64
-    fmin: float = 50.0
-    fmax: float = 14000.0
+    # --- features (-> labeler.audio.FeaturizerConfig; stored in the bundle). Defaults are the library
+    # configs' own (one source of truth); a preset below overrides what it needs. ---
+    sample_rate: int = _F.sample_rate
+    clip_seconds: float = _F.clip_seconds
+    window_size: int = _F.window_size
+    hop_size: int = _F.hop_size
+    n_mels: int = _F.n_mels
+    fmin: float = _F.fmin
+    fmax: float = _F.fmax
     # --- audio branch (-> labeler.models.AudioCnnConfig) ---
-    audio_arch: str = "Cnn6"          # Cnn6 | Cnn10 | Hybrid (Cnn6 + descriptors) | MusiCNN | MusiCNN-Hybrid
-    musicnn_encoder: str = "MSD_musicnn"  # MusiCNN archs: which pretrained musicnn (MSD_musicnn | MTT_musicnn)
+    audio_arch: str = _A.arch         # Cnn6 | Cnn10 | Hybrid (Cnn6 + descriptors) | MusiCNN | MusiCNN-Hybrid
+    musicnn_encoder: str = _A.encoder  # MusiCNN archs: which pretrained musicnn (MSD_musicnn | MTT_musicnn)
     musicnn_clip_seconds: float = 30.0    # MusiCNN archs: chorus clip length (3-s patches; the musicnn front end)
-    audio_width: float = 1.0
-    audio_embedding_dim: int = 512
-    audio_dropout: float = 0.2
-    spec_augment: bool = True
+    audio_width: float = _A.width
+    audio_embedding_dim: int = _A.embedding_dim
+    audio_dropout: float = _A.dropout
+    spec_augment: bool = _A.spec_augment
     # --- lyrics branch (-> labeler.models.LyricsEncoderConfig, labeler.lyrics.LyricsConfig) ---
     lyrics_encoder: str = "BERT"      # alias (BERT/ALBERT/MiniLM), HF id, local dir or s3:// dir
     max_tokens: int = 512
     long_policy: str = "head_tail"
     freeze_embeddings: bool = False
     freeze_lower_layers: int = 0      # encoder layers (from the bottom) kept frozen
-    lyrics_dropout: float = 0.1
+    lyrics_dropout: float = _L.dropout
     lyrics_windows: int = 1           # > 1: whole-lyric windows of max_tokens, at most this many (LyricsConfig.max_windows)
     lyrics_window_overlap: int = 16   # tokens shared by neighbouring windows
     freeze_lyrics_encoder: bool = False  # lyrics branch: the encoder stays pretrained (eval mode); only the head learns
     lexical: bool = False             # stacked lyrics branch: + TF-IDF model, combined on the validation fold
     lexical_C: float = 10.0           # its logistic regression's inverse L2 strength
     # --- heads / fusion (-> labeler.models.ModelConfig) ---
-    hidden_dim: int = 256
-    head_dropout: float = 0.3
-    modality_dropout: float = 0.2
-    freeze_branches: bool = False     # fusion: train only the fusion head
+    hidden_dim: int = _M.hidden_dim
+    head_dropout: float = _M.dropout
+    modality_dropout: float = _M.modality_dropout
+    freeze_branches: bool = _M.freeze_branches  # fusion: train only the fusion head
     # --- optimisation ---
     optimizer: str = "adam"           # adam | adamw
     lr_audio: float = 1e-4

@@ -5,10 +5,15 @@ is trained on is exactly the log-mel it labels with. One module per stage, each 
 testable without Ray: `config` (FeaturizerConfig, AudioError, TrackFeatures), `decode` (open_audio,
 decode_window), `chorus` (find_chorus), `features` (log-mel, descriptors) and `featurizer`
 (featurise_track for one track; `Featurizer`, the Ray Data `map_batches` callable that never lets one
-bad file fail a batch). The names below are re-exported so callers write `from labeler.audio import ...`.
+bad file fail a batch). The names below are re-exported so callers write `from labeler.audio import ...`;
+the configuration names at once, the signal-processing ones on first use (PEP 562, as labeler.models).
 """
 
-from labeler.audio.chorus import ANALYSIS_SR, find_chorus
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from labeler.audio.config import (
     DEFAULT_STFT_BACKEND,
     DESCRIPTOR_DIM,
@@ -20,15 +25,30 @@ from labeler.audio.config import (
     AudioError,
     FeaturizerConfig,
     TrackFeatures,
+    descriptor_names,
 )
-from labeler.audio.decode import decode_window, open_audio
-from labeler.audio.config import descriptor_names
-from labeler.audio.features import descriptors_from, fit_clip, log_mel, power_spectrogram
-from labeler.audio.featurizer import SILENCE_RMS, Featurizer, clip_features, featurise_track, warm_up_jit
 
-__all__ = [
-    "ANALYSIS_SR", "DEFAULT_STFT_BACKEND", "DESCRIPTOR_DIM", "ERROR_KINDS", "FRONTENDS", "MUSICNN_GEOMETRY",
-    "MUSICNN_PATCH_FRAMES", "SILENCE_RMS", "STFT_BACKENDS", "AudioError", "Featurizer", "FeaturizerConfig",
-    "TrackFeatures", "clip_features", "decode_window", "descriptor_names", "descriptors_from", "featurise_track",
-    "find_chorus", "fit_clip", "log_mel", "open_audio", "power_spectrogram", "warm_up_jit",
-]
+# signal-processing name -> the module defining it (imported on first use: these need librosa and
+# numba, which a driver that only reads a config - train.presets, the CLI - should not load)
+_PROCESSING = {
+    "ANALYSIS_SR": "chorus", "find_chorus": "chorus",
+    "decode_window": "decode", "open_audio": "decode",
+    "descriptors_from": "features", "fit_clip": "features", "log_mel": "features", "power_spectrogram": "features",
+    "SILENCE_RMS": "featurizer", "Featurizer": "featurizer", "clip_features": "featurizer",
+    "featurise_track": "featurizer", "warm_up_jit": "featurizer",
+}
+
+__all__ = ["DEFAULT_STFT_BACKEND", "DESCRIPTOR_DIM", "ERROR_KINDS", "FRONTENDS", "MUSICNN_GEOMETRY",
+           "MUSICNN_PATCH_FRAMES", "STFT_BACKENDS", "AudioError", "FeaturizerConfig", "TrackFeatures",
+           "descriptor_names", *_PROCESSING]
+
+
+def __getattr__(name: str) -> Any:
+    if name in set(_PROCESSING.values()):  # a submodule, e.g. labeler.audio.decode
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _PROCESSING.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
