@@ -11,9 +11,7 @@ the configuration names at once, the signal-processing ones on first use (PEP 56
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from labeler.lazy import lazy_getattr
 from labeler.audio.config import (
     DEFAULT_STFT_BACKEND,
     DESCRIPTOR_DIM,
@@ -43,12 +41,4 @@ __all__ = ["DEFAULT_STFT_BACKEND", "DESCRIPTOR_DIM", "ERROR_KINDS", "FRONTENDS",
            "descriptor_names", *_PROCESSING]
 
 
-def __getattr__(name: str) -> Any:
-    if name in set(_PROCESSING.values()):  # a submodule, e.g. labeler.audio.decode
-        return importlib.import_module(f"{__name__}.{name}")
-    module = _PROCESSING.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _PROCESSING, globals())

@@ -12,9 +12,7 @@ transformers' lazy modules do), so importing a config never imports torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from labeler.lazy import lazy_getattr
 from labeler.models.configuration import (
     AUDIO_ARCHS,
     BRANCHES,
@@ -41,10 +39,4 @@ __all__ = ["AUDIO_ARCHS", "BRANCHES", "FUSIONS", "MIN_CHANNELS", "MIN_MELS", "PA
            "AudioCnnConfig", "LyricsEncoderConfig", "ModelConfig", *_MODELLING]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODELLING.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _MODELLING, globals())
