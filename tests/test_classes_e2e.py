@@ -18,6 +18,7 @@ import pytest
 
 from jobs import cli
 from labeler import storage
+from labeler.bundle import read_bundle_config
 
 pytestmark = pytest.mark.slow
 
@@ -175,9 +176,33 @@ def test_development_slice_end_to_end(shared_data, ray_local, tmp_path, capsys):
     rows = storage.read_parquet(other).select(["song_id", "audio_uri", "lyrics"])
     catalogue = str(tmp_path / "catalogue.parquet")
     pq.write_table(rows, catalogue)
-    assert cli.main(["label", "--catalogue", catalogue, "--bundle", str(run / "fusion" / "fold0" / "bundle"),
-                     "--output", str(tmp_path / "labels")]) == 0
-    df = pq.read_table(next((tmp_path / "labels").glob("version=*"))).to_pandas()
+    fusion_bundle, audio_bundle = str(run / "fusion" / "fold0" / "bundle"), str(run / "audio" / "fold0" / "bundle")
+    labels = tmp_path / "labels"
+    # What a recommender asks for beyond one label (#21), on real songs: embeddings, a 10-s timeline, ambiguous.
+    assert cli.main(["label", "--catalogue", catalogue, "--bundle", fusion_bundle, "--output", str(labels),
+                     "--embeddings", "--timeline", "10"]) == 0
+    config = read_bundle_config(fusion_bundle)
+    df = pq.read_table(labels / f"version={config['model_version']}").to_pandas()
     assert len(df) == len(other_songs) and df["error"].isna().all() and set(df["modalities"]) == {"audio+lyrics"}
     assert set(df["label"]) <= set(classes) and df["quadrant"].isna().all()
     assert all(abs(sum(dict(p).values()) - 1) < 1e-4 for p in df["class_probs"])
+    emb = np.stack(df["embedding"].to_numpy())
+    assert emb.shape == (len(df), config["embedding_dim"])
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    for timeline in df["timeline"]:  # MIREX clips (26.7-30.05 s) in 10-s windows, the last one up to the end
+        windows = list(timeline)
+        assert [w["start"] for w in windows] == [0.0, 10.0, 20.0] and 26.0 < windows[-1]["end"] < 30.1
+        assert all(w["label"] in classes and 0.2 <= w["label_prob"] <= 1.0 for w in windows)
+    # Whichever fusion won on validation (head, late or gated), its bundle carries the ambiguity threshold.
+    assert 0.0 <= config["ambiguous_threshold"] <= 1.0
+    assert (df["ambiguous"] == (df["label_prob"] < config["ambiguous_threshold"])).all()
+
+    # A roll-out check between two model versions of one output: the audio bundle, then compare.
+    assert cli.main(["label", "--catalogue", catalogue, "--bundle", audio_bundle, "--output", str(labels)]) == 0
+    capsys.readouterr()
+    report = tmp_path / "compare"
+    assert cli.main(["compare", str(labels), "--from", read_bundle_config(audio_bundle)["model_version"],
+                     "--to", config["model_version"], "--report", str(report)]) == 0
+    result = json.loads((report / "report.json").read_text())
+    assert result["songs_in_both"] == result["labelled_by_both"] == len(other_songs)
+    assert sum(map(sum, result["transitions"])) == len(other_songs) and 0.0 <= result["agreement"] <= 1.0
