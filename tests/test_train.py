@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from labeler import storage
+from tests.poison import sitecustomize as poison
 
 pytestmark = pytest.mark.slow
 
@@ -114,15 +115,15 @@ def test_exported_bundle_is_best_validation_fold(trained):
 
 
 def test_worker_failure_resumes_from_checkpoint_on_s3(synth_manifest, ray_local, s3_bucket, tmp_path):
-    """A worker dies once at epoch 2; Ray Train restarts it from the last S3 checkpoint and finishes."""
+    """A worker dies once at epoch 2 (injected by tests/poison/sitecustomize.py, before the epoch's checkpoint);
+    Ray Train restarts it from the last S3 checkpoint and finishes."""
     from train.run import train
 
-    marker = tmp_path / "failed-once"
-    result = train(synth_manifest, str(tmp_path / "out"), branch="audio", preset="cpu-small", folds="0",
-                   storage_uri=f"{s3_bucket}/checkpoints", cache_uri=str(tmp_path / "cache"),
-                   extra_config={"_fail_once_at_epoch": 2, "_fail_marker": str(marker)},
-                   **{**SMALL, "epochs": 3, "audio_epoch_factor": 1.0})
-    assert marker.exists()
+    with poison.train_fails_once(at_epoch=2) as failed:
+        result = train(synth_manifest, str(tmp_path / "out"), branch="audio", preset="cpu-small", folds="0",
+                       storage_uri=f"{s3_bucket}/checkpoints", cache_uri=str(tmp_path / "cache"),
+                       **{**SMALL, "epochs": 3, "audio_epoch_factor": 1.0})
+    assert failed.exists(), "the injected failure never fired"
     selection = result.report["selection"]["audio"][0]
     assert selection["resumed_from_epoch"] >= 1
     assert selection["epochs_run"] == 3

@@ -47,7 +47,7 @@ def _split_stats(cache_uri: str, scalars, train_folds: list[int], require: str |
 
 
 def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], k: int, mode: str,
-                 search: dict[str, list], num_samples: int, extra_config: dict, branch_runs: dict) -> dict:
+                 search: dict[str, list], num_samples: int, branch_runs: dict) -> dict:
     """Train `branch` on `folds` as Tune trials; finalise each fold; return its report entry + bundles."""
     from train.feature_cache import branch_requirement, split_folds  # noqa: PLC0415
 
@@ -73,7 +73,7 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
             "featurizer": run["featurizer"], "lyrics": run["lyrics"], "tokenizer_dir": run["tokenizer_dir"],
             "n_train": n_train, "class_counts": counts.tolist(), "descriptor_stats": desc,
             "class_weights": _weights(counts) if preset.class_weights else None,
-            "model_id": run["model_id"] + f"-{branch}", **extra_config,
+            "model_id": run["model_id"] + f"-{branch}",
         }
         if branch == "fusion":
             cfg["audio_bundle"] = storage.join(branch_runs["audio"], f"fold{fold}", "bundle")

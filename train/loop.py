@@ -21,7 +21,6 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -234,17 +233,6 @@ def restore_checkpoint(checkpoint, model, optimizer, scheduler) -> dict:
     return state
 
 
-def _maybe_fail(config: dict, epoch: int) -> None:
-    """Fault injection for the resume test: raise once at `_fail_once_at_epoch`, remembered in a marker file."""
-    at = config.get("_fail_once_at_epoch")
-    marker = config.get("_fail_marker")
-    if at is None or not marker or int(at) != epoch or Path(marker).exists():
-        return
-    Path(marker).parent.mkdir(parents=True, exist_ok=True)
-    Path(marker).write_text(f"failed at epoch {epoch}\n")
-    raise RuntimeError(f"injected failure at epoch {epoch} (fault-tolerance test)")
-
-
 # ---------------------------------------------------------------------------------------- the loop
 
 
@@ -299,7 +287,6 @@ def train_loop_per_worker(config: dict) -> None:
         if stopping.stop:
             break
         started = time.perf_counter()
-        _maybe_fail(config, epoch)
         shard = train_shard.iter_torch_batches(
             batch_size=batch_size, drop_last=drop_last,
             local_shuffle_buffer_size=max(4 * batch_size, 64), local_shuffle_seed=int(preset["seed"]) + epoch,

@@ -24,7 +24,7 @@ the *validation* fold's macro-F1 (never the test fold).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from labeler.audio.config import FeaturizerConfig as _F
 from labeler.labels import check_mode
@@ -101,7 +101,6 @@ class TrainPreset:
     num_to_keep: int = 2              # checkpoints kept per fold (best by val_macro_f1 + latest)
     featurise_concurrency: int = 0    # Featurizer tasks; 0 = Ray Data decides
     materialize_mb: float = 1024.0    # a feature cache up to this size is read once per trial, not once per epoch
-    extra: dict = field(default_factory=dict)  # loop-only knobs (e.g. _fail_once_at_epoch, for tests)
 
     def __post_init__(self) -> None:
         if self.audio_arch not in AUDIO_MODELS:
@@ -192,7 +191,7 @@ PRESETS: dict[str, TrainPreset] = {
 
 def _coerce(name: str, value, current):
     """CLI overrides arrive as strings: convert them to the type of the field they replace."""
-    if not isinstance(value, str) or isinstance(current, str) or name == "extra":
+    if not isinstance(value, str) or isinstance(current, str):
         if name == "folds" and value is not None and not isinstance(value, tuple):
             return tuple(int(v) for v in value)
         return value

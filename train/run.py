@@ -114,7 +114,7 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
           folds="all", audio_model: str | None = None, lyrics_model: str | None = None,
           audio_run: str | None = None, lyrics_run: str | None = None, storage_uri: str | None = None,
           cache_uri: str | None = None, search: str | dict | None = None, num_samples: int = 1,
-          extra_config: dict | None = None, console=None, **overrides) -> TrainResult:
+          console=None, **overrides) -> TrainResult:
     """Train `branch` (audio | lyrics | fusion | all) over `folds`; write bundles, report and export. See module doc.
 
     With a `console` (labeler.console.Console), featurising and training each show a progress line,
@@ -177,8 +177,6 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         "model_id": f"mood-{mode.lower()}", "provenance": provenance, "classes": classes,
     }
     search_space = parse_search(search) if isinstance(search, (str, type(None))) else dict(search)
-    extra = dict(extra_config or {})
-    extra.update(p.extra)
 
     results: dict = {"mode": mode, "classes": class_names(mode, classes), "branches": {}, "baselines": {}, "calibration": {},
                      "provenance": provenance}
@@ -193,7 +191,7 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
             stage.event(f"  training {b} on fold(s) {', '.join(map(str, fold_list))}, up to {epochs} "
                         f"epoch{'s' if epochs != 1 else ''} each (stops early when validation macro-F1 stops improving)")
             run["progress_sink"] = stage.sink
-            entry = train_branch(b, run, p, fold_list, k, mode, search_space, max(1, int(num_samples)), extra, branch_runs)
+            entry = train_branch(b, run, p, fold_list, k, mode, search_space, max(1, int(num_samples)), branch_runs)
             run.pop("progress_sink", None)
         for fold, metrics in entry["folds"].items():
             console.print(f"  {b} fold {fold}: test macro-F1 {metrics['macro_f1']:.3f} "

@@ -1,21 +1,32 @@
-"""Test-only crash injection: makes `labeler.audio.featurise_track` kill its own process with SIGSEGV when
-it is given the file named by $MOOD_LABELER_TEST_POISON (a base name), in every Python process started
-with this folder first on PYTHONPATH (CLI runs, Ray workers, the featuriser's isolation children, Serve
-replicas). A real crash, as a segfaulting decoder or a corrupt JIT cache causes (issue #22), with no hook
-in production code. Python imports only the first `sitecustomize` on the path, so this one also runs
+"""Test-only failure injection, in every Python process started with this folder first on PYTHONPATH (CLI
+runs, Ray workers, the featuriser's isolation children, Serve replicas), with no hook in production code:
+
+- `labeler.audio.featurise_track` kills its own process with SIGSEGV when it is given the file named by
+  $MOOD_LABELER_TEST_POISON (a base name): a real crash, as a segfaulting decoder or a corrupt JIT cache
+  causes (issue #22).
+- A Ray Train worker raises once when it reports the epoch written in the file named by
+  $MOOD_LABELER_TEST_TRAIN_FAILURE (armed by `train_fails_once`), so the resume-from-checkpoint test sees a
+  real worker failure. It wraps `ray.train.report` because that is the one per-epoch call whose arguments
+  carry the epoch (the loop reports `{"epoch": ...}`); the epoch's checkpoint is then never written.
+ Python imports only the first `sitecustomize` on the path, so this one also runs
 tests/loopback/sitecustomize.py (which keeps the tests' Ray on loopback) and reuses its import hook.
 """
 
+import contextlib
 import importlib.util
 import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
 ENV = "MOOD_LABELER_TEST_POISON"
 # tests/conftest.py exports this name for the whole test session: a test that wants a crash names a file so.
 POISON_FILE = "poison-segfault.wav"
 PATCHED_MODULE = "labeler.audio.featurizer"
+TRAIN_ENV = "MOOD_LABELER_TEST_TRAIN_FAILURE"
+TRAIN_MODULE = "ray.train"
 
 
 def _load_loopback():
@@ -40,16 +51,65 @@ def _patch(audio) -> None:
     audio.featurise_track = featurise_track
 
 
+def _fires(arm: str, epoch) -> bool:
+    """True for exactly one caller: the armed epoch is reached and this process disarmed it (an atomic rename)."""
+    try:
+        if epoch is None or int(Path(arm).read_text()) != int(epoch):
+            return False
+        os.rename(arm, arm + ".fired")
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _patch_report(train) -> None:
+    original = train.report
+    if getattr(original, "poisoned", False):
+        return
+
+    def report(metrics, *args, **kwargs):
+        arm = os.environ.get(TRAIN_ENV)
+        if arm and isinstance(metrics, dict) and _fires(arm, metrics.get("epoch")):
+            raise RuntimeError(f"injected failure at epoch {metrics['epoch']} (fault-tolerance test)")
+        return original(metrics, *args, **kwargs)
+
+    report.poisoned = True
+    train.report = report
+
+
+@contextlib.contextmanager
+def train_fails_once(at_epoch: int):
+    """Arm the training failure for the `with` block; yields the file that exists once a worker has failed."""
+    arm = Path(os.environ[TRAIN_ENV])
+    fired = Path(f"{arm}.fired")
+    fired.unlink(missing_ok=True)
+    arm.parent.mkdir(parents=True, exist_ok=True)
+    arm.write_text(str(at_epoch))
+    try:
+        yield fired
+    finally:
+        arm.unlink(missing_ok=True)
+
+
 def export(environ, file_name: str = POISON_FILE) -> None:
-    """Make every Python process started with `environ` crash on `file_name` (this folder first on PYTHONPATH)."""
+    """Make every Python process started with `environ` crash on `file_name` and honour `train_fails_once`
+    (this folder first on PYTHONPATH; the arming file is per exporting process, so sessions do not meet)."""
     environ[ENV] = file_name
+    environ.setdefault(TRAIN_ENV, os.path.join(tempfile.gettempdir(), f"mood-labeler-train-failure-{os.getpid()}"))
     paths = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != FOLDER]
     environ["PYTHONPATH"] = os.pathsep.join([FOLDER, *paths])
 
 
+def _install(module_name: str, patch) -> None:
+    """Patch `module_name` now if it is loaded, else when it is imported; once."""
+    if module_name in sys.modules:
+        patch(sys.modules[module_name])
+    elif not any(getattr(f, "module_name", None) == module_name for f in sys.meta_path):
+        sys.meta_path.insert(0, _loopback.PatchOnImport(module_name, patch))
+
+
 _loopback = _load_loopback()
 if os.environ.get(ENV):
-    if PATCHED_MODULE in sys.modules:
-        _patch(sys.modules[PATCHED_MODULE])
-    elif not any(getattr(f, "module_name", None) == PATCHED_MODULE for f in sys.meta_path):
-        sys.meta_path.insert(0, _loopback.PatchOnImport(PATCHED_MODULE, _patch))
+    _install(PATCHED_MODULE, _patch)
+if os.environ.get(TRAIN_ENV):
+    _install(TRAIN_MODULE, _patch_report)
