@@ -20,12 +20,10 @@ from typing import Iterable
 
 from labeler import schemas, storage
 from labeler.audio import DEFAULT_STFT_BACKEND, STFT_BACKENDS, FeaturizerConfig
+from labeler.inputs import FEATURISER_INPUTS
 from labeler.isolate import DEFAULT_RETRIES, IsolatedFeaturizer
 
 log = logging.getLogger(__name__)
-
-# Columns the featuriser reads; everything else in the catalogue is dropped unless asked for.
-_INPUT_COLUMNS = ("song_id", "audio_uri", "chorus_start_s", "chorus_end_s")
 
 
 def error_counts(errors: Iterable[str | None]) -> dict[str, int]:
@@ -67,7 +65,8 @@ def featurise_catalogue(
     absent = [c for c in keep if c not in schema.names]
     if absent:
         raise schemas.SchemaError(f"keep_columns not in the catalogue {storage.describe(catalogue_uri)}: {', '.join(absent)}")
-    columns = [c for c in _INPUT_COLUMNS if c in schema.names] + [c for c in keep if c not in _INPUT_COLUMNS]
+    # The columns the featuriser reads; everything else in the catalogue is dropped unless asked for.
+    columns = [c for c in FEATURISER_INPUTS if c in schema.names] + [c for c in keep if c not in FEATURISER_INPUTS]
     if storage.listdir(output_uri):
         if not overwrite:
             raise ValueError(f"output {storage.describe(output_uri)} already holds files; pass overwrite=True (--overwrite) to replace them")

@@ -1,5 +1,10 @@
 """The model's input columns, named once, and the step that completes a featurised batch for the Predictor.
 
+Every place that assembles a batch from catalogue or manifest rows (the label job, Serve, `labeler
+evaluate`, `labeler featurise`, the crash-isolated featuriser and the training feature cache) takes
+the column names from here, so the implicit protocol between featuriser, tokenizer and model has one
+spelling.
+
 Why a module of its own: the batch job's CPU stage (labeler.label_job.featurise) and Serve's
 per-request featuriser (labeler.serve.featuriser) decode audio differently (a crash-isolated batch
 featuriser in a Ray task; one song in a thread's child process), but from there on they must hand
@@ -16,6 +21,13 @@ import numpy as np
 
 # What a featuriser reads from a catalogue row (labeler.schemas.CATALOGUE names the same columns).
 SONG_ID, AUDIO_URI, LYRICS = "song_id", "audio_uri", "lyrics"
+# A chorus given by the catalogue (the featuriser finds one when they are absent) ...
+CHORUS_COLUMNS = ("chorus_start_s", "chorus_end_s")
+FEATURISER_INPUTS = (SONG_ID, AUDIO_URI, *CHORUS_COLUMNS)
+# ... and the one the featuriser used: provenance of a label row, not an input of the model.
+CHORUS_USED_COLUMNS = ("chorus_start_used_s", "chorus_end_used_s")
+# Catalogue-side columns no model reads once a batch is featurised and tokenised.
+CATALOGUE_ONLY = (AUDIO_URI, LYRICS, *CHORUS_COLUMNS, *CHORUS_USED_COLUMNS)
 # Row errors of the two branches: "<kind>: <detail>", or missing.
 ERROR_COLUMNS = ("audio_error", "lyrics_error")
 # Heavy feature columns the Predictor consumes and does not pass on to the label rows.

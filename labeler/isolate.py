@@ -36,6 +36,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from labeler.inputs import FEATURISER_INPUTS
+
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRIES = 2  # attempts after the first, for a row alone that crashed (and for Ray tasks: see pipeline)
@@ -170,7 +172,7 @@ class IsolatedFeaturizer:
     """labeler.audio.Featurizer's contract (same columns in and out), run in the isolation child; a row
     that crashes it gets `audio_error = 'worker_crash: <uri>: killed by SIGSEGV'` (or whatever killed it)."""
 
-    INPUTS = ("song_id", "audio_uri", "chorus_start_s", "chorus_end_s")
+    INPUTS = FEATURISER_INPUTS
 
     def __init__(self, config: dict, retries: int = DEFAULT_RETRIES, backend: str | None = None,
                  child: ChildProcess | None = None):

@@ -1,7 +1,8 @@
 """`labeler evaluate`: score a model bundle on a manifest's rows (all, or one test fold).
 
 The bundle is opened and verified like a labelling job opens it, the manifest's rows are featurised
-and tokenised in batches with the bundle's own configs, and the bundle's calibrated probabilities
+and tokenised in batches with the bundle's own configs and completed by `labeler.inputs.model_inputs`
+(the label job's and Serve's step), and the bundle's calibrated probabilities
 are scored against the manifest's labels with `train.metrics` (quadrant modes, or the bundle's own
 classes). Rows that cannot be featurised are skipped and counted by kind, never fatal. Its command
 line is `jobs/commands/evaluate.py`; the report of a whole training run is `train.report`.
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from labeler import storage
+from labeler.inputs import AUDIO_URI, CHORUS_COLUMNS, LYRICS, SONG_ID, model_inputs
 from train.metrics import classification_metrics
 
 if TYPE_CHECKING:
@@ -43,9 +45,9 @@ def _batch_columns(table: "pa.Table", start: int, stop: int) -> dict[str, np.nda
     """Manifest rows [start, stop) as the numpy batch the Featurizer and LyricsTokenizer take."""
     part = table.slice(start, stop - start)
     batch: dict[str, np.ndarray] = {}
-    for name in ("song_id", "audio_uri", "lyrics"):
+    for name in (SONG_ID, AUDIO_URI, LYRICS):
         batch[name] = np.asarray(part.column(name).to_pylist(), dtype=object)
-    for name in ("chorus_start_s", "chorus_end_s"):
+    for name in CHORUS_COLUMNS:
         if name in part.column_names:
             batch[name] = np.asarray([np.nan if v is None else v for v in part.column(name).to_pylist()], dtype=np.float64)
     return batch
@@ -103,9 +105,7 @@ def evaluate_bundle(bundle_uri: str, manifest_uri: str, fold: int | None = None,
         batch = _batch_columns(table, start, stop)
         if featurizer is not None:
             batch = featurizer(batch)
-        if lyrics_tokenizer is not None:
-            batch = lyrics_tokenizer(batch)
-        out = predictor(batch)
+        out = predictor(model_inputs(batch, lyrics_tokenizer, uses_audio=featurizer is not None))
         for i, error in enumerate(out["error"]):
             if error:
                 kind = str(error).split(":", 1)[0]

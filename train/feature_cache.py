@@ -33,6 +33,7 @@ import numpy as np
 
 from labeler import storage
 from labeler.featurise_job import error_counts
+from labeler.inputs import AUDIO_URI, CATALOGUE_ONLY, CHORUS_COLUMNS, LYRICS, SONG_ID
 from labeler.isolate import DEFAULT_RETRIES
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,9 @@ SUCCESS = "_SUCCESS.json"
 # CPUs a cache read (+ its row filter) asks for: small, so reads never wait behind training workers
 # that each hold whole CPUs (on a 2-CPU machine a 1-CPU read would deadlock against a 1-CPU worker).
 READ_CPUS = 0.25
-MANIFEST_COLUMNS = ("song_id", "fold", "quadrant", "valence", "arousal", "audio_uri", "lyrics",
-                    "chorus_start_s", "chorus_end_s", "label")
-DROP_AFTER = ("audio_uri", "lyrics", "chorus_start_s", "chorus_end_s", "chorus_start_used_s", "chorus_end_used_s")
+# The manifest's columns a cache row is built from: the model's inputs (labeler.inputs) and the targets.
+MANIFEST_COLUMNS = (SONG_ID, "fold", "quadrant", "valence", "arousal", AUDIO_URI, LYRICS, *CHORUS_COLUMNS, "label")
+DROP_AFTER = CATALOGUE_ONLY  # not stored: the cache holds features, tokens and targets only
 
 
 def _hash_uri_bytes(digest, uri: str) -> None:
