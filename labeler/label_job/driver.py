@@ -63,6 +63,23 @@ def recover_cwd() -> None:
         os.chdir(fallback)
 
 
+class PredictorStage:
+    """labeler.predict.Predictor as the job's actor class, imported inside the actor.
+
+    Why not the Predictor class itself: handing it to Ray Data imports torch into the driver, which
+    predicts nothing; at ten million catalogue rows the driver's memory is the job's limit
+    (bench/bench_driver_scale.py), and torch alone is ~180 MB of it.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        from labeler.predict import Predictor  # noqa: PLC0415
+
+        self.predictor = Predictor(**kwargs)
+
+    def __call__(self, batch):
+        return self.predictor(batch)
+
+
 def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Array | None, bool], info: BundleInfo,
                   res: Resources, rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
                   timeline_seconds: float | None = None, fence: Fence | None = None, progress_sink=None,
@@ -80,7 +97,6 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     finish refuses to write the completion record unless every catalogue song has its row.
     """
     import ray  # noqa: PLC0415
-    from labeler.predict import Predictor  # noqa: PLC0415
 
     retry = {"max_retries": max_retries}
     fs, path = storage.filesystem(catalogue_uri)
@@ -110,7 +126,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     )
     actor_resources = {"num_gpus": 1, "num_cpus": res.actor_cpus} if res.use_gpu else {"num_cpus": res.actor_cpus}
     ds = ds.map_batches(
-        Predictor,
+        PredictorStage,
         fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size,
                                "embeddings": embeddings, "timeline_seconds": timeline_seconds,
                                "expect_version": info.model_version},
