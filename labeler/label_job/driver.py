@@ -34,7 +34,7 @@ from labeler.label_job.layout import (
     read_partition,
     report_stale_staging,
 )
-from labeler.label_job.plan import filter_ids, todo_filter, validated_catalogue
+from labeler.label_job.plan import filter_ids, release_memory, todo_filter, validated_catalogue
 from labeler.label_job.resources import Resources, resolve_resources
 from labeler.label_job.summary import LabelSummary, finish
 from labeler.lease import Fence, Lease
@@ -177,9 +177,10 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     # What is done is read under the lease: a run still committing would otherwise be relabelled.
     with Lease(layout.lease_dir, run_id, config.lease_seconds) as lease:
         check_same_optional_columns(layout, config)
-        done = read_partition(layout, ["song_id"]).column("song_id").combine_chunks()
+        done = read_partition(layout, ["song_id"]).column("song_id")  # chunked: is_in hashes it without a copy
         already, *id_filter = todo_filter(ids, done)
         del done
+        release_memory()
         summary = LabelSummary(
             catalogue_uri=catalogue_uri, output_uri=layout.output_uri, partition_uri=layout.partition_uri,
             model_id=info.model_id, model_version=info.model_version, run_id=run_id,
