@@ -250,6 +250,13 @@ def target_column(mode: str) -> str:
     return "label_index" if mode == "classes" else "quadrant"
 
 
+def caches_embeddings(featurizer) -> bool:
+    """Whether a model with this featurizer (a FeaturizerConfig, its dict, or None for no audio) trains on
+    the cache's frozen-MusiCNN `patch_embeddings` instead of the log-mel: the musicnn front end."""
+    frontend = featurizer.get("frontend") if isinstance(featurizer, dict) else getattr(featurizer, "frontend", None)
+    return frontend == "musicnn"
+
+
 def branch_columns(branch: str, descriptors: bool = False, mode: str = "4Q", embeddings: bool = False) -> list[str]:
     """The cache columns one branch trains on (tensors only: they go straight to iter_torch_batches).
 

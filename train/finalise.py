@@ -15,16 +15,17 @@ import numpy as np
 
 from labeler import storage
 
+
 def _predict_folds(bundle, cache_uri: str, folds: list[int], branch: str, mode: str, descriptors: bool,
                    texts: bool = False):
     """{fold: (logits, targets, lyrics texts or None)} for `folds`, in one streamed pass through the model."""
     import torch  # noqa: PLC0415
 
-    from train.feature_cache import branch_columns, branch_requirement, read_split  # noqa: PLC0415
+    from train.feature_cache import branch_columns, branch_requirement, caches_embeddings, read_split  # noqa: PLC0415
     from train.loop import predict_logits  # noqa: PLC0415
 
     extra = ["fold"] + (["lyrics_text"] if texts else [])
-    embeddings = getattr(bundle.featurizer, "frontend", "panns") == "musicnn"
+    embeddings = caches_embeddings(bundle.featurizer)
     ds = read_split(cache_uri, folds, branch_columns(branch, descriptors, mode, embeddings) + extra,
                     branch_requirement(branch))
     seen: list[np.ndarray] = []

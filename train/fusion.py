@@ -226,11 +226,10 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
     "metrics" and "calibration" (the winner's)}. Rows with neither modality are left out, as
     labelling leaves them unlabelled.
     """
-    import copy  # noqa: PLC0415
-
     from labeler import storage  # noqa: PLC0415
     from labeler.bundle import save_bundle  # noqa: PLC0415
-    from train.stacking import lexical_for_fold, stack_and_calibrate  # noqa: PLC0415
+    from train.feature_cache import caches_embeddings  # noqa: PLC0415
+    from train.stacking import stack_and_calibrate, unstacked  # noqa: PLC0415
 
     mode, split = fold_config["mode"], fold_config["split"]
     (val_fold,), (test_fold,) = split["val"], split["test"]
@@ -238,12 +237,11 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
     model, audio, lyrics = late_model(fold_config, "average")
     names = model.config.class_names()
     n_classes = len(names)
-    embeddings = getattr(audio.featurizer, "frontend", "panns") == "musicnn"
-    parts = branch_parts(model, run["cache_uri"], [val_fold, test_fold], mode, descriptors, embeddings)
+    parts = branch_parts(model, run["cache_uri"], [val_fold, test_fold], mode, descriptors,
+                         caches_embeddings(audio.featurizer))
     usable = parts["has_audio"] | parts["has_lyrics"]
     both = (parts["fold"] == val_fold) & parts["has_audio"] & parts["has_lyrics"]
     choice = choose(parts["log_a"][both], parts["log_l"][both], parts["y"][both], n_classes, head_val_macro_f1)
-    lexical = lexical_for_fold(fold_config, run)  # the lyrics bundle's lexical model, stacker unset (or None)
 
     def rows(kind: str, fold: int) -> tuple:
         r = (parts["fold"] == fold) & usable
@@ -251,7 +249,7 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
                               parts["has_audio"][r], parts["has_lyrics"][r])
         return logits, parts["y"][r], list(parts["texts"][r])
 
-    stackers = {kind: copy.copy(lexical) if lexical is not None else None for kind in LATE_KINDS}
+    stackers = {kind: unstacked(lyrics.lexical) for kind in LATE_KINDS}  # each candidate fits its own stacker
     finished = {kind: stack_and_calibrate(stackers[kind], rows(kind, val_fold), rows(kind, test_fold), names)
                 for kind in LATE_KINDS}
     variants = {"head": head_metrics, **{kind: f["metrics"] for kind, f in finished.items()}}

@@ -45,12 +45,18 @@ def lexical_for_fold(fold_config: dict, run: dict):
                            int(fold_config["n_classes"]), fold_config["preset"].get("lexical_C", 10.0),
                            int(fold_config["preset"]["seed"]))
     if branch == "fusion" and fold_config.get("lyrics_bundle"):
-        lexical = load_bundle(fold_config["lyrics_bundle"]).lexical
-        if lexical is not None:
-            lexical = copy.copy(lexical)
-            lexical.stack_weight = lexical.stack_bias = None
-            return lexical
+        return unstacked(load_bundle(fold_config["lyrics_bundle"]).lexical)
     return None
+
+
+def unstacked(lexical):
+    """A copy of a lyrics bundle's lexical model without its stacker (None for None): a fusion fits its
+    own stacker on its own validation logits, and the lyrics bundle's model stays as it is."""
+    if lexical is None:
+        return None
+    lexical = copy.copy(lexical)
+    lexical.stack_weight = lexical.stack_bias = None
+    return lexical
 
 
 def stack(lexical, logits: np.ndarray, texts: list[str]) -> np.ndarray:

@@ -62,7 +62,7 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
-    from train.feature_cache import branch_columns, branch_requirement, read_split  # noqa: PLC0415
+    from train.feature_cache import branch_columns, branch_requirement, caches_embeddings, read_split  # noqa: PLC0415
     from train.loop import train_loop_per_worker  # noqa: PLC0415
 
     fold = int(config["fold"])
@@ -71,7 +71,7 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
     preset = loop_config["preset"]
     branch = loop_config["branch"]
     columns = branch_columns(branch, descriptors=bool(loop_config.get("descriptor_stats")), mode=loop_config["mode"],
-                             embeddings=loop_config["featurizer"].get("frontend") == "musicnn")
+                             embeddings=caches_embeddings(loop_config["featurizer"]))
     require = branch_requirement(branch)
     datasets = {
         "train": read_split(run["cache_uri"], loop_config["split"]["train"], columns, require),
