@@ -192,7 +192,7 @@ def cli_submit(cluster: LocalCluster, entrypoint: str) -> str:
 
 
 def test_worker_node_dies_during_labelling(cluster, runtime_env, bundle, catalogue, tmp_path):
-    """SIGKILL a worker node's raylet after the job's first committed part; the output ends complete.
+    """SIGKILL a worker node's raylet after the job's first committed part; the same run ends complete.
 
     Submitted with `ray job submit --working-dir .` as users do: in that setting a run once committed every
     row, then failed with a bare '[Errno 2]' (its working dir's copy was gone; label_job recover_cwd) and no
@@ -206,16 +206,13 @@ def test_worker_node_dies_during_labelling(cluster, runtime_env, bundle, catalog
     try:
         raylet_pid = cluster.kill_node(victim)
         assert not victim.alive and not psutil.pid_exists(raylet_pid)  # the node is really gone
+        # Ray Data retries the lost tasks and restarts the actors elsewhere, and where it cannot (its Parquet
+        # listing actors are never restarted; CI once saw one placed on the dead node before the cluster
+        # counted it dead) the driver resumes with what is still missing: one run labels every song.
         status = wait_for_job(client, job_id, timeout=600)
-        assert "No such file or directory" not in client.get_job_logs(job_id), job_report(client, job_id)
-        if status == "SUCCEEDED":
-            # Ray Data retried the lost tasks and restarted the actor elsewhere: one run labelled every song.
-            assert assert_complete(output, bundle, catalogue)["written_this_run"] == SONGS
-        else:
-            # The documented recovery when the job itself dies: re-submit; it labels only what is missing.
-            job_id = cli_submit(cluster, label_entrypoint(catalogue, bundle, output))
-            assert wait_for_job(client, job_id, timeout=600) == "SUCCEEDED", job_report(client, job_id)
-            assert assert_complete(output, bundle, catalogue)["written_this_run"] < SONGS
+        logs = client.get_job_logs(job_id)
+        assert status == "SUCCEEDED" and "No such file or directory" not in logs, job_report(client, job_id)
+        assert assert_complete(output, bundle, catalogue)["written_this_run"] == SONGS
     finally:
         cluster.workers.remove(victim)
         cluster.add_worker(num_cpus=WORKER_CPUS)  # later tests get the full cluster again

@@ -6,6 +6,7 @@ the tests check plumbing, contracts and resumability, not accuracy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from labeler.labels import QUADRANTS, quadrant_probs_to_axes
 from labeler.lease import Lease, LeaseHeldError
 from labeler.bundle_info import BundleInfo
 from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue, resolve_resources
+from labeler.label_job.resume import infrastructure_failure
 from labeler.label_rows import error_kind, label_rows
 from labeler.schemas import LABELS, SchemaError, validate
 from labeler.verified import open_bundle
@@ -463,6 +465,36 @@ def test_killed_run_resumes_to_exactly_one_row_per_song(ray_local, bundle, synth
     assert json.loads(Path(layout.success_uri).read_text())["rows"] == table.num_rows
     # the resumed run removed its own staging folder and nothing else (the killed run's may remain, ignored)
     assert summary.run_id not in os.listdir(layout.staging_root) and len(os.listdir(layout.staging_root)) <= 1
+
+
+def test_a_run_whose_predictor_dies_resumes_itself_and_ends_complete(ray_local, bundle, synth, tmp_path):
+    """The Predictor actor's process is SIGKILLed on its first batch and may not restart (max_retries=0), so
+    Ray Data fails the plan with Ray's own error: the run resumes with the songs still to label and ends
+    complete, in one run. With --max-resumes 0 the same death fails the run (no completion record), and a
+    re-run labels the rest."""
+    table = pq.read_table(synth.catalogue_uri).select(["song_id", "audio_uri", "lyrics"])
+    catalogue = str(tmp_path / "catalogue.parquet")
+    pq.write_table(table, catalogue)
+    fragile = dataclasses.replace(SMALL, max_retries=0)
+
+    output = str(tmp_path / "resumed")
+    with poison.predictor_dies_once() as died:
+        summary = label_catalogue(catalogue, bundle, output, fragile)
+    assert died.exists(), "the armed Predictor never died: the test proves nothing"
+    assert summary.resumes == 1 and summary.written == table.num_rows, summary.to_text()
+    assert "resumed 1 time(s)" in summary.to_text()
+    labels = _read_version(output, summary.model_version)
+    assert len(labels) == table.num_rows and labels["song_id"].is_unique
+    assert Path(OutputLayout(output, summary.model_version).success_uri).exists()
+
+    output = str(tmp_path / "not-resumed")
+    layout = OutputLayout(output, summary.model_version)
+    with poison.predictor_dies_once() as died, pytest.raises(Exception) as failure:
+        label_catalogue(catalogue, bundle, output, dataclasses.replace(fragile, max_resumes=0))
+    assert died.exists() and infrastructure_failure(failure.value, [], []), repr(failure.value)
+    assert not Path(layout.success_uri).exists()
+    summary = label_catalogue(catalogue, bundle, output, SMALL)
+    assert summary.resumes == 0 and summary.already_labelled + summary.written == table.num_rows
 
 
 def test_a_run_into_an_output_being_written_fails_at_once_and_writes_nothing(ray_local, bundle, synth, tmp_path):

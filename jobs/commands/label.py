@@ -34,6 +34,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-retries", type=int, default=LabelJobConfig.max_retries,
                         help="retries of a task, actor or track whose process died before the track is isolated "
                              "as a worker_crash row or the run fails (default %(default)s)")
+    parser.add_argument("--max-resumes", type=int, default=LabelJobConfig.max_resumes,
+                        help="times a run whose plan the cluster failed (a lost node) labels the rest itself before "
+                             "it fails; re-submitting then resumes too (default %(default)s)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="also draw the quadrant distribution and V-A scatter")
     parser.add_argument("--embeddings", action="store_true",
                         help="also write `embedding`: the model's penultimate vector, L2-normalised, for similarity search")
@@ -48,7 +51,7 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
         featurise_cpus=args.featurise_cpus, min_actors=args.min_actors, max_actors=args.max_actors,
         use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot, lease_seconds=args.lease_seconds,
         embeddings=args.embeddings, timeline_seconds=args.timeline_seconds, expect_version=args.expect_version,
-        max_retries=args.max_retries,
+        max_retries=args.max_retries, max_resumes=args.max_resumes,
     )
 
 

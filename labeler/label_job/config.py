@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labeler.isolate import DEFAULT_RETRIES
+from labeler.label_job.resume import DEFAULT_RESUMES
 from labeler.lease import DEFAULT_TTL_SECONDS
 
 
@@ -26,6 +27,7 @@ class LabelJobConfig:
     timeline_seconds: float | None = None  # write the `timeline` column, windows of this many seconds
     expect_version: str | None = None  # refuse a bundle whose model_version is not this one
     max_retries: int = DEFAULT_RETRIES  # retries of a task or actor whose process died (bounded: see build_dataset)
+    max_resumes: int = DEFAULT_RESUMES  # times a run whose plan the cluster failed (a lost node) labels the rest itself
 
     def __post_init__(self) -> None:
         for name in ("featurise_batch_size", "predict_batch_size", "min_actors", "max_actors", "rows_per_part"):
@@ -34,8 +36,10 @@ class LabelJobConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.featurise_cpus is not None and not self.featurise_cpus > 0:
             raise ValueError(f"featurise_cpus must be > 0, got {self.featurise_cpus!r}")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        for name in ("max_retries", "max_resumes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not self.lease_seconds >= 4:
             raise ValueError(f"lease_seconds must be >= 4 (the lease is renewed every quarter of it), got {self.lease_seconds!r}")
         if self.min_actors and self.max_actors and self.min_actors > self.max_actors:

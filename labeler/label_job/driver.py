@@ -31,11 +31,13 @@ from labeler.label_job.layout import (
     check_same_optional_columns,
     commit_part,
     new_run_id,
+    read_part_record,
     read_partition,
     report_stale_staging,
 )
 from labeler.label_job.plan import filter_ids, release_memory, todo_filter, validated_catalogue
 from labeler.label_job.resources import Resources, resolve_resources
+from labeler.label_job.resume import run_with_resumes
 from labeler.label_job.summary import LabelSummary, finish
 from labeler.lease import Fence, Lease
 
@@ -92,8 +94,8 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     Every task and actor is retried at most `max_retries` times when its process or node dies (Ray
     Data's default is forever: one poison track once hung a job for good). A track that crashes the
     featuriser never kills a task (featurise_batch isolates it), so what is left to retry is a lost
-    node or an out-of-memory kill of the task itself; when retries run out the run fails with Ray's
-    error and commits nothing more. No block is ever dropped (`max_errored_blocks` stays 0), and
+    node or an out-of-memory kill of the task itself; when retries run out the plan fails with Ray's
+    error and commits nothing more (label_catalogue then resumes, see label_job.resume). No block is ever dropped (`max_errored_blocks` stays 0), and
     finish refuses to write the completion record unless every catalogue song has its row.
     """
     import ray  # noqa: PLC0415
@@ -149,6 +151,15 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     )
 
 
+def still_to_label(layout: OutputLayout, ids: pa.Array) -> tuple[int, tuple[pa.Array | None, bool]]:
+    """(songs already labelled by this version, the id filter of those still to label): see plan.todo_filter."""
+    done = read_partition(layout, ["song_id"]).column("song_id")  # chunked: is_in hashes it without a copy
+    already, *id_filter = todo_filter(ids, done)
+    del done
+    release_memory()
+    return already, tuple(id_filter)
+
+
 def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
                     config: LabelJobConfig | None = None, console=None) -> LabelSummary:
     """Label every catalogue song that this bundle's model version has not labelled yet.
@@ -177,10 +188,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     # What is done is read under the lease: a run still committing would otherwise be relabelled.
     with Lease(layout.lease_dir, run_id, config.lease_seconds) as lease:
         check_same_optional_columns(layout, config)
-        done = read_partition(layout, ["song_id"]).column("song_id")  # chunked: is_in hashes it without a copy
-        already, *id_filter = todo_filter(ids, done)
-        del done
-        release_memory()
+        already, id_filter = still_to_label(layout, ids)
         summary = LabelSummary(
             catalogue_uri=catalogue_uri, output_uri=layout.output_uri, partition_uri=layout.partition_uri,
             model_id=info.model_id, model_version=info.model_version, run_id=run_id,
@@ -208,18 +216,36 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             errors: Counter = Counter()
             audio_errors: Counter = Counter()
             with console.stage("label", total=todo, remote=True) as stage:
-                records = build_dataset(catalogue_uri, columns, tuple(id_filter), info, res, config.rows_per_part, staging,
-                                        layout.partition_uri, config.embeddings, config.timeline_seconds,
-                                        fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries)
-                for record in records.iter_rows():
-                    if lease.lost.is_set():
-                        lease.check_held()  # raises LeaseLostError: the commits are fenced off already
+
+                parts_before = set(layout.part_uris())
+
+                def add(record: dict) -> None:
                     summary.files.append(record["file"])
                     summary.written += int(record["rows"])
                     summary.labelled += int(record["labelled"])
                     errors.update(json.loads(record["errors"]))
                     audio_errors.update(json.loads(record["audio_errors"]))
                     log.info("committed %s (%d rows; %d/%d this run)", basename(record["file"]), record["rows"], summary.written, todo)
+
+                def attempt(number: int) -> None:
+                    filter_now = id_filter
+                    if number:  # a resumed attempt labels what no attempt has committed yet: the partition is the truth
+                        for uri in sorted(set(layout.part_uris()) - parts_before - set(summary.files)):
+                            add(read_part_record(uri).to_pylist()[0])  # committed, but its record was lost with the plan
+                        filter_now = still_to_label(layout, ids)[1]
+                    records = build_dataset(catalogue_uri, columns, filter_now, info, res, config.rows_per_part, staging,
+                                            layout.partition_uri, config.embeddings, config.timeline_seconds,
+                                            fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries)
+                    for record in records.iter_rows():
+                        if lease.lost.is_set():
+                            lease.check_held()  # raises LeaseLostError: the commits are fenced off already
+                        add(record)
+
+                def resuming(number: int, reason: str, exc: BaseException) -> None:
+                    stage.event(f"the cluster failed ({reason}); resuming with the {todo - summary.written} songs "
+                                f"still to label (resume {number} of {config.max_resumes})")
+
+                summary.resumes = run_with_resumes(attempt, config.max_resumes, on_resume=resuming)
             summary.errors, summary.audio_errors = dict(errors), dict(audio_errors)
             recover_cwd()
             try:

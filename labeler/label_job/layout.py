@@ -156,14 +156,24 @@ def commit_part(batch: dict[str, np.ndarray], info: BundleInfo, staging_uri: str
         fence.check()
     storage.makedirs(partition_uri)
     storage.move(staged, final)
+    return part_record(final, table)
+
+
+def part_record(uri: str, table: pa.Table) -> pa.Table:
+    """The commit record of the part at `uri` holding `table`'s label rows (what the driver adds up)."""
     errors = table.column("error").to_pylist()
     return pa.table({
-        "file": [final],
+        "file": [uri],
         "rows": [table.num_rows],
         "labelled": [sum(e is None for e in errors)],
         "errors": [counts_json([error_kind(e) for e in errors])],
         "audio_errors": [counts_json([error_kind(e) for e in table.column("audio_error").to_pylist()])],
     })
+
+
+def read_part_record(uri: str) -> pa.Table:
+    """The commit record of a part already in the partition, from its rows (a record the driver never received)."""
+    return part_record(uri, storage.read_parquet(uri, columns=["error", "audio_error"]))
 
 
 def check_same_optional_columns(layout: OutputLayout, config: LabelJobConfig) -> None:

@@ -47,6 +47,7 @@ class LabelSummary:
     seconds: float = 0.0
     plot: str | None = None
     plan: str = ""  # Resources.describe() of the run ("" when nothing needed labelling)
+    resumes: int = 0  # times the run picked up after the cluster failed its plan (label_job.resume)
 
     @property
     def nothing_new(self) -> bool:
@@ -78,6 +79,8 @@ class LabelSummary:
             lines.append(f"time: {self.seconds:.1f} s, {self.songs_per_second:.2f} songs/s")
             if self.plan:
                 lines.append(f"plan: {self.plan}")
+            if self.resumes:
+                lines.append(f"resumed {self.resumes} time(s) after the cluster failed the run's plan (see the log file)")
         if self.quadrants:
             total = sum(self.quadrants.values())
             dist = ", ".join(f"{q}={self.quadrants.get(q, 0)} ({100 * self.quadrants.get(q, 0) / total:.0f}%)" for q in QUADRANTS)
@@ -127,6 +130,7 @@ def finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_a
             "quadrants": summary.quadrants,
             "run_id": summary.run_id,
             "written_this_run": summary.written,
+            "resumes_this_run": summary.resumes,
             "started_at": started_at.isoformat(),
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "files": sorted(basename(u) for u in layout.part_uris()),

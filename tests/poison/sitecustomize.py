@@ -8,6 +8,9 @@ runs, Ray workers, the featuriser's isolation children, Serve replicas), with no
   $MOOD_LABELER_TEST_TRAIN_FAILURE (armed by `train_fails_once`), so the resume-from-checkpoint test sees a
   real worker failure. It wraps `ray.train.report` because that is the one per-epoch call whose arguments
   carry the epoch (the loop reports `{"epoch": ...}`); the epoch's checkpoint is then never written.
+- A labelling Predictor actor kills its own process with SIGKILL on its first batch while the file named by
+  $MOOD_LABELER_TEST_PREDICTOR_DEATH exists (armed by `predictor_dies_once`): a real actor death, as a lost
+  node or an out-of-memory kill causes, so the driver's resume (labeler.label_job.resume) meets Ray's own error.
  Python imports only the first `sitecustomize` on the path, so this one also runs
 tests/loopback/sitecustomize.py (which keeps the tests' Ray on loopback) and reuses its import hook.
 """
@@ -27,6 +30,8 @@ POISON_FILE = "poison-segfault.wav"
 PATCHED_MODULE = "labeler.audio.featurizer"
 TRAIN_ENV = "MOOD_LABELER_TEST_TRAIN_FAILURE"
 TRAIN_MODULE = "ray.train"
+PREDICTOR_ENV = "MOOD_LABELER_TEST_PREDICTOR_DEATH"
+PREDICTOR_MODULE = "labeler.predict"
 
 
 def _load_loopback():
@@ -51,10 +56,11 @@ def _patch(audio) -> None:
     audio.featurise_track = featurise_track
 
 
-def _fires(arm: str, epoch) -> bool:
-    """True for exactly one caller: the armed epoch is reached and this process disarmed it (an atomic rename)."""
+def _fires(arm: str, epoch=None) -> bool:
+    """True for exactly one caller: the armed epoch (any, when None) is reached and this process disarmed it
+    (an atomic rename)."""
     try:
-        if epoch is None or int(Path(arm).read_text()) != int(epoch):
+        if epoch is not None and int(Path(arm).read_text()) != int(epoch):
             return False
         os.rename(arm, arm + ".fired")
     except (FileNotFoundError, ValueError):
@@ -69,7 +75,7 @@ def _patch_report(train) -> None:
 
     def report(metrics, *args, **kwargs):
         arm = os.environ.get(TRAIN_ENV)
-        if arm and isinstance(metrics, dict) and _fires(arm, metrics.get("epoch")):
+        if arm and isinstance(metrics, dict) and metrics.get("epoch") is not None and _fires(arm, metrics["epoch"]):
             raise RuntimeError(f"injected failure at epoch {metrics['epoch']} (fault-tolerance test)")
         return original(metrics, *args, **kwargs)
 
@@ -77,25 +83,51 @@ def _patch_report(train) -> None:
     train.report = report
 
 
+def _patch_predictor(predict) -> None:
+    original = predict.Predictor.__call__
+    if getattr(original, "poisoned", False):
+        return
+
+    def __call__(self, *args, **kwargs):
+        arm = os.environ.get(PREDICTOR_ENV)
+        if arm and _fires(arm):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, *args, **kwargs)
+
+    __call__.poisoned = True
+    predict.Predictor.__call__ = __call__
+
+
 @contextlib.contextmanager
-def train_fails_once(at_epoch: int):
-    """Arm the training failure for the `with` block; yields the file that exists once a worker has failed."""
-    arm = Path(os.environ[TRAIN_ENV])
+def _armed(env: str, content: str):
+    """Arm the failure named by $env for the `with` block; yields the file that exists once it has fired."""
+    arm = Path(os.environ[env])
     fired = Path(f"{arm}.fired")
     fired.unlink(missing_ok=True)
     arm.parent.mkdir(parents=True, exist_ok=True)
-    arm.write_text(str(at_epoch))
+    arm.write_text(content)
     try:
         yield fired
     finally:
         arm.unlink(missing_ok=True)
 
 
+def train_fails_once(at_epoch: int):
+    """Arm the training failure for the `with` block; yields the file that exists once a worker has failed."""
+    return _armed(TRAIN_ENV, str(at_epoch))
+
+
+def predictor_dies_once():
+    """Arm the Predictor actor's death for the `with` block; yields the file that exists once one has died."""
+    return _armed(PREDICTOR_ENV, "armed")
+
+
 def export(environ, file_name: str = POISON_FILE) -> None:
-    """Make every Python process started with `environ` crash on `file_name` and honour `train_fails_once`
-    (this folder first on PYTHONPATH; the arming file is per exporting process, so sessions do not meet)."""
+    """Make every Python process started with `environ` crash on `file_name` and honour `train_fails_once` and
+    `predictor_dies_once` (this folder first on PYTHONPATH; the arming file is per exporting process, so sessions do not meet)."""
     environ[ENV] = file_name
     environ.setdefault(TRAIN_ENV, os.path.join(tempfile.gettempdir(), f"mood-labeler-train-failure-{os.getpid()}"))
+    environ.setdefault(PREDICTOR_ENV, os.path.join(tempfile.gettempdir(), f"mood-labeler-predictor-death-{os.getpid()}"))
     paths = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != FOLDER]
     environ["PYTHONPATH"] = os.pathsep.join([FOLDER, *paths])
 
@@ -113,3 +145,5 @@ if os.environ.get(ENV):
     _install(PATCHED_MODULE, _patch)
 if os.environ.get(TRAIN_ENV):
     _install(TRAIN_MODULE, _patch_report)
+if os.environ.get(PREDICTOR_ENV):
+    _install(PREDICTOR_MODULE, _patch_predictor)
