@@ -29,6 +29,7 @@ from labeler.labels import QUADRANTS, quadrant_probs_to_axes
 from labeler.lease import Lease, LeaseHeldError
 from labeler.bundle_info import BundleInfo
 from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue, resolve_resources
+from labeler.label_job.resources import predictor_is_heavy
 from labeler.label_job.resume import infrastructure_failure
 from labeler.label_rows import error_kind, label_rows
 from labeler.schemas import LABELS, SchemaError, validate
@@ -196,6 +197,20 @@ def test_resources_follow_the_cluster_and_flags():
     assert (cpu.use_gpu, cpu.min_actors, cpu.max_actors, cpu.featurise_cpus) == (False, 1, 1, 0.5)
     assert (cpu.featurise_batch_size, cpu.predict_batch_size) == (16, 32)
     assert resolve_resources(LabelJobConfig(), {"CPU": 32}).max_actors == 4
+    # MusiCNN's network outweighs featurising on CPU: 3/4 of the CPUs go to actors of at most 4 CPUs (threads)
+    assert predictor_is_heavy({"frontend": "musicnn"}) and not predictor_is_heavy({"frontend": "logmel"})
+    assert not predictor_is_heavy(None)
+    for cpus, actors, actor_cpus, threads, featurise_cpus in ((2, 1, 1.0, 2, 0.5), (4, 1, 3.0, 3, 0.25),
+                                                             (16, 3, 4.0, 4, 0.25), (64, 12, 4.0, 4, 0.25)):
+        heavy = resolve_resources(LabelJobConfig(), {"CPU": cpus}, heavy_predictor=True)
+        assert (heavy.max_actors, heavy.actor_cpus, heavy.predictor_threads, heavy.featurise_cpus) == (
+            actors, actor_cpus, threads, featurise_cpus), cpus
+        # a whole CPU always stays free beside the actors (Ray Data's ListFiles task takes one): never waits forever
+        assert heavy.max_actors * heavy.actor_cpus <= cpus - 1
+    assert resolve_resources(LabelJobConfig(), {"CPU": 1}, heavy_predictor=True).predictor_threads is None
+    pinned = resolve_resources(LabelJobConfig(max_actors=1, featurise_cpus=0.5), {"CPU": 2}, heavy_predictor=True)
+    assert (pinned.max_actors, pinned.actor_cpus, pinned.featurise_cpus) == (1, 1.0, 0.5)  # flags win
+    assert resolve_resources(LabelJobConfig(), {"CPU": 16, "GPU": 2}, heavy_predictor=True).actor_cpus == 1.0
     gpu = resolve_resources(LabelJobConfig(), {"CPU": 16, "GPU": 2})
     assert (gpu.use_gpu, gpu.max_actors, gpu.predict_batch_size, gpu.actor_cpus) == (True, 2, 64, 1.0)
     # as many GPUs as CPUs: the GPU actors must leave a CPU to the featurise tasks that feed them

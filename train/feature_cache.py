@@ -90,7 +90,7 @@ class CacheFeaturizer:
 
     def __init__(self, featurizer: dict, tokenizer_dir: str | None, lyrics: dict | None,
                  classes: list[str] | None = None, progress_sink=None, audio_encoder: str | None = None,
-                 max_retries: int = DEFAULT_RETRIES):
+                 max_retries: int = DEFAULT_RETRIES, torch_threads: int | None = None):
         from labeler.isolate import IsolatedFeaturizer  # noqa: PLC0415
 
         self.classes = {name: i for i, name in enumerate(classes or [])}
@@ -99,7 +99,9 @@ class CacheFeaturizer:
         self.encoder = None
         if audio_encoder:  # a frozen encoder's output never changes: compute it once per song, here
             from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
+            from labeler.predict import configure_torch_threads  # noqa: PLC0415
 
+            configure_torch_threads(torch_threads)
             self.encoder = MusicnnEncoder(1, encoder=audio_encoder)
             self.encoder.load_pretrained()
         self.tokenize = None
@@ -177,16 +179,22 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     fs, path = storage.filesystem(manifest_uri)
     columns = [c for c in MANIFEST_COLUMNS if c in schema.names]
     ds = ray.data.read_parquet(path, filesystem=fs, ray_remote_args={"max_retries": max_retries}).select_columns(columns)
-    # Leave one CPU to the read tasks that feed the actors (see CacheFeaturizer).
-    n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+    # Leave one CPU to the read and write tasks around the actors (actors hold theirs for the whole build, and
+    # a read task waiting for a CPU would starve them). Those tasks are light, so the CPU they leave idle goes
+    # to the frozen encoder's threads instead (on 2 CPUs: one actor, 2 threads, 91 -> 53 s for the demo's 300
+    # songs; bench/README.md): the encoder, not featurising, is most of an actor's time.
+    cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actors = concurrency or max(1, cluster_cpus - 1)
+    torch_threads = max(1, cluster_cpus // actors)
     total = storage.read_parquet(manifest_uri, columns=["song_id"]).num_rows
     with console.stage("featurise", total=total, remote=True) as stage:
         ds = ds.map_batches(
             CacheFeaturizer, batch_size=batch_size, batch_format="numpy", num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency or n_cpus),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             fn_constructor_kwargs={"featurizer": featurizer.to_dict(), "tokenizer_dir": tokenizer_dir,
                                    "lyrics": lyrics.to_dict() if lyrics is not None else None, "classes": classes,
-                                   "progress_sink": stage.sink, "audio_encoder": audio_encoder, "max_retries": max_retries},
+                                   "progress_sink": stage.sink, "audio_encoder": audio_encoder, "max_retries": max_retries,
+                                   "torch_threads": torch_threads},
             max_restarts=max_retries, max_task_retries=max_retries,
         )
         staging = f"{cache_uri}.staging-{uuid.uuid4().hex[:8]}"

@@ -36,7 +36,7 @@ from labeler.label_job.layout import (
     report_stale_staging,
 )
 from labeler.label_job.plan import filter_ids, release_memory, todo_filter, validated_catalogue
-from labeler.label_job.resources import Resources, resolve_resources
+from labeler.label_job.resources import Resources, predictor_is_heavy, resolve_resources
 from labeler.label_job.resume import run_with_resumes
 from labeler.label_job.summary import LabelSummary, finish
 from labeler.lease import Fence, Lease
@@ -104,7 +104,8 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     fs, path = storage.filesystem(catalogue_uri)
     # ray_remote_args (deprecated in Ray 2.60, no named equivalent for max_retries yet): read tasks fuse with the
     # maps after them and take these args, so without it the fused read+featurise would retry forever.
-    ds = ray.data.read_parquet(path, filesystem=fs, ray_remote_args=retry).select_columns(columns)
+    # A quarter CPU: reads are light, and a read task needing a whole CPU beside actors that hold the rest would wait.
+    ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=0.25, ray_remote_args=retry).select_columns(columns)
     ids, keep = id_filter
     if ids is not None:
         ds = ds.map_batches(filter_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": [ray.put(ids)], "keep": keep},
@@ -129,7 +130,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     actor_resources = {"num_gpus": 1, "num_cpus": res.actor_cpus} if res.use_gpu else {"num_cpus": res.actor_cpus}
     ds = ds.map_batches(
         PredictorStage,
-        fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size,
+        fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size, "num_threads": res.predictor_threads,
                                "embeddings": embeddings, "timeline_seconds": timeline_seconds,
                                "expect_version": info.model_version},
         batch_format="numpy",
@@ -207,7 +208,8 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             from labeler.session import ensure_ray as start_ray  # noqa: PLC0415
 
             start_ray(config.address)
-            res = resolve_resources(config, ray.cluster_resources())
+            res = resolve_resources(config, ray.cluster_resources(),
+                                    heavy_predictor=info.uses_audio and predictor_is_heavy(info.featurizer))
             log.info("resources: %s", res)
             summary.plan = res.describe()
             report_stale_staging(layout)

@@ -6,6 +6,7 @@ Ray, and the reasons for each default (measured in bench/bench_label.py) live be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from labeler.label_job.config import LabelJobConfig
@@ -22,16 +23,25 @@ class Resources:
     max_actors: int
     use_gpu: bool
     actor_cpus: float = 1.0  # CPUs one Predictor actor reserves (with a GPU: what is left after one featurise task)
+    predictor_threads: int | None = None  # torch threads of one CPU Predictor; None: its CPUs (labeler.predict)
 
     def describe(self) -> str:
         """The plan in one line, for the summary: where featurising and the model run, and how wide."""
         device = (f"1 GPU and {self.actor_cpus:g} CPU each (the model runs on CPU inside an actor whose GPU has no CUDA)"
-                  if self.use_gpu else f"{self.actor_cpus:g} CPU each")
+                  if self.use_gpu else f"{self.actor_cpus:g} CPU each"
+                  + (f" ({self.predictor_threads} threads)" if self.predictor_threads else ""))
         return (f"featurise on CPU tasks ({self.featurise_cpus:g} CPU each, {self.featurise_batch_size} songs a batch); "
                 f"Predictor on {self.min_actors}-{self.max_actors} actor(s), {device}, {self.predict_batch_size} songs a call")
 
 
-def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Resources:
+# Share of a CPU-only cluster given to Predictor actors when the network, not featurising, is the cost. MusiCNN
+# (the cpu-small audio model): 0.138 s of network per song against 0.076 s of decoding, chorus search and
+# log-mel (30-s songs, bench_label.py --stage-songs 40), so about 3/4 of the CPU time is the Predictor's.
+HEAVY_PREDICTOR_SHARE = 0.75
+MAX_ACTOR_THREADS = 4  # a bigger share is split over more actors: intra-op threads scale poorly past a few
+
+
+def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_predictor: bool = False) -> Resources:
     """Fill unset knobs from `ray.cluster_resources()`.
 
     With GPUs: one Predictor actor per GPU (the pool grows from one), batches of 64, and one CPU per
@@ -41,6 +51,11 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Reso
     actors, which sit idle most of the time. Featurise batches of 16 songs, predict batches of 32 on
     CPU: on 2 cores with 1,000 30-s songs, 16/32 ran at 11.1 songs/s against 8.7 for 8/16 (per-task
     and per-call overheads), and 32/32 at 11.5 was within noise of it (bench/bench_label.py).
+
+    `heavy_predictor` (a MusiCNN audio model, see predictor_is_heavy): on CPU the network costs more than
+    featurising, so HEAVY_PREDICTOR_SHARE of the CPUs go to Predictor actors (at most MAX_ACTOR_THREADS
+    CPUs each; the Predictor runs as many torch threads as its actor holds) and featurise tasks share the
+    rest. On 2 CPUs: one actor of 1 CPU running 2 threads instead of 1.
     """
     cpus = max(1, int(cluster.get("CPU", 1)))
     gpus = int(cluster.get("GPU", 0))
@@ -64,8 +79,20 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Reso
     actor_cpus = 1.0
     if use_gpu and cpus - max_actors < featurise_cpus:
         actor_cpus = max(0.1, round((cpus - featurise_cpus) / max_actors, 2))
+    predictor_threads = None  # None: as many torch threads as the actor holds CPUs (labeler.predict)
+    if heavy_predictor and not use_gpu and cpus >= 2 and config.max_actors is None and config.featurise_cpus is None:
+        share = HEAVY_PREDICTOR_SHARE * cpus
+        max_actors = max(min_actors, math.ceil(share / MAX_ACTOR_THREADS))
+        predictor_threads = max(1, round(share / max_actors))
+        # The actors hold at most all CPUs but one: Ray Data's own tasks (its ListFiles takes a whole CPU) and
+        # the featurise tasks must always find room, or the job waits forever (seen on 2 CPUs with an actor of
+        # 1.5). On small clusters the actor so runs more threads than it holds CPUs: its featurise neighbours
+        # are a third of the work and mostly idle.
+        actor_cpus = round(min(share, cpus - 1) / max_actors, 2)
+        featurise_cpus = max(0.25, round((cpus - actor_cpus * max_actors) / cpus, 2))
     return Resources(
         actor_cpus=actor_cpus,
+        predictor_threads=predictor_threads,
         featurise_batch_size=config.featurise_batch_size or 16,
         predict_batch_size=config.predict_batch_size or (64 if use_gpu else 32),
         featurise_cpus=featurise_cpus,
@@ -73,3 +100,9 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float]) -> Reso
         max_actors=max_actors,
         use_gpu=use_gpu,
     )
+
+
+def predictor_is_heavy(featurizer: dict | None) -> bool:
+    """True when the bundle's audio model is MusiCNN (its featuriser writes the musicnn log-mel): on CPU its
+    network costs more per song than featurising does (see HEAVY_PREDICTOR_SHARE)."""
+    return bool(featurizer) and featurizer.get("frontend") == "musicnn"
