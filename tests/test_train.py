@@ -81,6 +81,8 @@ def test_selection_is_on_validation_and_curves_are_recorded(trained):
             assert len(curves["val_macro_f1"]) == s["epochs_run"] >= 1
             trained_val = s["fusion"]["val_macro_f1"]["head"] if branch == "fusion" else s["val_macro_f1"]
             assert trained_val == pytest.approx(max(curves["val_macro_f1"]))
+            # the kept checkpoint is the first epoch that reached the best score (a later tie is no gain)
+            assert s["best_epoch"] == curves["epoch"][curves["val_macro_f1"].index(max(curves["val_macro_f1"]))]
 
 
 def test_report_files_and_calibration(trained):

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from train.step import EarlyStopping, plan_batches, predict, train_epoch, validate_epoch
+from train.step import EarlyStopping, plan_batches, predict, selection_score, train_epoch, validate_epoch
 
 log = logging.getLogger(__name__)
 
@@ -297,13 +297,14 @@ def train_loop_per_worker(config: dict) -> None:
         val_f1, _, _ = validate_epoch(
             model, step_batches(val_shard.iter_torch_batches(batch_size=max(batch_size, 32)), branch, mode, device),
             n_classes, device, amp)
-        stopping.update(val_f1)
+        improved = stopping.update(val_f1)
         state.update(epoch=epoch, last_val_macro_f1=val_f1, best_val_macro_f1=stopping.best,
                      bad_epochs=stopping.bad_epochs)
         state["history"] = [*state["history"], {"epoch": epoch, "train_loss": train_loss, "val_macro_f1": val_f1}]
         metrics = {
             "history": state["history"], "epoch": epoch, "fold": int(config["fold"]), "train_loss": train_loss,
-            "val_macro_f1": val_f1, "best_val_macro_f1": state["best_val_macro_f1"],
+            "val_macro_f1": val_f1, "best_val_macro_f1": state["best_val_macro_f1"], "improved": improved,
+            "val_selection": selection_score(val_f1, epoch),
             "resumed_from_epoch": state["resumed_from_epoch"], "train_rows": seen,
             "epoch_seconds": time.perf_counter() - started, "lr_head": optimizer.param_groups[-1]["lr"],
         }

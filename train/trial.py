@@ -91,7 +91,7 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
             name=f"{run['run_name']}-{branch}-fold{fold}-{trial_id}",
             storage_path=path, storage_filesystem=fs if storage.is_remote(run["storage_uri"]) else None,
             checkpoint_config=CheckpointConfig(num_to_keep=int(preset["num_to_keep"]),
-                                               checkpoint_score_attribute="val_macro_f1",
+                                               checkpoint_score_attribute="val_selection",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=int(preset["max_failures"])),
             callbacks=[epoch_lines(run.get("progress_sink"), branch, fold, int(preset["epochs"]))],
@@ -100,10 +100,10 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
-    best = result.get_best_checkpoint(metric="val_macro_f1", mode="max")
-    if best is None:
+    if not result.best_checkpoints:
         raise RuntimeError(f"{branch} fold {fold}: training reported no checkpoint")
-    best_metrics = max((m for _, m in result.best_checkpoints), key=lambda m: m["val_macro_f1"])
+    # One pair, so the exported checkpoint and the epoch the report names are the same (train.step.selection_score).
+    best, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1]["val_selection"])
     last = result.metrics or {}
     tune.report({
         "fold": fold, "val_macro_f1": float(best_metrics["val_macro_f1"]), "best_epoch": int(best_metrics["epoch"]),
@@ -124,7 +124,7 @@ def epoch_lines(sink, branch: str, fold: int, epochs: int):
             m = metrics[0] if metrics else {}
             if "epoch" not in m:
                 return
-            best = " (best)" if m.get("val_macro_f1") == m.get("best_val_macro_f1") else ""
+            best = " (best)" if m.get("improved") else ""
             report_event(sink, f"  {branch} fold {fold} epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.3f}, "
                                f"val macro-F1 {m['val_macro_f1']:.3f}{best}, {m.get('epoch_seconds', 0):.0f} s")
             report(sink, 1)
