@@ -46,6 +46,9 @@ def test_demo_leaves_catalogue_bundle_and_labels_and_a_short_console(tmp_path):
                  str(workdir / "bundle"), "songs/s", "labeler recipe --data", "docs/real-music.md"):
         assert text in out, text
     assert lines[-1].startswith("  labeler label --catalogue")
+    # the label line counts songs labelled (by the Predictor), and ends with every catalogue row
+    n = catalogue.num_rows
+    assert any(line.startswith("label ") and f" {n}/{n} songs" in line for line in lines), out
 
 
 def test_demo_config_rejects_too_few_songs():

@@ -36,7 +36,7 @@ def _lyrics_tokenizer(tokenizer: TokenizerSource, lyrics_json: str):
 
 
 def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, tokenizer: TokenizerSource | None,
-                    lyrics_json: str, keep_audio_uri: bool = False, progress_sink=None,
+                    lyrics_json: str, keep_audio_uri: bool = False,
                     max_retries: int = DEFAULT_RETRIES) -> dict[str, np.ndarray]:
     """CPU stage: decode + chorus + log-mel (when the bundle uses audio), tokenise (when it uses lyrics).
 
@@ -52,9 +52,6 @@ def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, token
     for name in ERROR_COLUMNS:
         if name in batch:
             batch[name] = _no_error_as_empty(batch[name])
-    from labeler.console import report  # noqa: PLC0415
-
-    report(progress_sink, len(batch["song_id"]))  # featurising is the job's cost: count songs here
     return batch
 
 
