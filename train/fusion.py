@@ -191,7 +191,7 @@ def branch_parts(model, cache_uri: str, folds: list[int], mode: str, descriptors
     import torch  # noqa: PLC0415
 
     from train.feature_cache import branch_columns, read_split, target_column  # noqa: PLC0415
-    from train.loop import model_inputs, targets_for_mode  # noqa: PLC0415
+    from train.loop import forward_kwargs, targets_for_mode  # noqa: PLC0415
 
     columns = branch_columns("fusion", descriptors, mode, embeddings) + ["fold", "lyrics_text"]
     ds = read_split(cache_uri, folds, columns, None)
@@ -202,7 +202,7 @@ def branch_parts(model, cache_uri: str, folds: list[int], mode: str, descriptors
             out["texts"].append(np.array([str(t) if ok else None for t, ok in zip(batch.pop("lyrics_text"),
                                                                                   batch["has_lyrics"])], dtype=object))
             batch = {name: torch.as_tensor(np.asarray(v)) for name, v in batch.items()}
-            result = model(**model_inputs(batch, "fusion", torch.device("cpu")))
+            result = model(**forward_kwargs(batch, "fusion", torch.device("cpu")))
             out["log_a"].append(result.branch_logprobs[0].double().numpy())
             out["log_l"].append(result.branch_logprobs[1].double().numpy())
             out["has_audio"].append(result.has_audio.numpy())

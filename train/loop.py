@@ -159,7 +159,7 @@ def make_scheduler(optimizer, total_steps: int, warmup_fraction: float):
 # ---------------------------------------------------------------------------------------- batches
 
 
-def model_inputs(batch: dict, branch: str, device) -> dict:
+def forward_kwargs(batch: dict, branch: str, device) -> dict:
     """The forward() keyword arguments of a batch from the feature cache, for one branch."""
     out: dict = {}
     if branch in ("audio", "fusion"):
@@ -190,7 +190,7 @@ def _target(mode: str) -> str:
 
 def step_batches(batches, branch: str, mode: str, device):
     """Feature-cache batches as the (forward kwargs, targets) pairs `train.step` takes."""
-    return ((model_inputs(batch, branch, device), batch_targets(batch, mode, device)) for batch in batches)
+    return ((forward_kwargs(batch, branch, device), batch_targets(batch, mode, device)) for batch in batches)
 
 
 def predict_logits(model, batches, branch: str, mode: str, device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
