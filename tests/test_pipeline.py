@@ -208,6 +208,9 @@ def test_resources_follow_the_cluster_and_flags():
         # a whole CPU always stays free beside the actors (Ray Data's ListFiles task takes one): never waits forever
         assert heavy.max_actors * heavy.actor_cpus <= cpus - 1
     assert resolve_resources(LabelJobConfig(), {"CPU": 1}, heavy_predictor=True).predictor_threads is None
+    # actors that would hold every CPU from the start would wait forever for Ray Data's ListFiles: refused
+    with pytest.raises(ValueError, match="would wait forever: lower --min-actors"):
+        resolve_resources(LabelJobConfig(min_actors=2), {"CPU": 2})
     pinned = resolve_resources(LabelJobConfig(max_actors=1, featurise_cpus=0.5), {"CPU": 2}, heavy_predictor=True)
     assert (pinned.max_actors, pinned.actor_cpus, pinned.featurise_cpus) == (1, 1.0, 0.5)  # flags win
     assert resolve_resources(LabelJobConfig(), {"CPU": 16, "GPU": 2}, heavy_predictor=True).actor_cpus == 1.0

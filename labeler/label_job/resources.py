@@ -90,6 +90,10 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_p
         # are a third of the work and mostly idle.
         actor_cpus = round(min(share, cpus - 1) / max_actors, 2)
         featurise_cpus = max(0.25, round((cpus - actor_cpus * max_actors) / cpus, 2))
+    if cpus >= 2 and min_actors * actor_cpus > cpus - 1:
+        raise ValueError(f"{min_actors} Predictor actor(s) of {actor_cpus:g} CPU would hold {min_actors * actor_cpus:g} of "
+                         f"the cluster's {cpus} CPUs from the start; Ray Data's own tasks need a whole CPU beside them, "
+                         f"so the job would wait forever: lower --min-actors (or give the cluster more CPUs)")
     return Resources(
         actor_cpus=actor_cpus,
         predictor_threads=predictor_threads,
