@@ -45,8 +45,8 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_p
     """Fill unset knobs from `ray.cluster_resources()`.
 
     With GPUs: one Predictor actor per GPU (the pool grows from one), batches of 64, and one CPU per
-    featurise task. CPU only: featurising dominates (decoding and the chorus search cost several
-    times a batched CNN + MiniLM pass), so Predictor actors are few (one per 8 CPUs, one CPU each)
+    featurise task. CPU only, with a light network (Cnn6, lyrics only): featurising dominates (decoding
+    and the chorus search cost several times a batched CNN + MiniLM pass), so Predictor actors are few (one per 8 CPUs, one CPU each)
     and featurise tasks reserve less than a CPU, so that one task per CPU still fits beside the
     actors, which sit idle most of the time. Featurise batches of 16 songs, predict batches of 32 on
     CPU: on 2 cores with 1,000 30-s songs, 16/32 ran at 11.1 songs/s against 8.7 for 8/16 (per-task
