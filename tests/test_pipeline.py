@@ -29,7 +29,7 @@ from labeler.labels import QUADRANTS, quadrant_probs_to_axes
 from labeler.lease import Lease, LeaseHeldError
 from labeler.bundle_info import BundleInfo
 from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue, resolve_resources
-from labeler.label_job.resources import predictor_is_heavy
+from labeler.audio.config import uses_musicnn_frontend
 from labeler.label_job.resume import infrastructure_failure
 from labeler.label_rows import error_kind, label_rows
 from labeler.schemas import LABELS, SchemaError, validate
@@ -198,8 +198,8 @@ def test_resources_follow_the_cluster_and_flags():
     assert (cpu.featurise_batch_size, cpu.predict_batch_size) == (16, 32)
     assert resolve_resources(LabelJobConfig(), {"CPU": 32}).max_actors == 4
     # MusiCNN's network outweighs featurising on CPU: 3/4 of the CPUs go to actors of at most 4 CPUs (threads)
-    assert predictor_is_heavy({"frontend": "musicnn"}) and not predictor_is_heavy({"frontend": "logmel"})
-    assert not predictor_is_heavy(None)
+    assert uses_musicnn_frontend({"frontend": "musicnn"}) and not uses_musicnn_frontend({"frontend": "panns"})
+    assert not uses_musicnn_frontend(None) and not uses_musicnn_frontend({})
     for cpus, actors, actor_cpus, threads, featurise_cpus in ((2, 1, 1.0, 2, 0.5), (4, 1, 3.0, 3, 0.25),
                                                              (16, 3, 4.0, 4, 0.25), (64, 12, 4.0, 4, 0.25)):
         heavy = resolve_resources(LabelJobConfig(), {"CPU": cpus}, heavy_predictor=True)

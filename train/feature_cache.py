@@ -261,8 +261,9 @@ def target_column(mode: str) -> str:
 def caches_embeddings(featurizer) -> bool:
     """Whether a model with this featurizer (a FeaturizerConfig, its dict, or None for no audio) trains on
     the cache's frozen-MusiCNN `patch_embeddings` instead of the log-mel: the musicnn front end."""
-    frontend = featurizer.get("frontend") if isinstance(featurizer, dict) else getattr(featurizer, "frontend", None)
-    return frontend == "musicnn"
+    from labeler.audio.config import uses_musicnn_frontend  # noqa: PLC0415
+
+    return uses_musicnn_frontend(featurizer)
 
 
 def branch_columns(branch: str, descriptors: bool = False, mode: str = "4Q", embeddings: bool = False) -> list[str]:

@@ -39,6 +39,14 @@ MUSICNN_GEOMETRY = {"sample_rate": 16000, "window_size": 512, "hop_size": 256, "
 MUSICNN_PATCH_FRAMES = 187  # 3 s
 
 
+def uses_musicnn_frontend(featurizer) -> bool:
+    """Whether a featurizer (a FeaturizerConfig, its dict as stored in a bundle, or None/{} for no audio) feeds
+    the pretrained MusiCNN: training then caches the frozen encoder's patch embeddings, and on CPU the
+    labelling Predictor costs more than featurising (labeler.label_job.resources)."""
+    frontend = featurizer.get("frontend") if isinstance(featurizer, dict) else getattr(featurizer, "frontend", None)
+    return frontend == "musicnn"
+
+
 @dataclass(frozen=True)
 class FeaturizerConfig:
     """Every parameter that changes the features; stored in the model bundle (see `fingerprint`)."""

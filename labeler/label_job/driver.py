@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from labeler import storage
+from labeler.audio.config import uses_musicnn_frontend
 from labeler.bundle_info import BundleInfo, read_bundle_info
 from labeler.isolate import DEFAULT_RETRIES
 from labeler.label_job.config import LabelJobConfig
@@ -36,7 +37,7 @@ from labeler.label_job.layout import (
     report_stale_staging,
 )
 from labeler.label_job.plan import filter_ids, release_memory, todo_filter, validated_catalogue
-from labeler.label_job.resources import Resources, predictor_is_heavy, resolve_resources
+from labeler.label_job.resources import Resources, resolve_resources
 from labeler.label_job.resume import run_with_resumes
 from labeler.label_job.summary import LabelSummary, finish
 from labeler.lease import Fence, Lease
@@ -216,7 +217,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
 
             start_ray(config.address)
             res = resolve_resources(config, ray.cluster_resources(),
-                                    heavy_predictor=info.uses_audio and predictor_is_heavy(info.featurizer))
+                                    heavy_predictor=info.uses_audio and uses_musicnn_frontend(info.featurizer))
             log.info("resources: %s", res)
             summary.plan = res.describe()
             report_stale_staging(layout)

@@ -52,7 +52,7 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_p
     CPU: on 2 cores with 1,000 30-s songs, 16/32 ran at 11.1 songs/s against 8.7 for 8/16 (per-task
     and per-call overheads), and 32/32 at 11.5 was within noise of it (bench/bench_label.py).
 
-    `heavy_predictor` (a MusiCNN audio model, see predictor_is_heavy): on CPU the network costs more than
+    `heavy_predictor` (a MusiCNN audio model: labeler.audio.config.uses_musicnn_frontend): on CPU the network costs more than
     featurising, so HEAVY_PREDICTOR_SHARE of the CPUs go to Predictor actors (at most MAX_ACTOR_THREADS
     CPUs each; the Predictor runs as many torch threads as its actor holds) and featurise tasks share the
     rest. On 2 CPUs: one actor of 1 CPU running 2 threads instead of 1.
@@ -104,9 +104,3 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_p
         max_actors=max_actors,
         use_gpu=use_gpu,
     )
-
-
-def predictor_is_heavy(featurizer: dict | None) -> bool:
-    """True when the bundle's audio model is MusiCNN (its featuriser writes the musicnn log-mel): on CPU its
-    network costs more per song than featurising does (see HEAVY_PREDICTOR_SHARE)."""
-    return bool(featurizer) and featurizer.get("frontend") == "musicnn"
