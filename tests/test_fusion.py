@@ -59,7 +59,33 @@ def test_choose_scores_late_candidates_by_cross_fitting_and_keeps_the_head_when_
     assert set(choice["val_macro_f1"]) == {"average", "logreg", "gated", "head"}
     assert choice["winner"] != "head"
     assert all(0.0 <= v <= 1.0 for v in choice["val_macro_f1"].values())
-    assert fusion.choose(log_a, log_l, y, N_CLASSES, head_val_macro_f1=1.0)["winner"] == "head"
+    best_late = max(v for k, v in choice["val_macro_f1"].items() if k != "head")
+    assert fusion.choose(log_a, log_l, y, N_CLASSES, head_val_macro_f1=1.0)["winner"] == (
+        "head" if best_late < 1.0 - choice["tolerance"] else choice["winner"])
+
+
+def test_one_standard_error_is_a_proportions_and_shrinks_with_the_validation_fold():
+    adjusted = (0.4 * 40 + 2) / 44
+    assert fusion.one_standard_error(0.4, 40) == pytest.approx(np.sqrt(adjusted * (1 - adjusted) / 44))  # ~0.075
+    assert fusion.one_standard_error(0.4, 4000) == pytest.approx(0.0077, abs=1e-4)
+    # A perfect score on 40 songs is not certain: the demo's head scored 1.0 on validation and 0.8 on test.
+    assert 0.02 < fusion.one_standard_error(1.0, 40) < 0.05
+    assert fusion.one_standard_error(0.5, 0) == 0.0
+
+
+def test_the_simplest_candidate_within_one_standard_error_wins():
+    scores = {"average": 0.40, "gated": 0.44, "logreg": 0.47, "head": 0.50}
+    assert fusion.simplest_within(scores, 0.077) == "gated"  # 0.44 >= 0.50 - 0.077; average is 0.1 behind
+    assert fusion.simplest_within(scores, 0.10) == "average"  # a tie at the edge keeps the simpler
+    assert fusion.simplest_within(scores, 0.0) == "head"  # a large validation fold: the plain argmax
+    assert fusion.simplest_within({"average": 0.5, "head": 0.5}, 0.0) == "average"  # equal: the simpler
+
+
+def test_choose_records_the_tolerance_it_used():
+    log_a, log_l, y = branches()
+    choice = fusion.choose(log_a, log_l, y, N_CLASSES, head_val_macro_f1=0.0)
+    assert choice["winner"] != "head"
+    assert choice["tolerance"] == pytest.approx(fusion.one_standard_error(max(choice["val_macro_f1"].values()), len(y)))
 
 
 def test_one_modality_rows_take_their_branch():

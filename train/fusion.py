@@ -14,8 +14,10 @@ The math is `labeler.models.LateFusion`'s, in numpy (`combine`); a test checks t
 among candidates fitted on the validation fold by their score on that same fold would favour the most
 flexible, so each late candidate is scored by cross-fitting inside the validation fold (fit on 4/5,
 predict the other 1/5, macro-F1 of the pooled predictions); the head keeps its own validation
-macro-F1 (that of its checkpoint, itself chosen on validation, so if anything flattered). The test
-fold is only scored, never used to choose.
+macro-F1 (that of its checkpoint, itself chosen on validation, so if anything flattered). The fold
+keeps the simplest candidate within one standard error of the best score (`one_standard_error`): on
+the small validation folds of a development slice the scores' noise is larger than most gaps between
+them. The test fold is only scored, never used to choose.
 
 Functions work on any two branches' calibrated log-probabilities, so `bench/bench_fusion.py` uses them
 over baseline branches too.
@@ -35,7 +37,7 @@ from sklearn.model_selection import StratifiedKFold
 log = logging.getLogger(__name__)
 
 LATE_KINDS: tuple[str, ...] = ("average", "logreg", "gated")
-# Preference on equal validation scores: the simplest first.
+# The simplest first: the one-standard-error rule keeps the first within the tolerance of the best.
 PREFERENCE: tuple[str, ...] = ("average", "gated", "logreg", "head")
 AVERAGE_GRID = np.linspace(0.0, 1.0, 21)
 ABSENT_CLASS_BIAS = -20.0
@@ -136,8 +138,9 @@ def choose(log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classes: int,
            head_val_macro_f1: float | None = None) -> dict:
     """Fit every late candidate on the validation rows with both modalities and pick the fusion to keep.
 
-    Returns {"winner", "val_macro_f1": {candidate: score}, "params": {late candidate: params}}; the
-    params are refitted on all those validation rows.
+    The winner is the simplest candidate (PREFERENCE) within one standard error of the best validation
+    score (`one_standard_error`). Returns {"winner", "val_macro_f1": {candidate: score}, "params":
+    {late candidate: params}, "tolerance"}; the params are refitted on all those validation rows.
     """
     scores: dict[str, float] = {}
     params: dict[str, dict] = {}
@@ -146,8 +149,32 @@ def choose(log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classes: int,
         params[kind] = fit(kind, log_a, log_l, y, n_classes)
     if head_val_macro_f1 is not None:
         scores["head"] = float(head_val_macro_f1)
-    winner = max(scores, key=lambda k: (round(scores[k], 9), -PREFERENCE.index(k)))
-    return {"winner": winner, "val_macro_f1": scores, "params": params}
+    tolerance = one_standard_error(max(scores.values()), len(y))
+    winner = simplest_within(scores, tolerance)
+    return {"winner": winner, "val_macro_f1": scores, "params": params, "tolerance": tolerance}
+
+
+def one_standard_error(score: float, n: int) -> float:
+    """The standard error of a score near `score` measured on `n` songs, as for a proportion.
+
+    Why: a validation fold of 40 songs measures macro-F1 to about +-0.08, and the candidates' scores
+    are not equally honest (the head's is the best of its epochs on that same fold, the late ones
+    are cross-fitted), so the highest score alone rewards the most flexible candidate. The
+    one-standard-error rule (Hastie, Tibshirani & Friedman, ESL 7.10) keeps the simplest candidate
+    within this distance of the best; on a large validation fold it shrinks towards the plain argmax.
+    Agresti-Coull's adjusted proportion (s n + 2) / (n + 4) keeps it above zero at a perfect score,
+    where a small fold's 1.0 is exactly the overfit it must not trust.
+    """
+    if n <= 0:
+        return 0.0
+    s = (min(max(float(score), 0.0), 1.0) * n + 2.0) / (n + 4.0)
+    return float(np.sqrt(s * (1.0 - s) / (n + 4.0)))
+
+
+def simplest_within(scores: dict[str, float], tolerance: float) -> str:
+    """The first candidate in PREFERENCE whose score is within `tolerance` of the best."""
+    best = max(scores.values())
+    return next(k for k in PREFERENCE if k in scores and scores[k] >= best - tolerance - 1e-9)
 
 
 # --------------------------------------------------------------------------------- one fold of a run
@@ -270,8 +297,10 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
                                 "lyrics_bundle": storage.describe(fold_config["lyrics_bundle"])},
                     metrics={"val_macro_f1": choice["val_macro_f1"][winner], "test": done["metrics"],
                              "calibration": calibration,
-                             "fusion_selection": {"val_macro_f1": choice["val_macro_f1"], "winner": winner}},
+                             "fusion_selection": {"val_macro_f1": choice["val_macro_f1"], "winner": winner,
+                                                  "tolerance": choice["tolerance"]}},
                     temperature=done["temperature"], descriptor_stats=fold_config.get("descriptor_stats"),
                     ambiguous_threshold=done["threshold"], lexical=stackers[winner])
-    return {"winner": winner, "selection": {"val_macro_f1": choice["val_macro_f1"], "params": choice["params"]},
+    return {"winner": winner, "selection": {"val_macro_f1": choice["val_macro_f1"], "params": choice["params"],
+                                            "tolerance": choice["tolerance"]},
             "variants": variants, "metrics": variants[winner], "calibration": calibration}
