@@ -7,23 +7,26 @@ fitting and choice of late/gated fusion); the other three (120 songs) train.
 
 Rows (all on the same splits):
 
-* branches, trained as `cpu-small` does (bench/realdata_cv.py's loop): audio = Hybrid (quarter-width
-  Cnn6 + descriptors, 8-s automatic chorus), lyrics = MiniLM-L6 fine-tuned (128 tokens, lower 4 layers
-  frozen); each calibrated by its validation-fold temperature;
-* fusion over those branches: the fusion head (concatenated embeddings, modality dropout, trained on the
-  training folds from the two branch models), late fusion (weighted average, logistic regression) and
-  gated fusion (train.fusion, fitted on the validation fold), and `fusion (chosen)`: per fold the one
-  of the four with the best validation score (train.fusion.choose), which is what `labeler train` keeps;
-* late fusion over two baselines (descriptors + LR, TF-IDF + LR), the same way (cheap branches);
+* the product's own trained models (`--run R`): a run of the production training on the same
+  manifest, made with
+
+      labeler prepare --dataset mirex=../shared/data/mirex --folds 5 --cv ALL --output M
+      labeler train --manifest M --branch all --mode classes --preset cpu-small --folds all --output R
+
+  read back from `R/report.json`: the audio branch (frozen MusiCNN + head), the stacked lyrics branch,
+  the fusion head and the late and gated fusions fitted on validation (`train.fusion`), the fusion the
+  run kept (the simplest within one standard error of the best validation score) and, for comparison,
+  the fusion the plain best validation score would have kept, each scored on the test folds;
+* late fusion over two baselines (descriptors + LR, TF-IDF + LR or frozen MiniLM + LR), the same way;
 * baselines fitted on the training folds: log-mel statistics + LR, descriptors + LR, TF-IDF + LR,
   frozen MiniLM embeddings + LR.
 
-Features, token ids, frozen embeddings and every branch's per-fold logits are cached under --cache
-(default /tmp/fusion), so a second run only re-scores. 200 songs are a development slice: the spread
-over folds is wide and the figures are not the models' accuracy on real catalogues.
+Features and frozen embeddings are cached under --cache (default /tmp/fusion), so a second run only
+re-scores. 200 songs are a development slice: the spread over folds is wide and the figures are not
+the models' accuracy on real catalogues.
 
-    MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_fusion.py
-    .venv/bin/python bench/bench_fusion.py --data ../shared/data --skip-networks     # baselines + their fusion only
+    MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_fusion.py --run R
+    .venv/bin/python bench/bench_fusion.py --data ../shared/data     # baselines + their fusion only
 """
 
 from __future__ import annotations
@@ -41,41 +44,7 @@ from scipy.special import log_softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
 
-from bench.realdata_cv import ModelResult, cv_baseline, logits_of, markdown_table, splits, train_network  # noqa: E402
-
-
-def branch_logits(name: str, cache: Path, build, inputs, y, folds, k, preset, classes, prepare=None) -> dict:
-    """Per test fold: validation and test logits of a network trained on the training folds, and T.
-
-    Cached in `cache/<name>.npz` (one run trains each network once).
-    """
-    path = cache / f"{name}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            print(f"{name}: logits reused from {path}")
-            return {"val": {f: z[f"val{f}"] for f in range(k)}, "test": {f: z[f"test{f}"] for f in range(k)},
-                    "temperature": z["temperature"].tolist(), "cpu": float(z["cpu"]), "wall": float(z["wall"]),
-                    "models": None}
-    out: dict = {"val": {}, "test": {}, "temperature": [], "models": {}}
-    started, cpu0 = time.perf_counter(), time.process_time()
-    for test_fold, train_idx, val_idx, test_idx in splits(folds, k):
-        print(f"  {name} fold {test_fold}: train {len(train_idx)}, val {len(val_idx)}, test {len(test_idx)}")
-
-        def built(train_idx=train_idx, test_fold=test_fold):
-            model = build(test_fold)
-            if prepare is not None:
-                prepare(model, train_idx)
-            return model
-
-        model, _, temperature = train_network(built, inputs, y, train_idx, val_idx, preset, classes, seed=preset.seed + test_fold)
-        out["val"][test_fold] = logits_of(model, inputs, val_idx)
-        out["test"][test_fold] = logits_of(model, inputs, test_idx)
-        out["temperature"].append(temperature)
-        out["models"][test_fold] = model
-    out["wall"], out["cpu"] = time.perf_counter() - started, time.process_time() - cpu0
-    np.savez(path, temperature=np.asarray(out["temperature"]), cpu=out["cpu"], wall=out["wall"],
-             **{f"val{f}": v for f, v in out["val"].items()}, **{f"test{f}": v for f, v in out["test"].items()})
-    return out
+from bench.realdata_cv import ModelResult, cv_baseline, markdown_table, splits  # noqa: E402
 
 
 def scored(name: str, kind: str, per_fold_probs: dict, y, folds, k, classes, wall: float, cpu: float, note: str = "") -> ModelResult:
@@ -126,25 +95,55 @@ def fusion_rows(prefix: str, audio: dict, lyrics: dict, y, folds, k, classes, he
     return rows
 
 
+def run_rows(run: Path, folds: np.ndarray, k: int) -> list[ModelResult]:
+    """The production run's branches and fusions on the test folds, read from its report.json.
+
+    The run must have trained every fold on this slice's folds (checked: the same test songs per fold).
+    """
+    from train import fusion
+
+    report = json.loads((run / "report.json").read_text())
+    branches, selection = report["branches"], report["selection"]["fusion"]
+    sizes = {str(f): int((folds == f).sum()) for f in range(k)}
+    have = {f: m["n"] for f, m in branches["audio"]["folds"].items()}
+    if have != sizes:
+        raise SystemExit(f"{run} was not trained on every fold of this slice: test fold sizes {have}, expected {sizes}")
+    times = report.get("provenance", {}).get("seconds", {})
+    rows = []
+    for name, key, note in (("audio: MusiCNN (cpu-small)", "audio", "frozen MSD_musicnn + head, 10-s chorus"),
+                            ("lyrics: stacked (cpu-small)", "lyrics", "frozen MiniLM windows + head, stacked with TF-IDF"),
+                            ("fusion head", "fusion_head", "concatenated embeddings, modality dropout"),
+                            ("branches late: weighted average", "fusion_average", "fitted on validation"),
+                            ("branches late: logistic regression", "fusion_logreg", "fitted on validation"),
+                            ("branches gated", "fusion_gated", "fitted on validation")):
+        rows.append(ModelResult(name, "branch" if key in ("audio", "lyrics") else "fusion",
+                                folds=dict(branches[key]["folds"]), seconds=float(times.get(key, 0.0)), note=note))
+    kept = ModelResult("fusion kept by the run (one-SE rule)", "fusion", folds=dict(branches["fusion"]["folds"]))
+    argmax = ModelResult("fusion the best validation score would keep", "fusion")
+    for fold, s in selection.items():
+        scores = s["fusion"]["val_macro_f1"]
+        best = max(scores, key=lambda c: (round(scores[c], 9), -fusion.PREFERENCE.index(c)))
+        argmax.folds[fold] = branches[f"fusion_{best}"]["folds"][fold]
+        kept.note += f"{fold}: {s['fusion']['winner']} ({', '.join(f'{c} {v:.2f}' for c, v in scores.items())}; " \
+                     f"SE {s['fusion']['tolerance']:.3f}); "
+        argmax.note += f"{fold}: {best}; "
+    return rows + [kept, argmax]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA", "../shared/data"))
     parser.add_argument("--cache", default="/tmp/fusion", help="folder for cached features and per-fold logits")
-    parser.add_argument("--audio-epochs", type=int, default=12)
-    parser.add_argument("--lyrics-epochs", type=int, default=3)
-    parser.add_argument("--fusion-epochs", type=int, default=3)
     parser.add_argument("--clip-seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-networks", action="store_true", help="baselines and their late fusion only")
+    parser.add_argument("--run", default=None,
+                        help="a `labeler train --folds all` run on the same manifest: its models' rows beside the baselines")
     parser.add_argument("--json", default=None, help="write every row's summary here")
     args = parser.parse_args(argv)
 
     from bench.bench_real_audio import cached_features, featurizer_config
-    from bench.bench_real_lyrics import frozen_embeddings
-    from labeler.audio import DESCRIPTOR_DIM
-    from labeler.lyrics import LyricsConfig, clean_lyrics, tokenize
-    from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
-    from labeler.pretrained import load_tokenizer
+    from bench.bench_real_lyrics import head_tail_vectors
+    from labeler.lyrics import clean_lyrics
     from train.baselines import audio_baseline, lyrics_baseline, vector_baseline
     from train.calibration import fit_temperature
     from train.datasets.mirex import prepare_mirex
@@ -175,17 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     log_mel, descriptors = feats["log_mel"].astype(np.float32), feats["descriptors"].astype(np.float32)
     print(f"audio features in {time.perf_counter() - t0:.0f} s")
 
-    tokenizer = load_tokenizer(preset.lyrics_encoder)
-    ids, mask = tokenize(tokenizer, [clean_lyrics(t) for t in texts], LyricsConfig(max_tokens=preset.max_tokens,
-                                                                                 long_policy=preset.long_policy))
-    lyrics_model_cfg = LyricsEncoderConfig(name_or_path=preset.lyrics_encoder, dropout=preset.lyrics_dropout)
-    frozen_path = cache / "mirex_minilm_frozen.npy"
-    if frozen_path.exists():
-        frozen = np.load(frozen_path)
-    else:
-        frozen = frozen_embeddings(ModelConfig(branch="lyrics", mode="classes", classes=classes, audio=None,
-                                               lyrics=lyrics_model_cfg), ids, mask)
-        np.save(frozen_path, frozen)
+    # the frozen-encoder baseline: all-MiniLM-L6-v2 mean-pooled over the head+tail 128 tokens
+    frozen = head_tail_vectors([clean_lyrics(t) for t in texts], cache / "mirex_minilm", 128)
 
     results: list[ModelResult] = [
         cv_baseline("log-mel statistics + LR", audio_baseline, log_mel, y, folds, k, classes),
@@ -215,46 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     results += fusion_rows("baselines (descriptors LR + frozen MiniLM LR)", descriptor_branch,
                            baseline_branch(vector_baseline, frozen), y, folds, k, classes)
 
-    if not args.skip_networks:
-        audio_preset = get_preset("cpu-small", clip_seconds=args.clip_seconds, epochs=args.audio_epochs, patience=4)
-        lyrics_preset = get_preset("cpu-small", epochs=args.lyrics_epochs, patience=2)
-        fusion_preset = get_preset("cpu-small", epochs=args.fusion_epochs, patience=2)
-        cnn = AudioCnnConfig(arch="Cnn6", n_mels=preset.n_mels, width=preset.audio_width,
-                             embedding_dim=preset.audio_embedding_dim, dropout=preset.audio_dropout,
-                             spec_augment=preset.spec_augment, descriptor_dim=DESCRIPTOR_DIM)
-        audio_cfg = ModelConfig(branch="audio", mode="classes", classes=classes, audio=cnn, lyrics=None,
-                                dropout=preset.head_dropout)
-        lyrics_cfg = ModelConfig(branch="lyrics", mode="classes", classes=classes, audio=None, lyrics=lyrics_model_cfg,
-                                 dropout=preset.head_dropout)
-
-        def descriptor_stats(model, train_idx):
-            d = descriptors[train_idx]
-            model.audio_encoder.set_descriptor_stats(d.mean(axis=0), d.std(axis=0))
-
-        audio = branch_logits("audio_hybrid", cache, lambda f: EmotionModel(audio_cfg),
-                              {"log_mel": log_mel, "descriptors": descriptors}, y, folds, k, audio_preset, classes,
-                              prepare=descriptor_stats)
-        lyrics = branch_logits("lyrics_minilm", cache, lambda f: EmotionModel.from_pretrained_branches(lyrics_cfg),
-                               {"input_ids": ids, "attention_mask": mask}, y, folds, k, lyrics_preset, classes)
-        head = None
-        if audio["models"] is not None and lyrics["models"] is not None or (cache / "fusion_head.npz").exists():
-            fusion_cfg = ModelConfig(branch="fusion", mode="classes", classes=classes, audio=cnn, lyrics=lyrics_model_cfg,
-                                     hidden_dim=preset.hidden_dim, dropout=preset.head_dropout,
-                                     modality_dropout=preset.modality_dropout)
-            head = branch_logits(
-                "fusion_head", cache,
-                lambda f: EmotionModel.fusion_from_branches(audio["models"][f], lyrics["models"][f], fusion_cfg),
-                {"log_mel": log_mel, "descriptors": descriptors, "input_ids": ids, "attention_mask": mask},
-                y, folds, k, fusion_preset, classes)
-        for name, branch, note in (("audio: Hybrid", audio, f"<= {args.audio_epochs} epochs"),
-                                   ("lyrics: MiniLM fine-tuned", lyrics, f"<= {args.lyrics_epochs} epochs, 128 tokens")):
-            probs = {f: np.exp(log_softmax(branch["test"][f] / branch["temperature"][f], axis=1)) for f in range(k)}
-            results.append(scored(name, "branch", probs, y, folds, k, classes, branch["wall"], branch["cpu"], note))
-        if head is not None:
-            probs = {f: np.exp(log_softmax(head["test"][f] / head["temperature"][f], axis=1)) for f in range(k)}
-            results.append(scored("fusion head", "fusion", probs, y, folds, k, classes, head["wall"], head["cpu"],
-                                  f"from the fold's branches, <= {args.fusion_epochs} epochs"))
-        results += fusion_rows("branches", audio, lyrics, y, folds, k, classes, head)
+    if args.run:
+        results += run_rows(Path(args.run), folds, k)
 
     total = time.perf_counter() - started
     print()

@@ -12,6 +12,8 @@ Models (all on the same split):
 - `minilm_frozen_head128_lr` (baseline): frozen all-MiniLM-L6-v2, masked mean over the first
   128-token window, + train.baselines.vector_baseline (C=1).
 - `minilm_frozen_windows_lr` (baseline): the same on whole-lyric windows (mean of window vectors).
+- `minilm_frozen_head_tail{128,256,512}_lr`: the same on one window truncated head+tail (the first and
+  last halves) to 128, 256 or 512 tokens, the policy whole-lyric windows replace.
 - `lexical` (branch part): labeler.lexical.LexicalModel (word 1-2 + char_wb 2-5 TF-IDF), C on validation.
 - `encoder_windows` (branch part): the frozen windowed encoder + the branch's linear head trained by
   the training code (AdamW, class weights, warmup + cosine, early stopping on validation macro-F1;
@@ -19,6 +21,10 @@ Models (all on the same split):
   with a frozen encoder in eval mode, minus the repeated encoder passes.
 - `stacked` (the branch): LexicalModel.fit_stack on the validation fold's logits of the two parts,
   then the temperature on the validation fold's cross-fitted stacked logits (train.stacking's order).
+
+Calibration: besides each fold's ECE (271 test songs), the ECE of all 1,354 out-of-fold predictions
+pooled, and beside each its floor (`realdata_cv.ece_floor`: the ECE a perfectly calibrated model with
+the same probabilities shows on that many songs, from finite-sample noise alone).
 
 The frozen encoder's window vectors are computed once with the product's tokenisation
 (labeler.lyrics.tokenize with max_windows) and encoder (LyricsEncoder pooling) and cached under
@@ -42,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
 
-from bench.realdata_cv import ModelResult, cv_baseline, markdown_table, splits, train_network  # noqa: E402
+from bench.realdata_cv import ModelResult, cv_baseline, ece_floor, markdown_table, splits, train_network  # noqa: E402
 from labeler.labels import class_names  # noqa: E402
 
 WINDOW_TOKENS, OVERLAP, ALL_WINDOWS = 128, 16, 32
@@ -91,6 +97,26 @@ def window_vectors(texts: list[str], cache: Path) -> tuple[np.ndarray, np.ndarra
     return emb, owner
 
 
+def head_tail_vectors(texts: list[str], cache: Path, tokens: int) -> np.ndarray:
+    """One vector per song from the head+tail truncation at `tokens` (the one-window policy), cached."""
+    from labeler.lyrics import LyricsConfig, tokenize
+
+    path = cache / f"head_tail{tokens}.npy"
+    if path.exists():
+        return np.load(path)
+    encoder, tokenizer = encoder_and_tokenizer()
+    ids, mask = tokenize(tokenizer, texts, LyricsConfig(max_tokens=tokens, long_policy="head_tail"))
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = np.concatenate([encoder._pool(torch.as_tensor(ids[i:i + 32], dtype=torch.long),
+                                            torch.as_tensor(mask[i:i + 32], dtype=torch.long)).float().numpy()
+                              for i in range(0, len(ids), 32)])
+    print(f"encoded {len(texts)} songs truncated head+tail to {tokens} tokens in {time.perf_counter() - t0:.0f} s")
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
 def song_vectors(emb: np.ndarray, owner: np.ndarray, n_songs: int, max_windows: int) -> np.ndarray:
     """Mean of each song's windows, at most `max_windows` spread evenly (the product's cap)."""
     out = np.zeros((n_songs, emb.shape[1]), dtype=np.float32)
@@ -130,10 +156,11 @@ def head_model(vectors: np.ndarray, dropout: float):
 def cv_stacked(texts, vectors, y, folds, k, classes, preset, lexical_grid, log=print) -> list[ModelResult]:
     """The branch's parts and the stacked branch, with every choice on the validation fold."""
     from labeler.lexical import LexicalConfig, LexicalModel
-    from train.calibration import apply_temperature, fit_temperature
+    from train.calibration import apply_temperature, expected_calibration_error, fit_temperature
     from train.metrics import classification_metrics
 
     results = {name: ModelResult(name, "branch") for name in ("stacked", "lexical", "encoder_windows")}
+    pooled = {name: ([], []) for name in results}  # out-of-fold test probabilities and targets, every fold
     timing = {name: 0.0 for name in results}
     inputs = {"input_ids": np.arange(len(y))[:, None], "attention_mask": np.ones((len(y), 1), dtype=np.int64)}
     for test_fold, tr, va, te in splits(folds, k):
@@ -162,14 +189,23 @@ def cv_stacked(texts, vectors, y, folds, k, classes, preset, lexical_grid, log=p
         for name, val, test in (("lexical", lex_val, lex_test), ("encoder_windows", enc_val, enc_test),
                                 ("stacked", st_val, st_test)):
             temperature = fit_temperature(val, y[va])
-            metrics = classification_metrics(y[te], apply_temperature(test, temperature), classes)
+            probs = apply_temperature(test, temperature)
+            metrics = classification_metrics(y[te], probs, classes)
             metrics["temperature"] = temperature
+            metrics["ece_floor"] = ece_floor(probs)
+            pooled[name][0].append(probs)
+            pooled[name][1].append(y[te])
             results[name].folds[str(test_fold)] = metrics
         results["encoder_windows"].curves[str(test_fold)] = curves
         log(f"  fold {test_fold}: lexical C={config.C} char={config.char_max > 0} {results['lexical'].folds[str(test_fold)]['macro_f1']:.3f}, "
             f"encoder {results['encoder_windows'].folds[str(test_fold)]['macro_f1']:.3f}, "
             f"stacked {results['stacked'].folds[str(test_fold)]['macro_f1']:.3f}")
     for name, r in results.items():
+        probs, targets = np.concatenate(pooled[name][0]), np.concatenate(pooled[name][1])
+        r.pooled_ece = {"ece": expected_calibration_error(probs, targets), "floor": ece_floor(probs)}
+        log(f"  {name}: ECE per fold {np.mean([m['ece'] for m in r.folds.values()]):.3f} (floor of a calibrated model "
+            f"on a fold: {np.mean([m['ece_floor'] for m in r.folds.values()]):.3f}); over all {len(targets)} "
+            f"out-of-fold songs {r.pooled_ece['ece']:.3f} (floor {r.pooled_ece['floor']:.3f})")
         r.seconds = timing[name] + (timing["lexical"] + timing["encoder_windows"] if name == "stacked" else 0.0)
     return [results["stacked"], results["lexical"], results["encoder_windows"]]
 
@@ -233,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         ("tfidf_lr", lyrics_baseline, raw, "word 1-2 grams, C=1"),
         ("minilm_frozen_head128_lr", vector_baseline, head, "first 128-token window, C=1"),
         ("minilm_frozen_windows_lr", vector_baseline, whole, f"mean of <= {args.windows} windows, C=1"),
+        *((f"minilm_frozen_head_tail{n}_lr", vector_baseline, head_tail_vectors(texts, Path(args.cache), n),
+           f"head+tail truncation to {n} tokens, C=1") for n in (128, 256, 512)),
     ):
         results.append(cv_baseline(name, fn, x, y, folds, k, classes, log=lambda s: None))
         results[-1].note = note
@@ -240,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## MoodyLyrics4Q, {k}-fold CV ({len(y)} songs, total {time.perf_counter() - started:.0f} s)")
     print()
     print(markdown_table(results))
+    branch = results[0].summary["macro_f1"]["mean"]
+    print("\nthe stacked branch's lead in mean macro-F1 (target >= 0.03 over each baseline): " + ", ".join(
+        f"{r.name} {branch - r.summary['macro_f1']['mean']:+.4f}" for r in results if r.kind == "baseline"))
+    for r in results:
+        if r.pooled_ece:
+            print(f"{r.name}: ECE of all {len(y)} out-of-fold predictions {r.pooled_ece['ece']:.3f} "
+                  f"(a calibrated model's floor {r.pooled_ece['floor']:.3f})")
     if args.cost:
         labelling_cost(texts, args.windows)
     return 0
