@@ -43,7 +43,8 @@ def test_recipe_on_the_development_slices(ray_local, shared_data, tmp_path, caps
     printed = capsys.readouterr().out
     config = json.loads((out / "bundle" / "config.json").read_text())
     assert config["model"]["branch"] == "fusion" and config["mode"] == "4Q"
-    assert config["featurizer"]["descriptors"] is True  # the Hybrid audio network: the real-music default
+    assert config["featurizer"]["frontend"] == "musicnn"  # the pretrained MusiCNN: the real-music default
+    assert config["model"]["audio"]["arch"] == "MusiCNN"
     report = (out / "report.md").read_text()
     assert "lyrics_tfidf_logreg" in report and "audio_logmel_logreg" in report
     for text in ("4q 40 songs", "moodylyrics4q 40 songs", "mirex: skipped", "test macro-F1",

@@ -7,8 +7,9 @@ dataset is downloaded and what to expect). One command:
    layouts; `--dataset NAME=PATH` names others or overrides one) and prepares one manifest with
    cross-validation folds (`train.manifest.prepare`), optionally capped to `--max-songs` per dataset;
 2. trains audio, lyrics and the fused model on it with the real-music defaults (`REAL_MUSIC`: the
-   `cpu-small` preset with the Hybrid audio network, which beat the pure CNN and both baselines on the
-   4Q slice; see README "Accuracy on real songs"), scored beside the baselines on the same folds;
+   `cpu-small` preset with the pretrained MusiCNN audio branch, the best audio model on the 4Q slice,
+   and the stacked lyrics branch; see README "Accuracy on real songs"), scored beside the baselines on
+   the same folds;
 3. leaves `<output>/manifest.parquet`, `<output>/bundle/`, `<output>/report.md` (+ json and plots).
 
 A dataset this run cannot use is skipped with a line that says why, never silently: one whose
@@ -32,7 +33,7 @@ KNOWN_FOLDERS = {"4q": "4q", "mirex": "mirex", "moodylyrics4q": "moodylyrics4q",
 # datasets whose labels are their own classes, not quadrants: a 4Q manifest cannot take them
 CLASS_DATASETS = {"mirex": "the five MIREX mood clusters"}
 # The real-music defaults (what `labeler recipe` trains unless told otherwise).
-REAL_MUSIC = {"preset": "cpu-small", "audio_model": "Hybrid", "lyrics_model": None, "branch": "all", "mode": "4Q"}
+REAL_MUSIC = {"preset": "cpu-small", "audio_model": "MusiCNN", "lyrics_model": None, "branch": "all", "mode": "4Q"}
 
 
 @dataclass(frozen=True)
