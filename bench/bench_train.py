@@ -30,7 +30,7 @@ def encoder_config(preset):
 
 def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch_size: int | None) -> dict:
     from labeler.models import EmotionModel, ModelConfig
-    from train.loop import freeze_lyrics_layers, make_optimizer, model_inputs, param_groups
+    from train.loop import forward_kwargs, freeze_lyrics_layers, make_optimizer, param_groups
     from train.step import train_epoch
     from train.presets import get_preset
     from train.configs import featurizer_config, model_config
@@ -38,9 +38,9 @@ def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch
     preset = get_preset(preset_name, **({"batch_size": batch_size} if batch_size else {}))
     model = EmotionModel(ModelConfig.from_dict(model_config(preset, branch, "4Q")),
                          encoder_config=encoder_config(preset) if branch != "audio" else None)
-    freeze_lyrics_layers(model, preset.to_dict())
+    freeze_lyrics_layers(model, preset)
     model.to(device).train()
-    opt = make_optimizer(param_groups(model, preset.to_dict(), {}), preset.to_dict())
+    opt = make_optimizer(param_groups(model, preset, {}), preset)
     fz = featurizer_config(preset)
     b = preset.batch_size
     batch = {
@@ -55,7 +55,7 @@ def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch
     constant = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
     def run(n: int) -> None:  # the production step (train.step), on the same synthetic batch n times
-        train_epoch(model, ((model_inputs(batch, branch, device), y) for _ in range(n)), opt, constant,
+        train_epoch(model, ((forward_kwargs(batch, branch, device), y) for _ in range(n)), opt, constant,
                     grad_clip=preset.grad_clip, device=device, amp=amp)
 
     run(1)  # warm-up (allocations, cuDNN autotune)

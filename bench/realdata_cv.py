@@ -91,12 +91,11 @@ def train_network(build: Callable[[], torch.nn.Module], inputs: dict[str, np.nda
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    preset_dict = preset.to_dict()
     model = build()
-    freeze_lyrics_layers(model, preset_dict)
+    freeze_lyrics_layers(model, preset)
     batch = preset.batch_size
     drop_last, steps_per_epoch = plan_batches(len(train_idx), batch)
-    optimizer = make_optimizer(param_groups(model, preset_dict, {}), preset_dict)
+    optimizer = make_optimizer(param_groups(model, preset, {}), preset)
     scheduler = make_scheduler(optimizer, preset.epochs * steps_per_epoch, preset.warmup_fraction)
     weights = None
     if preset.class_weights:

@@ -48,3 +48,41 @@ def test_markdown_table_lists_every_preset():
     table = markdown_table()
     assert table.splitlines()[0] == "| field | becmer | cpu-small |"
     assert "| `audio_width` | 1.0 | 0.25 |" in table
+
+
+def test_the_loop_reads_the_typed_preset_and_it_pickles_to_the_workers():
+    import pickle
+
+    from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
+    from train.loop import make_optimizer, param_groups
+
+    preset = get_preset("cpu-small", audio_arch="Cnn6", lr_audio="2e-3", lr_head="3e-3", weight_decay="0.01")
+    assert pickle.loads(pickle.dumps(preset)) == preset  # Ray ships the fold config, preset included, by pickle
+    model = EmotionModel(ModelConfig(branch="audio", lyrics=None, audio=AudioCnnConfig(width=0.125, embedding_dim=16),
+                                     hidden_dim=8))
+    groups = param_groups(model, preset, {"lr_scale": 0.5})
+    assert {g["name"]: g["lr"] for g in groups} == pytest.approx({"audio": 1e-3, "head": 1.5e-3})
+    optimizer = make_optimizer(groups, preset)
+    assert type(optimizer).__name__ == "AdamW" and optimizer.defaults["weight_decay"] == 0.01
+
+
+@pytest.mark.parametrize("model", ["MusiCNN", "MusiCNN-Hybrid", "Cnn6", "Hybrid", "Cnn10"])
+def test_fusion_takes_its_branch_settings_back_from_the_branch_bundles(model):
+    """branch_fields inverts the preset -> config mapping: a fusion preset that differs from the branches'
+    gets their featuriser, lyrics policy, encoder and audio model back from the bundles' configs."""
+    import dataclasses
+
+    from train.configs import branch_fields, featurizer_config, lyrics_config, model_config
+
+    branches = get_preset("cpu-small", audio_arch=model, clip_seconds=4.0, musicnn_clip_seconds=6.0, max_tokens=64,
+                          lyrics_windows=2, lyrics_window_overlap=8, long_policy="head", lyrics_encoder="BERT")
+    audio_bundle = {"featurizer": featurizer_config(branches).to_dict(), "model": model_config(branches, "audio", "4Q")}
+    lyrics_bundle = {"lyrics": lyrics_config(branches).to_dict(), "model": model_config(branches, "lyrics", "4Q")}
+    fusion = dataclasses.replace(get_preset("becmer"), **branch_fields(audio_bundle, lyrics_bundle))
+    assert featurizer_config(fusion) == featurizer_config(branches)
+    assert lyrics_config(fusion) == lyrics_config(branches)
+    assert (fusion.audio_arch, fusion.lyrics_encoder, fusion.musicnn_encoder) == (model, "BERT", "MSD_musicnn")
+    fused = model_config(fusion, "fusion", "4Q")
+    assert (fused["audio"]["arch"], fused["audio"]["descriptor_dim"] > 0) == (
+        audio_bundle["model"]["audio"]["arch"], audio_bundle["model"]["audio"]["descriptor_dim"] > 0)
+    assert fusion.lr_head == get_preset("becmer").lr_head  # only the branch settings come from the bundles

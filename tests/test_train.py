@@ -75,6 +75,26 @@ def test_fusion_kept_is_the_best_on_validation_and_scored_like_its_variant(train
         assert config["model"]["fusion"] == {"head": "head", "gated": "gated"}.get(choice["winner"], "late")
 
 
+def test_fusion_from_separate_branch_runs_reads_their_settings_from_the_bundles(trained, synth_manifest, tmp_path):
+    """`--branch fusion --audio-run --lyrics-run` under a preset whose features, tokens and audio model differ
+    from the branches' (plain cpu-small: MusiCNN, 8-s clips, 128 tokens): the fused bundle carries the branch
+    bundles' featuriser and lyrics configs (train.configs.branch_fields), not the preset's."""
+    from labeler.bundle import read_bundle_config
+    from train.run import train
+
+    result = train(synth_manifest, str(tmp_path / "fusion"), branch="fusion", preset="cpu-small", folds="0",
+                   audio_run=trained.output_uri, lyrics_run=storage.join(trained.output_uri, "lyrics"),
+                   cache_uri=storage.join(trained.output_uri, "feature_cache"), epochs=1, batch_size=8)
+    fused = read_bundle_config(result.fold_bundles["fusion"][0])
+    audio = read_bundle_config(trained.fold_bundles["audio"][0])
+    lyrics = read_bundle_config(trained.fold_bundles["lyrics"][0])
+    assert fused["featurizer"] == audio["featurizer"] and fused["featurizer"]["clip_seconds"] == SMALL["clip_seconds"]
+    assert fused["lyrics"] == lyrics["lyrics"] and fused["lyrics"]["max_tokens"] == SMALL["max_tokens"]
+    assert fused["model"]["audio"] == audio["model"]["audio"] and fused["model"]["audio"]["arch"] == "Cnn6"
+    assert fused["provenance"]["preset_values"]["audio_arch"] == "Cnn6"
+    assert result.report["branches"]["fusion"]["folds"][0]["macro_f1"] > 0.25  # above chance (4 classes)
+
+
 def test_selection_is_on_validation_and_curves_are_recorded(trained):
     for branch, selection in trained.report["selection"].items():
         for fold, s in selection.items():

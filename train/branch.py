@@ -1,11 +1,12 @@
 """One branch (audio, lyrics or fusion) over the cross-validation folds: fold configs, trials, finalising.
 
 For each fold the training part's class counts (class weights) and descriptor statistics are read
-from the feature cache, and the fold's loop config is built (fusion also points at its branches'
-fold bundles, whose descriptor statistics it reuses). The folds then train as Tune trials
-(`train.trial`); the trial with the best *validation* macro-F1 per fold is finalised
-(`train.finalise`), and `<output>/<branch>/run.json` records the settings and the selection, which a
-later `--branch fusion` run reads.
+from the feature cache, and the fold's loop config is built: a dict holding the typed `TrainPreset`
+itself (Ray pickles it to the trials and workers), the branch's epoch count and the model config
+(fusion also points at its branches' fold bundles, whose descriptor statistics it reuses). The folds
+then train as Tune trials (`train.trial`); the trial with the best *validation* macro-F1 per fold is
+finalised (`train.finalise`), and `<output>/<branch>/run.json` records the settings (the preset as
+JSON, `TrainPreset.to_dict`) and the selection for people and tools; no later run reads it back.
 """
 
 from __future__ import annotations
@@ -57,8 +58,6 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
     scalars = scalar_columns(run["cache_uri"], mode)
     classes = run.get("classes")
     n_classes = num_classes(mode, classes)
-    preset_dict = preset.to_dict()
-    preset_dict["epochs"] = preset.epochs_for(branch)
     fold_configs: dict[int, dict] = {}
     for fold in folds:
         split = split_folds(fold, k)
@@ -69,7 +68,7 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
             raise ValueError(f"{branch} fold {fold}: the training part has no rows with the needed modality")
         cfg = {
             "fold": fold, "k": k, "branch": branch, "mode": mode, "n_classes": n_classes, "split": split,
-            "model": model_config(preset, branch, mode, classes), "preset": preset_dict,
+            "model": model_config(preset, branch, mode, classes), "preset": preset, "epochs": preset.epochs_for(branch),
             "featurizer": run["featurizer"], "lyrics": run["lyrics"], "tokenizer_dir": run["tokenizer_dir"],
             "n_train": n_train, "class_counts": counts.tolist(), "descriptor_stats": desc,
             "class_weights": _weights(counts) if preset.class_weights else None,

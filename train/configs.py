@@ -1,7 +1,8 @@
 """A preset, read as the library's typed configs: the featuriser, the lyrics policy and each branch's model.
 
 The training run and the benchmarks build a bundle's configs from a `TrainPreset` here, in one place,
-so that what is trained is what the bundle records and what labelling rebuilds. Also the two
+so that what is trained is what the bundle records and what labelling rebuilds; `branch_fields` reads
+a fusion run's branch settings back from its branches' bundles. Also the two
 strings of `labeler train` that choose what to run: `--folds` and `--search`.
 """
 
@@ -52,6 +53,41 @@ def model_config(preset: TrainPreset, branch: str, mode: str, classes: list[str]
                       freeze_branches=(preset.freeze_branches and branch == "fusion")
                       or (preset.freeze_lyrics_encoder and branch == "lyrics"), classes=classes)
     return cfg.to_dict()
+
+
+_ARCH_WITH_DESCRIPTORS = {arch: model for model, arch in _AUDIO_ARCH.items()}  # the inverse: Cnn6 -> Hybrid, ...
+_PANNS_GEOMETRY = ("sample_rate", "clip_seconds", "window_size", "hop_size", "n_mels", "fmin", "fmax")
+
+
+def branch_fields(audio_bundle: dict, lyrics_bundle: dict) -> dict:
+    """The TrainPreset fields a fusion run takes from its branches' bundles (their config.json).
+
+    Why: the fused model must see the features and tokens its branches were trained on, and a
+    bundle's typed configs (FeaturizerConfig, LyricsConfig, ModelConfig) are what labelling trusts,
+    so fusion reads the same thing rather than another run's settings file. This is the inverse of
+    `featurizer_config`, `lyrics_config` and `model_config` for the fields those configs record:
+    `featurizer_config` and `lyrics_config` of the returned fields give the bundles' configs back.
+    """
+    from labeler.audio import FeaturizerConfig  # noqa: PLC0415
+    from labeler.lyrics import LyricsConfig  # noqa: PLC0415
+    from labeler.models.configuration import ModelConfig  # noqa: PLC0415
+
+    featurizer = FeaturizerConfig.from_dict(audio_bundle["featurizer"])
+    audio = ModelConfig.from_dict(audio_bundle["model"]).audio
+    lyrics = LyricsConfig.from_dict(lyrics_bundle["lyrics"])
+    encoder = ModelConfig.from_dict(lyrics_bundle["model"]).lyrics
+    if audio is None or encoder is None:
+        raise ValueError("fusion needs an audio bundle with an audio branch and a lyrics bundle with a lyrics branch")
+    if featurizer.descriptors and audio.arch not in _ARCH_WITH_DESCRIPTORS:
+        raise ValueError(f"the audio bundle's {audio.arch} branch reads descriptors, which no --model trains")
+    arch = _ARCH_WITH_DESCRIPTORS[audio.arch] if featurizer.descriptors else audio.arch
+    if featurizer.frontend == "musicnn":  # a fixed geometry; only the clip length is a preset field
+        geometry = {"musicnn_clip_seconds": featurizer.clip_seconds}
+    else:
+        geometry = {name: getattr(featurizer, name) for name in _PANNS_GEOMETRY}
+    return {**geometry, "audio_arch": arch, "musicnn_encoder": audio.encoder, "lyrics_encoder": encoder.name_or_path,
+            "max_tokens": lyrics.max_tokens, "long_policy": lyrics.long_policy, "lyrics_windows": lyrics.max_windows,
+            "lyrics_window_overlap": lyrics.window_overlap}
 
 
 def parse_folds(value, k: int, preset: TrainPreset) -> list[int]:

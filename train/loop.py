@@ -1,7 +1,9 @@
 """The Ray Train worker loop: one fold of one branch, with DDP, bf16 autocast, resumable checkpoints.
 
 `train_loop_per_worker(config)` is what `TorchTrainer` runs on every worker. Everything it needs
-arrives in `config` (a JSON-able dict built by `train.run`) or through Ray Train: the fold's data
+arrives in `config` (the fold's config built by `train.branch`: the typed `TrainPreset` itself under
+"preset", the branch's epoch count under "epochs", the model and featuriser configs, the split) or
+through Ray Train: the fold's data
 shards (`ray.train.get_dataset_shard("train"|"val")`, streamed from the feature cache, never
 loaded whole), the last checkpoint after a failure (`ray.train.get_checkpoint()`), and the way out
 for metrics and checkpoints (`ray.train.report`). No globals, no tracker imports.
@@ -25,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from train.presets import TrainPreset
 from train.step import EarlyStopping, plan_batches, predict, selection_score, train_epoch, validate_epoch
 
 log = logging.getLogger(__name__)
@@ -88,7 +91,7 @@ def build_model(config: dict):
     return model
 
 
-def freeze_lyrics_layers(model, preset: dict) -> list[str]:
+def freeze_lyrics_layers(model, preset: TrainPreset) -> list[str]:
     """Freeze the lyrics encoder's embeddings and its lowest `freeze_lower_layers` layers.
 
     Why: on small data the lower layers of a pretrained encoder carry general language and are the
@@ -101,10 +104,10 @@ def freeze_lyrics_layers(model, preset: dict) -> list[str]:
         return []
     hf = enc.encoder
     frozen: list[str] = []
-    if preset.get("freeze_embeddings") and hasattr(hf, "embeddings"):
+    if preset.freeze_embeddings and hasattr(hf, "embeddings"):
         hf.embeddings.requires_grad_(False)
         frozen.append("embeddings")
-    n = int(preset.get("freeze_lower_layers") or 0)
+    n = preset.freeze_lower_layers
     layers = getattr(getattr(hf, "encoder", None), "layer", None)
     if n > 0 and layers is not None:
         for i, layer in enumerate(layers):
@@ -116,13 +119,13 @@ def freeze_lyrics_layers(model, preset: dict) -> list[str]:
     return frozen
 
 
-def param_groups(model, preset: dict, hparams: dict) -> list[dict]:
+def param_groups(model, preset: TrainPreset, hparams: dict) -> list[dict]:
     """Per-branch learning rates: the pretrained lyrics encoder learns slower than the CNN and heads."""
     scale = float(hparams.get("lr_scale", 1.0))
-    head_lr = preset["lr_fusion"] if model.config.branch == "fusion" else preset["lr_head"]
+    head_lr = preset.lr_fusion if model.config.branch == "fusion" else preset.lr_head
     groups = {
-        "audio": (model.audio_encoder, preset["lr_audio"]),
-        "lyrics": (model.lyrics_encoder, preset["lr_encoder"]),
+        "audio": (model.audio_encoder, preset.lr_audio),
+        "lyrics": (model.lyrics_encoder, preset.lr_encoder),
     }
     seen: set[int] = set()
     out = []
@@ -138,9 +141,9 @@ def param_groups(model, preset: dict, hparams: dict) -> list[dict]:
     return out
 
 
-def make_optimizer(groups: list[dict], preset: dict) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if preset["optimizer"] == "adamw" else torch.optim.Adam
-    return cls(groups, weight_decay=float(preset["weight_decay"]))
+def make_optimizer(groups: list[dict], preset: TrainPreset) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if preset.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, weight_decay=float(preset.weight_decay))
 
 
 def make_scheduler(optimizer, total_steps: int, warmup_fraction: float):
@@ -241,15 +244,16 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train  # noqa: PLC0415
     import ray.train.torch  # noqa: PLC0415
 
-    preset, hparams = config["preset"], config.get("hparams", {})
+    preset: TrainPreset = config["preset"]
+    hparams = config.get("hparams", {})
     branch, mode, n_classes = config["branch"], config["mode"], int(config["n_classes"])
-    torch.manual_seed(int(preset["seed"]) + int(config["fold"]))
+    torch.manual_seed(preset.seed + int(config["fold"]))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = max(1, int(preset.get("cpus_per_worker", 1)))
+    threads = max(1, int(preset.cpus_per_worker))
     torch.set_num_threads(threads)
     device = ray.train.torch.get_device()
-    amp = bool(preset["use_gpu"])
+    amp = preset.use_gpu
 
     if "dropout" in hparams:
         config = {**config, "model": {**config["model"], "dropout": float(hparams["dropout"])}}
@@ -263,12 +267,12 @@ def train_loop_per_worker(config: dict) -> None:
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": branch == "fusion"})
 
-    batch_size = int(hparams.get("batch_size", preset["batch_size"]))
-    epochs, patience = int(preset["epochs"]), int(preset["patience"])
+    batch_size = int(hparams.get("batch_size", preset.batch_size))
+    epochs, patience = int(config["epochs"]), preset.patience  # the branch's epochs (TrainPreset.epochs_for)
     n_train = int(config["n_train"])
     drop_last, steps_per_epoch = plan_batches(n_train, batch_size, world)
     optimizer = make_optimizer(param_groups(raw_model, preset, hparams), preset)
-    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, float(preset["warmup_fraction"]))
+    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, preset.warmup_fraction)
     weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device) if config.get("class_weights") else None
 
     state = {"epoch": 0, "best_val_macro_f1": -1.0, "bad_epochs": 0, "resumed_from_epoch": 0,
@@ -281,7 +285,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    grad_clip = float(preset.get("grad_clip") or 0.0)
+    grad_clip = float(preset.grad_clip or 0.0)
     stopping = EarlyStopping(patience, best=state["best_val_macro_f1"], bad_epochs=state["bad_epochs"])
     for epoch in range(state["epoch"] + 1, epochs + 1):
         if stopping.stop:
@@ -289,7 +293,7 @@ def train_loop_per_worker(config: dict) -> None:
         started = time.perf_counter()
         shard = train_shard.iter_torch_batches(
             batch_size=batch_size, drop_last=drop_last,
-            local_shuffle_buffer_size=max(4 * batch_size, 64), local_shuffle_seed=int(preset["seed"]) + epoch,
+            local_shuffle_buffer_size=max(4 * batch_size, 64), local_shuffle_seed=preset.seed + epoch,
         )
         train_loss, seen = train_epoch(model, step_batches(shard, branch, mode, device), optimizer, scheduler,
                                        class_weights=weights, grad_clip=grad_clip, device=device, amp=amp)

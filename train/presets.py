@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 from labeler.audio.config import FeaturizerConfig as _F
 from labeler.labels import check_mode
+from labeler.lexical import LexicalConfig as _X
+from labeler.lyrics import LyricsConfig as _Ly
 from labeler.models.configuration import AudioCnnConfig as _A
 from labeler.models.configuration import LyricsEncoderConfig as _L
 from labeler.models.configuration import ModelConfig as _M
@@ -58,18 +60,19 @@ class TrainPreset:
     audio_embedding_dim: int = _A.embedding_dim
     audio_dropout: float = _A.dropout
     spec_augment: bool = _A.spec_augment
-    # --- lyrics branch (-> labeler.models.LyricsEncoderConfig, labeler.lyrics.LyricsConfig) ---
+    # --- lyrics branch (-> labeler.models.LyricsEncoderConfig, labeler.lyrics.LyricsConfig; the encoder and
+    # max_tokens differ from those configs' defaults on purpose: the seed's BERT at 512 tokens) ---
     lyrics_encoder: str = "BERT"      # alias (BERT/ALBERT/MiniLM), HF id, local dir or s3:// dir
     max_tokens: int = 512
-    long_policy: str = "head_tail"
+    long_policy: str = _Ly.long_policy
     freeze_embeddings: bool = False
     freeze_lower_layers: int = 0      # encoder layers (from the bottom) kept frozen
     lyrics_dropout: float = _L.dropout
-    lyrics_windows: int = 1           # > 1: whole-lyric windows of max_tokens, at most this many (LyricsConfig.max_windows)
-    lyrics_window_overlap: int = 16   # tokens shared by neighbouring windows
+    lyrics_windows: int = _Ly.max_windows  # > 1: whole-lyric windows of max_tokens, at most this many
+    lyrics_window_overlap: int = _Ly.window_overlap  # tokens shared by neighbouring windows
     freeze_lyrics_encoder: bool = False  # lyrics branch: the encoder stays pretrained (eval mode); only the head learns
     lexical: bool = False             # stacked lyrics branch: + TF-IDF model, combined on the validation fold
-    lexical_C: float = 10.0           # its logistic regression's inverse L2 strength
+    lexical_C: float = _X.C            # its logistic regression's inverse L2 strength (LexicalConfig.C)
     # --- heads / fusion (-> labeler.models.ModelConfig) ---
     hidden_dim: int = _M.hidden_dim
     head_dropout: float = _M.dropout

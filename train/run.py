@@ -25,7 +25,9 @@ One run, for each requested branch (audio, then lyrics, then fusion for `--branc
    best *validation* macro-F1.
 
 Output layout: `<output>/<branch>/fold<k>/bundle` (calibrated per-fold bundles; a fusion run reads
-its branches from `--audio-run/--lyrics-run`, i.e. `<run>/<branch>`), `<output>/<branch>/run.json`,
+its branches from `--audio-run/--lyrics-run`, i.e. `<run>/<branch>`, and takes their featuriser,
+lyrics and encoder settings from those fold bundles' configs, `train.configs.branch_fields`),
+`<output>/<branch>/run.json` (a record of the settings and the selection),
 `<output>/report.{json,md}` + PNGs, `<output>/bundle`, `<output>/train_result.json`; Ray Train
 checkpoints under `--storage` (default `<output>/checkpoints`), the cache under `--cache`.
 """
@@ -45,7 +47,7 @@ from labeler import storage
 from labeler.labels import class_names
 from train.baselines import run_baselines
 from train.branch import train_branch
-from train.configs import featurizer_config, lyrics_config, parse_folds, parse_search
+from train.configs import branch_fields, featurizer_config, lyrics_config, parse_folds, parse_search
 from train.finalise import export_best
 from train.presets import check_branch_mode, get_preset
 
@@ -93,12 +95,15 @@ def _check_label_kind(manifest_uri: str, mode: str) -> list[str] | None:
     return classes
 
 
-def _branch_run_config(run_uri: str, branch: str) -> dict:
-    uri = storage.join(run_uri, "run.json")
-    if not storage.exists(uri):
-        raise ValueError(f"--{branch}-run {storage.describe(run_uri)} has no run.json (expected a `labeler train "
-                         f"--branch {branch}` output's {branch}/ folder, or the run folder holding it)")
-    return json.loads(storage.read_text(uri))
+def _branch_bundle_config(branch_run: str, branch: str, fold: int) -> dict:
+    """config.json of a branch run's fold bundle (checked by labeler.verified.read_config)."""
+    from labeler.verified import read_config  # noqa: PLC0415
+
+    uri = storage.join(branch_run, f"fold{fold}", "bundle")
+    if not storage.exists(storage.join(uri, "config.json")):
+        raise ValueError(f"--{branch}-run {storage.describe(branch_run)} has no fold {fold} bundle (expected a `labeler "
+                         f"train --branch {branch}` output trained on the same folds, or its {branch}/ folder)")
+    return read_config(uri)
 
 
 def _resolve_branch_run(uri: str | None, branch: str) -> str | None:
@@ -142,21 +147,15 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
         if not audio_run or not lyrics_run:
             raise ValueError("--branch fusion needs --audio-run and --lyrics-run (outputs of the branch runs)")
         branch_runs = {"audio": _resolve_branch_run(audio_run, "audio"), "lyrics": _resolve_branch_run(lyrics_run, "lyrics")}
-        audio_cfg = _branch_run_config(branch_runs["audio"], "audio")
-        lyrics_cfg = _branch_run_config(branch_runs["lyrics"], "lyrics")
-        # The fused model must see the features its branches were trained on.
-        p = dataclasses.replace(p, **{k: audio_cfg["preset"][k] for k in (
-            "sample_rate", "clip_seconds", "window_size", "hop_size", "n_mels", "fmin", "fmax", "audio_arch",
-            "musicnn_encoder", "musicnn_clip_seconds") if k in audio_cfg["preset"]},
-            lyrics_encoder=lyrics_cfg["preset"]["lyrics_encoder"], max_tokens=lyrics_cfg["preset"]["max_tokens"],
-            long_policy=lyrics_cfg["preset"]["long_policy"],
-            **{key: lyrics_cfg["preset"][key] for key in ("lyrics_windows", "lyrics_window_overlap") if key in lyrics_cfg["preset"]})
     elif "fusion" in branches:
         branch_runs = {"audio": storage.join(output_uri, "audio"), "lyrics": storage.join(output_uri, "lyrics")}
 
     _, k = _manifest_folds(manifest_uri)
     classes = _check_label_kind(manifest_uri, mode)
     fold_list = parse_folds(folds if folds not in (None, "") else None, k, p)
+    if branch == "fusion":  # the fused model sees the features and tokens its branches were trained on
+        p = dataclasses.replace(p, **branch_fields(*(_branch_bundle_config(branch_runs[b], b, fold_list[0])
+                                                     for b in ("audio", "lyrics"))))
     ensure_ray()
     console = console or Console.silent()
     featurizer, lyrics = featurizer_config(p), lyrics_config(p)

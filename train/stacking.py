@@ -39,11 +39,10 @@ def lexical_for_fold(fold_config: dict, run: dict):
     """The fold's lexical model (without a stacker yet), or None when the branch is not stacked."""
     from labeler.bundle import load_bundle  # noqa: PLC0415
 
-    branch = fold_config["branch"]
-    if branch == "lyrics" and fold_config["preset"].get("lexical"):
+    branch, preset = fold_config["branch"], fold_config["preset"]  # preset: the run's train.presets.TrainPreset
+    if branch == "lyrics" and preset.lexical:
         return fit_lexical(run["cache_uri"], fold_config["split"]["train"], fold_config["mode"],
-                           int(fold_config["n_classes"]), fold_config["preset"].get("lexical_C", 10.0),
-                           int(fold_config["preset"]["seed"]))
+                           int(fold_config["n_classes"]), preset.lexical_C, preset.seed)
     if branch == "fusion" and fold_config.get("lyrics_bundle"):
         return unstacked(load_bundle(fold_config["lyrics_bundle"]).lexical)
     return None

@@ -68,7 +68,7 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
     fold = int(config["fold"])
     loop_config = dict(fold_configs[fold])
     loop_config["hparams"] = {k: config[k] for k in SEARCH_KEYS if k in config}
-    preset = loop_config["preset"]
+    preset: TrainPreset = loop_config["preset"]
     branch = loop_config["branch"]
     columns = branch_columns(branch, descriptors=bool(loop_config.get("descriptor_stats")), mode=loop_config["mode"],
                              embeddings=caches_embeddings(loop_config["featurizer"]))
@@ -77,24 +77,24 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
         "train": read_split(run["cache_uri"], loop_config["split"]["train"], columns, require),
         "val": read_split(run["cache_uri"], loop_config["split"]["val"], columns, require),
     }
-    if in_memory(run["cache_uri"], float(preset.get("materialize_mb", 0.0))):
+    if in_memory(run["cache_uri"], preset.materialize_mb):
         datasets = {role: ds.materialize() for role, ds in datasets.items()}
     fs, path = storage.filesystem(run["storage_uri"])
     trial_id = tune.get_context().get_trial_id() or "local"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=int(preset["num_workers"]), use_gpu=bool(preset["use_gpu"]),
-                                     resources_per_worker={"CPU": float(preset["cpus_per_worker"]),
-                                                           **({"GPU": 1.0} if preset["use_gpu"] else {})}),
+        scaling_config=ScalingConfig(num_workers=preset.num_workers, use_gpu=preset.use_gpu,
+                                     resources_per_worker={"CPU": float(preset.cpus_per_worker),
+                                                           **({"GPU": 1.0} if preset.use_gpu else {})}),
         run_config=RunConfig(
             name=f"{run['run_name']}-{branch}-fold{fold}-{trial_id}",
             storage_path=path, storage_filesystem=fs if storage.is_remote(run["storage_uri"]) else None,
-            checkpoint_config=CheckpointConfig(num_to_keep=int(preset["num_to_keep"]),
+            checkpoint_config=CheckpointConfig(num_to_keep=preset.num_to_keep,
                                                checkpoint_score_attribute="val_selection",
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=int(preset["max_failures"])),
-            callbacks=[epoch_lines(run.get("progress_sink"), branch, fold, int(preset["epochs"]))],
+            failure_config=FailureConfig(max_failures=preset.max_failures),
+            callbacks=[epoch_lines(run.get("progress_sink"), branch, fold, int(loop_config["epochs"]))],
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
