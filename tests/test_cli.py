@@ -77,3 +77,44 @@ def test_main_in_process_runs_synth(tmp_path, capsys):
     assert cli.main(["synth", "--songs", "2", "--output", str(tmp_path), "--seconds", "5", "--formats", "flac"]) == 0
     assert "synth: 2 songs" in capsys.readouterr().out
     validate(storage.read_parquet_schema(str(tmp_path / "catalogue.parquet")), CATALOGUE)
+
+
+def test_every_label_flag_reaches_its_config_field_by_name():
+    """jobs.flags.config_from_flags: a flag whose dest is a field's name sets it; a dest that drifted from its
+    field's name would leave the field at its default and fail here."""
+    import argparse
+    import dataclasses
+
+    from jobs.commands import label
+    from labeler.label_job.config import LabelJobConfig
+
+    parser = argparse.ArgumentParser()
+    label.configure_parser(parser)
+    given = {"--address": "ray://h:1", "--featurise-batch-size": "3", "--predict-batch-size": "5",
+             "--featurise-cpus": "0.5", "--min-actors": "2", "--max-actors": "4", "--rows-per-part": "7",
+             "--lease-seconds": "9", "--expect-version": "0123456789abcdef", "--max-retries": "1",
+             "--max-resumes": "0", "--plot": "p.png", "--timeline": "2.5"}
+    args = parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o", "--no-gpu", "--embeddings",
+                              *[x for pair in given.items() for x in pair]])
+    config = label.config_from_args(args)
+    assert config == LabelJobConfig(address="ray://h:1", featurise_batch_size=3, predict_batch_size=5, featurise_cpus=0.5,
+                                    min_actors=2, max_actors=4, use_gpu=False, rows_per_part=7, plot="p.png",
+                                    lease_seconds=9.0, embeddings=True, timeline_seconds=2.5,
+                                    expect_version="0123456789abcdef", max_retries=1, max_resumes=0)
+    defaults = label.config_from_args(parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o"]))
+    changed = {f.name for f in dataclasses.fields(LabelJobConfig) if getattr(config, f.name) != getattr(defaults, f.name)}
+    assert changed == {f.name for f in dataclasses.fields(LabelJobConfig)}  # every field has a flag that reaches it
+
+
+def test_featurise_flags_build_the_featurizer_config():
+    import argparse
+
+    from jobs.commands import featurise
+    from labeler.audio import FeaturizerConfig
+
+    parser = argparse.ArgumentParser()
+    featurise.configure_parser(parser)
+    args = parser.parse_args(["--catalogue", "c", "--output", "o", "--sample-rate", "44100", "--clip-seconds", "9",
+                              "--chorus-search-seconds", "5", "--descriptors", "--batch-size", "4"])
+    config = featurise.config_from_args(args)  # the chorus search is widened to the clip
+    assert config == FeaturizerConfig(sample_rate=44100, clip_seconds=9.0, chorus_search_seconds=9.0, descriptors=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs.flags import config_from_flags
 from labeler.audio import FeaturizerConfig
 from labeler.featurise_job import featurise_catalogue, format_summary
 
@@ -27,17 +28,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
 
 
+def config_from_args(args: argparse.Namespace) -> FeaturizerConfig:
+    """The flags named after FeaturizerConfig fields; the chorus search covers at least the clip."""
+    return config_from_flags(FeaturizerConfig, args, chorus_search_seconds=max(args.chorus_search_seconds, args.clip_seconds))
+
+
 def run_cli(args: argparse.Namespace) -> int:
-    config = FeaturizerConfig(
-        sample_rate=args.sample_rate,
-        clip_seconds=args.clip_seconds,
-        chorus_search_seconds=max(args.chorus_search_seconds, args.clip_seconds),
-        descriptors=args.descriptors,
-    )
     summary = featurise_catalogue(
         args.catalogue,
         args.output,
-        config,
+        config_from_args(args),
         batch_size=args.batch_size,
         concurrency=args.concurrency,
         keep_columns=[c.strip() for c in args.keep_columns.split(",") if c.strip()],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.flags import config_from_flags
 from labeler.label_job.config import LabelJobConfig
 from labeler.label_job.driver import label_catalogue
 
@@ -46,13 +47,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
-    return LabelJobConfig(
-        address=args.address, featurise_batch_size=args.featurise_batch_size, predict_batch_size=args.predict_batch_size,
-        featurise_cpus=args.featurise_cpus, min_actors=args.min_actors, max_actors=args.max_actors,
-        use_gpu=args.use_gpu, rows_per_part=args.rows_per_part, plot=args.plot, lease_seconds=args.lease_seconds,
-        embeddings=args.embeddings, timeline_seconds=args.timeline_seconds, expect_version=args.expect_version,
-        max_retries=args.max_retries, max_resumes=args.max_resumes,
-    )
+    return config_from_flags(LabelJobConfig, args)  # every flag but the three URIs and --json is a field
 
 
 def run_cli(args: argparse.Namespace, console=None) -> int:

@@ -13,6 +13,7 @@ import time
 
 from ray import serve
 
+from jobs.flags import config_from_flags
 from labeler import storage
 from labeler.serve import ServeConfig, start
 
@@ -44,14 +45,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    return ServeConfig(
-        bundle=storage.absolute_uri(args.bundle), host=args.host, port=args.port, replicas=args.replicas,
-        max_replicas=args.max_replicas, replica_cpus=args.replica_cpus, featurise_threads=args.featurise_threads,
-        max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
-        max_upload_mb=args.max_upload_mb, max_json_kb=args.max_json_kb, max_audio_seconds=args.max_audio_seconds,
-        allow_uri_prefixes=tuple(args.allow_uri_prefix), embeddings=args.embeddings,
-        timeline_seconds=args.timeline_seconds, expect_version=args.expect_version,
-    )
+    return config_from_flags(ServeConfig, args, bundle=storage.absolute_uri(args.bundle),
+                             allow_uri_prefixes=tuple(args.allow_uri_prefix))
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs.flags import config_from_flags
 from labeler import storage
 from synth import SynthConfig, synthesise
 from synth.config import DISTRIBUTIONS
@@ -34,18 +35,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    config = SynthConfig(
-        songs=args.songs,
-        output=args.output,
-        seed=args.seed,
-        seconds=args.seconds,
-        formats=tuple(f.strip().lower() for f in args.formats.split(",") if f.strip()),
-        distribution=args.distribution,
-        lyrics_noise=args.lyrics_noise,
-        audio_flip=args.audio_flip,
-        no_lyrics=args.no_lyrics,
-        corrupt=args.corrupt,
-    )
+    config = config_from_flags(SynthConfig, args,
+                               formats=tuple(f.strip().lower() for f in args.formats.split(",") if f.strip()))
     result = synthesise(config)
     manifest_uri = storage.join(result.output, "manifest.parquet")
     storage.write_parquet(prepare_synth(result.output), manifest_uri)
