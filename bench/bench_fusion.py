@@ -16,7 +16,9 @@ Rows (all on the same splits):
   read back from `R/report.json`: the audio branch (frozen MusiCNN + head), the stacked lyrics branch,
   the fusion head and the late and gated fusions fitted on validation (`train.fusion`), the fusion the
   run kept (the simplest within one standard error of the best validation score) and, for comparison,
-  the fusion the plain best validation score would have kept, each scored on the test folds;
+  the fusion the plain best validation score would have kept, each scored on the test folds (a run
+  of `--branch fusion` alone over `--audio-run R --lyrics-run R` works too: the branches' test
+  figures are then read from their fold bundles);
 * late fusion over two baselines (descriptors + LR, TF-IDF + LR or frozen MiniLM + LR), the same way;
 * baselines fitted on the training folds: log-mel statistics + LR, descriptors + LR, TF-IDF + LR,
   frozen MiniLM embeddings + LR.
@@ -104,6 +106,10 @@ def run_rows(run: Path, folds: np.ndarray, k: int) -> list[ModelResult]:
 
     report = json.loads((run / "report.json").read_text())
     branches, selection = report["branches"], report["selection"]["fusion"]
+    for branch in ("audio", "lyrics"):  # a `--branch fusion` run's report holds the fusion only: read its bundles
+        if branch not in branches:
+            branches[branch] = {"folds": {str(f): json.loads((run / branch / f"fold{f}" / "bundle" / "config.json")
+                                                             .read_text())["metrics"]["test"] for f in range(k)}}
     sizes = {str(f): int((folds == f).sum()) for f in range(k)}
     have = {f: m["n"] for f, m in branches["audio"]["folds"].items()}
     if have != sizes:
