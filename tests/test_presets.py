@@ -29,7 +29,8 @@ def test_shortening_epochs_shortens_the_audio_branch_too():
     ({"epochs": "0"}, "epochs must be >= 1"),
     ({"audio_epoch_factor": "0"}, "audio_epoch_factor must be > 0"),
     ({"audio_arch": "ResNet"}, "audio_arch must be one of Cnn6, Cnn10, Hybrid, MusiCNN, MusiCNN-Hybrid"),
-    ({"spec_augment": "maybe"}, "spec_augment expects true/false"),
+    ({"spec_augment": "maybe"}, "spec_augment expects true or false"),
+    ({"epochs": "2.5"}, "epochs expects an integer, got .2.5."),
     ({"epoch": "3"}, "unknown preset field"),
 ])
 def test_bad_overrides_are_refused_with_the_reason(overrides, message):

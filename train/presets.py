@@ -27,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from labeler.audio.config import FeaturizerConfig as _F
+from labeler.coerce import coerce, field_types
 from labeler.labels import check_mode
 from labeler.lexical import LexicalConfig as _X
 from labeler.lyrics import LyricsConfig as _Ly
@@ -192,25 +193,12 @@ PRESETS: dict[str, TrainPreset] = {
 }
 
 
-def _coerce(name: str, value, current):
-    """CLI overrides arrive as strings: convert them to the type of the field they replace."""
-    if not isinstance(value, str) or isinstance(current, str):
-        if name == "folds" and value is not None and not isinstance(value, tuple):
-            return tuple(int(v) for v in value)
-        return value
-    if name == "folds":
-        return None if value.lower() in ("all", "none") else tuple(int(v) for v in value.split(","))
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name} expects true/false, got {value!r}")
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    return value
+def _coerce(name: str, value):
+    """A CLI override (a string) to its field's type by `labeler.coerce`'s rules; "all" folds is every fold."""
+    if name == "folds" and isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    value = coerce(name, value, field_types(TrainPreset)[name])
+    return tuple(int(v) for v in value) if name == "folds" and value is not None else value
 
 
 def get_preset(name: str, **overrides) -> TrainPreset:
@@ -222,7 +210,7 @@ def get_preset(name: str, **overrides) -> TrainPreset:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown preset field(s) {', '.join(unknown)}: expected some of {', '.join(sorted(fields))}")
-    values = {k: _coerce(k, v, getattr(base, k)) for k, v in overrides.items()}
+    values = {k: _coerce(k, v) for k, v in overrides.items()}
     return dataclasses.replace(base, **values)
 
 

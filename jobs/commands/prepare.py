@@ -10,33 +10,20 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import typing
 from typing import Any, Callable
 
 from labeler import storage
+from labeler.coerce import coerce, field_types
 from train.manifest import ADAPTERS, Source, prepare
 
 
 def _coerce(func: Callable[..., Any], name: str, key: str, value: str) -> Any:
-    """A --option value as the adapter's keyword expects it (bool, int, float or str)."""
+    """A --option value as the adapter's keyword expects it (`labeler.coerce`'s rules, by its type hint)."""
     params = inspect.signature(func).parameters
     if key not in params or key == "path":
         valid = ", ".join(p for p in params if p != "path")
         raise ValueError(f"unknown option {name}.{key}: {name} takes {valid}")
-    hint = typing.get_type_hints(func).get(key, str)
-    kinds = set(typing.get_args(hint)) or {hint}
-    if bool in kinds:
-        lowered = value.strip().lower()
-        if lowered not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"option {name}.{key} expects true or false, got {value!r}")
-        return lowered in ("true", "1", "yes")
-    for kind in (int, float):
-        if kind in kinds:
-            try:
-                return kind(value)
-            except ValueError:
-                raise ValueError(f"option {name}.{key} expects a {kind.__name__}, got {value!r}") from None
-    return value
+    return coerce(f"option {name}.{key}", value, field_types(func).get(key, str))
 
 
 def parse_sources(datasets: list[str], options: list[str]) -> list[Source]:

@@ -8,11 +8,11 @@ place before any replica starts.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from labeler import storage
+from labeler.coerce import coerce, field_types
 
 _MB = 1024 * 1024
 
@@ -70,12 +70,12 @@ class ServeConfig:
     @classmethod
     def from_mapping(cls, args: dict[str, Any]) -> "ServeConfig":
         """From `serve run labeler.serve:app_builder bundle=URI max_batch_size=16 ...` (values may be strings)."""
-        hints = typing.get_type_hints(cls)
+        hints = field_types(cls)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(args) - set(names))
         if unknown:
             raise ValueError(f"unknown serve argument(s): {', '.join(unknown)}; expected some of {', '.join(names)}")
-        values = {name: _coerce(name, raw, hints[name]) for name, raw in args.items()}
+        values = {name: coerce(f"serve argument {name}", raw, hints[name]) for name, raw in args.items()}
         if values.get("bundle"):  # replicas do not share the caller's working directory
             values["bundle"] = storage.absolute_uri(str(values["bundle"]))
         return cls(**values)
@@ -96,22 +96,3 @@ class ServeConfig:
         else:
             options["num_replicas"] = self.replicas
         return options
-
-
-def _coerce(name: str, raw: Any, annotation: Any) -> Any:
-    """A builder argument to its field's type (`serve run` passes every value as a string)."""
-    if raw is None or not isinstance(raw, str):
-        return tuple(raw) if isinstance(raw, list) else raw
-    optional = type(None) in typing.get_args(annotation)
-    base = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation) if optional else annotation
-    kind = typing.get_origin(base) or base
-    if optional and raw.strip().lower() in ("", "none", "null"):
-        return None
-    try:
-        if kind is tuple:
-            return tuple(p for p in raw.split(",") if p)
-        if kind in (int, float):
-            return kind(raw)
-    except ValueError as exc:
-        raise ValueError(f"serve argument {name}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from exc
-    return raw
