@@ -118,3 +118,9 @@ def test_featurise_flags_build_the_featurizer_config():
                               "--chorus-search-seconds", "5", "--descriptors", "--batch-size", "4"])
     config = featurise.config_from_args(args)  # the chorus search is widened to the clip
     assert config == FeaturizerConfig(sample_rate=44100, clip_seconds=9.0, chorus_search_seconds=9.0, descriptors=True)
+    # Below 28 kHz the default 14 kHz band edge would lie above Nyquist: it stops there unless --fmax says otherwise.
+    low = featurise.config_from_args(parser.parse_args(["--catalogue", "c", "--output", "o", "--sample-rate", "16000"]))
+    assert (low.sample_rate, low.fmax) == (16000, 8000.0)
+    given = featurise.config_from_args(parser.parse_args(["--catalogue", "c", "--output", "o", "--sample-rate", "16000",
+                                                          "--fmin", "20", "--fmax", "6000"]))
+    assert (given.fmin, given.fmax) == (20.0, 6000.0)

@@ -18,6 +18,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="output Parquet directory (local or s3://)")
     parser.add_argument("--clip-seconds", type=float, default=defaults.clip_seconds, help="chorus clip length in seconds")
     parser.add_argument("--sample-rate", type=int, default=defaults.sample_rate, help="model sample rate in Hz")
+    parser.add_argument("--fmin", type=float, default=defaults.fmin, help="lowest mel band edge in Hz")
+    parser.add_argument("--fmax", type=float, default=None,
+                        help=f"highest mel band edge in Hz (default: {defaults.fmax:g} or half the sample rate, whichever is lower)")
     parser.add_argument("--chorus-search-seconds", type=float, default=defaults.chorus_search_seconds,
                         help="automatic chorus detection analyses at most this much of each track")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per Ray Data batch")
@@ -29,8 +32,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> FeaturizerConfig:
-    """The flags named after FeaturizerConfig fields; the chorus search covers at least the clip."""
-    return config_from_flags(FeaturizerConfig, args, chorus_search_seconds=max(args.chorus_search_seconds, args.clip_seconds))
+    """The flags named after FeaturizerConfig fields; the chorus search covers at least the clip, and
+    without --fmax the mel bands stop at Nyquist when the default edge lies above it (`--sample-rate 16000`)."""
+    fmax = args.fmax if args.fmax is not None else min(FeaturizerConfig().fmax, args.sample_rate / 2)
+    return config_from_flags(FeaturizerConfig, args, fmax=fmax,
+                             chorus_search_seconds=max(args.chorus_search_seconds, args.clip_seconds))
 
 
 def run_cli(args: argparse.Namespace) -> int:
