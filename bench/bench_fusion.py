@@ -114,8 +114,7 @@ def run_rows(run: Path, folds: np.ndarray, k: int) -> list[ModelResult]:
     have = {f: m["n"] for f, m in branches["audio"]["folds"].items()}
     if have != sizes:
         raise SystemExit(f"{run} was not trained on every fold of this slice: test fold sizes {have}, expected {sizes}")
-    times = report.get("provenance", {}).get("seconds", {})
-    rows = []
+    rows = []  # the run's report keeps no per-branch times: the note and bench/README give the run's wall time
     for name, key, note in (("audio: MusiCNN (cpu-small)", "audio", "frozen MSD_musicnn + head, 10-s chorus"),
                             ("lyrics: stacked (cpu-small)", "lyrics", "frozen MiniLM windows + head, stacked with TF-IDF"),
                             ("fusion head", "fusion_head", "concatenated embeddings, modality dropout"),
@@ -123,12 +122,12 @@ def run_rows(run: Path, folds: np.ndarray, k: int) -> list[ModelResult]:
                             ("branches late: logistic regression", "fusion_logreg", "fitted on validation"),
                             ("branches gated", "fusion_gated", "fitted on validation")):
         rows.append(ModelResult(name, "branch" if key in ("audio", "lyrics") else "fusion",
-                                folds=dict(branches[key]["folds"]), seconds=float(times.get(key, 0.0)), note=note))
+                                folds=dict(branches[key]["folds"]), note=note))
     kept = ModelResult("fusion kept by the run (one-SE rule)", "fusion", folds=dict(branches["fusion"]["folds"]))
     argmax = ModelResult("fusion the best validation score would keep", "fusion")
     for fold, s in selection.items():
         scores = s["fusion"]["val_macro_f1"]
-        best = max(scores, key=lambda c: (round(scores[c], 9), -fusion.PREFERENCE.index(c)))
+        best = fusion.simplest_within(scores, 0.0)  # no tolerance: the plain best score, ties to the simpler
         argmax.folds[fold] = branches[f"fusion_{best}"]["folds"][fold]
         kept.note += f"{fold}: {s['fusion']['winner']} ({', '.join(f'{c} {v:.2f}' for c, v in scores.items())}; " \
                      f"SE {s['fusion']['tolerance']:.3f}); "

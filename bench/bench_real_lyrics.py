@@ -68,6 +68,14 @@ def encoder_and_tokenizer():
     return LyricsEncoder(LyricsEncoderConfig(name_or_path="MiniLM"), pretrained=True).eval(), load_tokenizer("MiniLM")
 
 
+def pooled(encoder, ids: np.ndarray, mask: np.ndarray, batch: int) -> np.ndarray:
+    """The frozen encoder's masked-mean vector of every row of token ids, `batch` rows at a time."""
+    with torch.inference_mode():
+        return np.concatenate([encoder._pool(torch.as_tensor(ids[i:i + batch], dtype=torch.long),
+                                             torch.as_tensor(mask[i:i + batch], dtype=torch.long)).float().numpy()
+                               for i in range(0, len(ids), batch)])
+
+
 def window_vectors(texts: list[str], cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (n_windows, hidden), owner song index (n_windows,)) of every window of every song, cached."""
     from labeler.lyrics import LyricsConfig, tokenize
@@ -83,15 +91,9 @@ def window_vectors(texts: list[str], cache: Path) -> tuple[np.ndarray, np.ndarra
     mask = mask.reshape(-1, WINDOW_TOKENS)
     used = np.flatnonzero(mask.any(axis=1))
     owner = used // ALL_WINDOWS
-    out = []
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for start in range(0, len(used), 64):
-            rows = used[start:start + 64]
-            out.append(encoder._pool(torch.as_tensor(ids[rows], dtype=torch.long),
-                                     torch.as_tensor(mask[rows], dtype=torch.long)).float().numpy())
+    emb = pooled(encoder, ids[used], mask[used], batch=64)
     print(f"encoded {len(used)} windows of {len(texts)} songs in {time.perf_counter() - t0:.0f} s")
-    emb = np.concatenate(out)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, emb=emb, owner=owner)
     return emb, owner
@@ -107,10 +109,7 @@ def head_tail_vectors(texts: list[str], cache: Path, tokens: int) -> np.ndarray:
     encoder, tokenizer = encoder_and_tokenizer()
     ids, mask = tokenize(tokenizer, texts, LyricsConfig(max_tokens=tokens, long_policy="head_tail"))
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = np.concatenate([encoder._pool(torch.as_tensor(ids[i:i + 32], dtype=torch.long),
-                                            torch.as_tensor(mask[i:i + 32], dtype=torch.long)).float().numpy()
-                              for i in range(0, len(ids), 32)])
+    out = pooled(encoder, ids, mask, batch=32)
     print(f"encoded {len(texts)} songs truncated head+tail to {tokens} tokens in {time.perf_counter() - t0:.0f} s")
     cache.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
