@@ -9,7 +9,7 @@ this module fills no defaults of its own, so the driver sees exactly what the bu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from labeler import storage
 from labeler.verified import TokenizerSource, VerifiedBundle, check_version, verify_bundle
@@ -29,6 +29,7 @@ class BundleInfo:
     lyrics: dict
     ambiguous_threshold: float | None = None  # top probability below which a label is flagged ambiguous
     embedding_dim: int | None = None  # length of the `embedding` column
+    audio_model: dict = field(default_factory=dict)  # config.json's model.audio (arch, encoder, ...); {} without audio
 
     @property
     def uses_audio(self) -> bool:
@@ -37,6 +38,12 @@ class BundleInfo:
     @property
     def uses_lyrics(self) -> bool:
         return self.branch in ("lyrics", "fusion")
+
+    def tag_names(self) -> tuple[str, ...]:
+        """The `tags` column's keys: the MusiCNN encoder's tag names; ValueError for a bundle without one."""
+        from labeler.musicnn.tags import bundle_tags  # noqa: PLC0415
+
+        return bundle_tags(self.branch, self.audio_model, f"bundle {storage.describe(self.uri)}")
 
     @property
     def tokenizer(self) -> TokenizerSource | None:
@@ -59,6 +66,7 @@ class BundleInfo:
             lyrics=dict(config.get("lyrics") or {}),
             ambiguous_threshold=config.get("ambiguous_threshold"),
             embedding_dim=config.get("embedding_dim"),
+            audio_model=dict(config["model"].get("audio") or {}),
         )
 
 

@@ -9,6 +9,8 @@ probabilities summed from the quadrants). An Ar or Va bundle fills only its axis
 probability); quadrant, prob_q* and the other axis stay null. A `classes` bundle (a catalogue's own
 taxonomy) leaves every quadrant and axis column null. In every mode `label` is the top class of the
 bundle's classes, `label_prob` its probability and `class_probs` the map class -> probability.
+The optional `tags` column is built the same way: a map tag -> probability (keys from the bundle's
+MusiCNN encoder, BundleInfo.tag_names).
 """
 
 from __future__ import annotations
@@ -87,7 +89,9 @@ def label_rows(batch: dict[str, np.ndarray], info: BundleInfo, labelled_at: date
         columns["embedding"] = _embedding_column(batch["embedding"], n, ok)
     if "timeline" in batch:
         columns["timeline"] = _timeline_column(batch["timeline"], n)
-    return conform(pa.table(columns), labels_contract("embedding" in batch, "timeline" in batch))
+    if "tags" in batch:
+        columns["tags"] = _tags_column(batch["tags"], info.tag_names(), n, ok)
+    return conform(pa.table(columns), labels_contract("embedding" in batch, "timeline" in batch, "tags" in batch))
 
 
 def _ambiguous(probs: np.ndarray, ok: np.ndarray, threshold: float | None) -> pa.Array:
@@ -115,17 +119,27 @@ def _timeline_column(values: Any, n: int) -> pa.Array:
     return pa.array(rows, TIMELINE_COLUMN.type)
 
 
+def _tags_column(values: Any, names: tuple[str, ...], n: int, ok: np.ndarray) -> pa.Array:
+    """(n, 50) taggram -> map tag -> P; null for error rows and rows without one (NaN: no usable audio)."""
+    arr = np.asarray(values, dtype=np.float32).reshape(n, len(names)) if n else np.zeros((0, len(names)), np.float32)
+    return _prob_map(arr, names, ok & np.isfinite(arr).all(axis=1))
+
+
+def _prob_map(probs: np.ndarray, keys: tuple[str, ...], valid: np.ndarray) -> pa.Array:
+    """(n, k) probabilities -> map<string, float32> key -> P, one entry per key; null (and empty) where not valid."""
+    offsets = np.concatenate([[0], np.cumsum(valid * len(keys))]).astype(np.int32)
+    key_array = pa.array(list(keys) * int(valid.sum()), pa.string())
+    values = pa.array(probs[valid].reshape(-1), pa.float32())
+    return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), key_array, values, mask=pa.array(~valid))
+
+
 def _class_columns(probs: np.ndarray, classes: tuple[str, ...], ok: np.ndarray) -> dict[str, pa.Array]:
     """label (top class), label_prob and class_probs (map class -> P) of every mode; null where not ok."""
     n = len(ok)
     top = probs.argmax(axis=1) if n else np.zeros(0, int)
-    offsets = np.concatenate([[0], np.cumsum(ok * len(classes))]).astype(np.int32)  # error rows: empty and null
-    keys = pa.array(list(classes) * int(ok.sum()), pa.string())
-    values = pa.array(probs[ok].reshape(-1), pa.float32())
-    class_probs = pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), keys, values, mask=pa.array(~ok))
     return {
         "label": pa.array([classes[i] for i in top], pa.string(), mask=~ok),
         "label_prob": pa.array(probs[np.arange(n), top] if n else np.zeros(0, np.float32), pa.float32(), mask=~ok),
-        "class_probs": class_probs,
+        "class_probs": _prob_map(probs, classes, ok),
     }
 

@@ -6,7 +6,7 @@ routed by the modalities they actually have (audio features without an `audio_er
 `has_lyrics`), a fused model labels a song from whichever of the two it has, and a row with neither
 gets an `error` and NaN probabilities instead of failing the batch.
 
-Two optional outputs, off by default because they cost storage or time:
+Three optional outputs, off by default because they cost storage or time:
 
 - `embeddings=True`: `embedding` float32 (n, embedding_dim), the input of the head's last layer
   (for a fused model the hidden layer that mixes audio and lyrics, for a single-branch model the
@@ -14,6 +14,10 @@ Two optional outputs, off by default because they cost storage or time:
   model itself separates the classes with, so songs of similar mood lie close together.
 - `timeline_seconds=S`: `timeline`, per row a JSON list of windows (labeler.timeline) labelled from
   the track's audio (`audio_uri` must then reach the Predictor); "" where there is none.
+- `tags=True` (a bundle whose audio branch is MusiCNN): `tags` float32 (n, 50), musicnn's taggram: the
+  sigmoid of the pretrained tag layer on each 3-s patch, averaged over the clip's patches; NaN rows
+  where no audio was used (no usable audio, or a fused model's lyrics-only row). The backbone runs
+  once: its patch embeddings feed both the mood model (`patch_embeddings=`) and the tag layer.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 from contextlib import nullcontext
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -73,13 +78,13 @@ class Predictor:
     for every row with lyrics, the network's logits with the lexical model's on `lyrics_text` through
     its stacker, before the temperature. Output: every input column except the heavy feature arrays, plus `probs`
     float32 (n, n_classes) = softmax(logits / temperature), `modalities`, `valence_score`,
-    `arousal_score` (NaN without a regression head), `audio_error` and `error`; `embedding` and
-    `timeline` when asked for (see the module docstring).
+    `arousal_score` (NaN without a regression head), `audio_error` and `error`; `embedding`,
+    `timeline` and `tags` when asked for (see the module docstring).
     """
 
     def __init__(self, bundle_uri: str | Bundle, device: str | None = None, batch_size: int = 32,
                  num_threads: int | None = None, embeddings: bool = False,
-                 timeline_seconds: float | None = None, expect_version: str | None = None) -> None:
+                 timeline_seconds: float | None = None, expect_version: str | None = None, tags: bool = False) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -99,6 +104,12 @@ class Predictor:
         self.embeddings = bool(embeddings)
         self.embedding_dim = penultimate_dim(self.model)
         self.timeline_seconds = check_timeline(timeline_seconds, self.uses_audio)
+        self.tag_names: tuple[str, ...] | None = None
+        if tags:
+            from labeler.musicnn.tags import bundle_tags  # noqa: PLC0415
+
+            audio = asdict(cfg.audio) if cfg.uses_audio and cfg.audio is not None else None
+            self.tag_names = bundle_tags(cfg.branch, audio, f"bundle {self.model_id} {self.model_version}")
 
     # ---- routing
 
@@ -151,6 +162,7 @@ class Predictor:
 
         probs = np.full((n, self.n_classes), np.nan, dtype=np.float32)
         embedding = np.full((n, self.embedding_dim), np.nan, dtype=np.float32)
+        tags = np.full((n, len(self.tag_names or ())), np.nan, dtype=np.float32)
         va = np.full((n, 2), np.nan, dtype=np.float32)
         modalities = np.full(n, None, dtype=object)
         errors = np.full(n, None, dtype=object)
@@ -161,7 +173,7 @@ class Predictor:
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             try:
-                p, v, used, e = self._predict(batch, chunk, audio_ok[chunk], lyrics_ok[chunk])
+                p, v, used, e, t = self._predict(batch, chunk, audio_ok[chunk], lyrics_ok[chunk])
             except (RuntimeError, FloatingPointError) as exc:  # a failing sub-batch must not sink the others
                 log.exception("model failed on %d rows", len(chunk))
                 for i in chunk:
@@ -171,6 +183,8 @@ class Predictor:
             va[chunk] = v
             modalities[chunk] = used
             embedding[chunk] = e
+            if t is not None:
+                tags[chunk] = t
 
         out: dict[str, np.ndarray] = {k: v for k, v in batch.items() if k not in FEATURE_COLUMNS}
         out.update(
@@ -187,6 +201,8 @@ class Predictor:
             out["embedding"] = embedding
         if self.timeline_seconds is not None:
             out["timeline"] = self._timelines(batch, n, audio_ok)
+        if self.tag_names is not None:
+            out["tags"] = tags
         return out
 
     def _timelines(self, batch: dict[str, np.ndarray], n: int, audio_ok: np.ndarray) -> np.ndarray:
@@ -222,8 +238,7 @@ class Predictor:
                 kwargs["descriptors"] = torch.from_numpy(descriptors).to(self.device)
             if self.model.config.branch != "fusion":
                 kwargs.pop("has_audio")
-            probs, _, _, _ = self._run(kwargs, len(log_mel))
-            return probs
+            return self._run(kwargs, len(log_mel))[0]
 
         return track_timeline(source, self.bundle.featurizer, self.timeline_seconds, self.bundle.mode,
                               self.bundle.classes, predict, chunk=self.batch_size)
@@ -252,10 +267,10 @@ class Predictor:
                 raise ValueError("this bundle's lexical model needs a `lyrics_text` column (from the LyricsTokenizer)")
             column = np.asarray(batch["lyrics_text"], dtype=object)[rows]
             texts = [str(t) if ok else None for t, ok in zip(column, lyrics_ok)]
-        return self._run(kwargs, len(rows), texts)
+        return self._run(kwargs, len(rows), texts, tags=self.tag_names is not None)
 
-    def _run(self, kwargs: dict[str, Any], n: int, texts: list[str | None] | None = None):
-        """One model call: (probs, va, modalities, L2-normalised penultimate vectors).
+    def _run(self, kwargs: dict[str, Any], n: int, texts: list[str | None] | None = None, tags: bool = False):
+        """One model call: (probs, va, modalities, L2-normalised penultimate vectors, taggram or None).
 
         `texts` (the stacked lyrics branch): each row's cleaned lyrics, or None where the row has none;
         those rows' logits are stacked with the lexical model's (labeler.lexical) before the temperature.
@@ -263,6 +278,7 @@ class Predictor:
         dev = self.device
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
+            taggram = self._taggram(kwargs) if tags else None
             out = self.model(**kwargs)
             penultimate = penultimate_vector(self.model, out.embedding) if self.embeddings else None
         logits = out.logits.float().cpu().numpy()
@@ -276,7 +292,27 @@ class Predictor:
             emb = np.full((n, self.embedding_dim), np.nan, dtype=np.float32)
         else:
             emb = torch.nn.functional.normalize(penultimate.float(), dim=-1).cpu().numpy().astype(np.float32)
-        return probs, va, np.array(out.modalities(), dtype=object), emb
+        return probs, va, np.array(out.modalities(), dtype=object), emb, taggram
+
+    def _taggram(self, kwargs: dict[str, Any]) -> np.ndarray:
+        """Run the MusiCNN backbone once on the rows with audio and return their taggram, (n, 50), NaN
+        elsewhere; `kwargs`' log_mel is replaced by the same patch embeddings, so the model reuses them."""
+        log_mel = kwargs["log_mel"]
+        n = len(log_mel)
+        has_audio = kwargs.get("has_audio")
+        rows = torch.arange(n, device=log_mel.device) if has_audio is None else has_audio.nonzero(as_tuple=True)[0]
+        taggram = np.full((n, len(self.tag_names)), np.nan, dtype=np.float32)
+        if len(rows) == 0:
+            return taggram  # a fused model's lyrics-only rows: no audio to run, log_mel stays unread
+        encoder = self.model.audio_encoder.cnn
+        patches = encoder.patch_embeddings(log_mel[rows])                        # (rows, patches, 200)
+        full = patches.new_zeros((n, *patches.shape[1:]))
+        full[rows] = patches
+        del kwargs["log_mel"]
+        kwargs["patch_embeddings"] = full  # rows without audio are never read (has_audio routes them)
+        probs = torch.sigmoid(encoder.backbone.tags(patches).float()).mean(dim=1)  # musicnn's taggram
+        taggram[rows.cpu().numpy()] = probs.cpu().numpy()
+        return taggram
 
 
 def penultimate_vector(model, embedding: torch.Tensor) -> torch.Tensor:

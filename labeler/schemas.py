@@ -134,7 +134,7 @@ TIMELINE_WINDOW = pa.struct([
     pa.field("valence_prob", pa.float32()),
 ])
 
-# Columns a run writes only when asked for (`labeler label --embeddings`, `--timeline SECONDS`):
+# Columns a run writes only when asked for (`labeler label --embeddings`, `--timeline SECONDS`, `--tags`):
 # a partition written without them has no such column at all, so nothing is paid for unused data.
 EMBEDDING_COLUMN = Column(
     "embedding", pa.list_(pa.float32()), required=False,
@@ -146,11 +146,18 @@ TIMELINE_COLUMN = Column(
     doc="`--timeline SECONDS`: successive windows of the whole track, each a struct (start, end, label, "
         "label_prob, arousal_prob, valence_prob); null without usable audio",
 )
+TAGS_COLUMN = Column(
+    "tags", CLASS_PROBS_TYPE, required=False,
+    doc="`--tags` (a MusiCNN bundle): the pretrained encoder's 50 tags (genre, era, instruments, mood words; "
+        "labeler/musicnn/tags.py), map tag -> P, P the sigmoid of each 3-s patch's tag logits averaged over "
+        "the clip's patches (musicnn's taggram); null without usable audio, e.g. a song labelled from lyrics alone",
+)
 
 
-def labels_contract(embeddings: bool = False, timeline: bool = False) -> Contract:
+def labels_contract(embeddings: bool = False, timeline: bool = False, tags: bool = False) -> Contract:
     """The LABELS contract plus the optional columns a run was asked to write."""
-    extra = tuple(c for c, wanted in ((EMBEDDING_COLUMN, embeddings), (TIMELINE_COLUMN, timeline)) if wanted)
+    wanted_columns = ((EMBEDDING_COLUMN, embeddings), (TIMELINE_COLUMN, timeline), (TAGS_COLUMN, tags))
+    extra = tuple(c for c, wanted in wanted_columns if wanted)
     return Contract(LABELS.name, LABELS.columns + extra) if extra else LABELS
 
 

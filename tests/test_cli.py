@@ -94,12 +94,12 @@ def test_every_label_flag_reaches_its_config_field_by_name():
              "--featurise-cpus": "0.5", "--min-actors": "2", "--max-actors": "4", "--rows-per-part": "7",
              "--lease-seconds": "9", "--expect-version": "0123456789abcdef", "--max-retries": "1",
              "--max-resumes": "0", "--plot": "p.png", "--timeline": "2.5"}
-    args = parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o", "--no-gpu", "--embeddings",
+    args = parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o", "--no-gpu", "--embeddings", "--tags",
                               *[x for pair in given.items() for x in pair]])
     config = label.config_from_args(args)
     assert config == LabelJobConfig(address="ray://h:1", featurise_batch_size=3, predict_batch_size=5, featurise_cpus=0.5,
                                     min_actors=2, max_actors=4, use_gpu=False, rows_per_part=7, plot="p.png",
-                                    lease_seconds=9.0, embeddings=True, timeline_seconds=2.5,
+                                    lease_seconds=9.0, embeddings=True, timeline_seconds=2.5, tags=True,
                                     expect_version="0123456789abcdef", max_retries=1, max_resumes=0)
     defaults = label.config_from_args(parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o"]))
     changed = {f.name for f in dataclasses.fields(LabelJobConfig) if getattr(config, f.name) != getattr(defaults, f.name)}

@@ -90,6 +90,10 @@ CASES = {
     # bad values
     "demo-too-few-songs": (["demo", "--songs", "3", "--workdir", "{out}"], "songs must be at least 20"),
     "recipe-no-datasets": (["recipe", "--output", "{out}"], "no datasets"),
+    # a flag the bundle cannot honour: --tags needs a MusiCNN audio branch, this bundle's is Cnn6
+    "label-tags-without-musicnn": (["label", "--catalogue", "{catalogue}", "--bundle", "{bundle}", "--output", "{out}",
+                                   "--tags"], "is Cnn6, which has no tag layer"),
+    "serve-tags-without-musicnn": (["serve", "--bundle", "{bundle}", "--tags"], "is Cnn6, which has no tag layer"),
     "label-bad-batch": (["label", "--catalogue", "{catalogue}", "--bundle", "{bundle}", "--output", "{out}",
                         "--rows-per-part", "0"], "rows_per_part must be a positive integer"),
 }

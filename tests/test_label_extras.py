@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -72,14 +73,17 @@ def test_a_version_keeps_one_set_of_optional_columns(tmp_path):
     pq.write_table(label_rows(_batch(embedding=emb), _info(), datetime.now(timezone.utc)),
                    tmp_path / "version=0123456789abcdef" / "part-x.parquet")
     check_same_optional_columns(layout, LabelJobConfig(embeddings=True))
-    with pytest.raises(ValueError, match="labelled with --embeddings; this run asks for neither"):
+    with pytest.raises(ValueError, match="labelled with --embeddings; this run asks for none of --embeddings, --timeline, --tags"):
         check_same_optional_columns(layout, LabelJobConfig())
     with pytest.raises(ValueError, match="positive number of seconds"):
         LabelJobConfig(timeline_seconds=0)
 
 
 def test_contract_tables_name_the_new_columns():
-    text = markdown_table(labels_contract(embeddings=True, timeline=True))
-    for name in ("`ambiguous`", "`embedding`", "`timeline`"):
+    text = markdown_table(labels_contract(embeddings=True, timeline=True, tags=True))
+    for name in ("`ambiguous`", "`embedding`", "`timeline`", "`tags`"):
         assert name in text
-    assert "embedding" not in LABELS.schema.names
+    assert "embedding" not in LABELS.schema.names and "tags" not in LABELS.schema.names
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for line in text.splitlines():  # the README's labels table is this generated one, row for row
+        assert line in readme, line

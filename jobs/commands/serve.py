@@ -40,6 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings", action="store_true", help="answer with the `embedding` column (as labeler label --embeddings)")
     parser.add_argument("--timeline", dest="timeline_seconds", type=float, default=None, metavar="SECONDS",
                         help="answer with the `timeline` column (as labeler label --timeline)")
+    parser.add_argument("--tags", action="store_true", help="answer with the `tags` column (as labeler label --tags)")
     parser.add_argument("--expect-version", default=None, metavar="V",
                         help="refuse the bundle unless its recomputed model_version is V")
 
@@ -61,6 +62,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if config.timeline_seconds is not None and not info.uses_audio:
         raise ValueError(f"--timeline labels windows of the audio, but bundle {storage.describe(info.uri)} "
                          f"is a {info.branch} model without an audio branch")
+    if config.tags:
+        info.tag_names()  # one line here for a bundle without a MusiCNN audio branch, not inside a replica
     # Ctrl-C, and SIGTERM from a process manager, both end in serve.shutdown(); SIGINT is set
     # explicitly because a shell starts background jobs with it ignored. Short sleeps: the signal may
     # land on one of Ray's threads, and Python runs the handler only when the main thread wakes up.

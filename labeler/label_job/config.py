@@ -25,6 +25,7 @@ class LabelJobConfig:
     lease_seconds: float = DEFAULT_TTL_SECONDS  # a killed run blocks its output version this long
     embeddings: bool = False  # write the `embedding` column
     timeline_seconds: float | None = None  # write the `timeline` column, windows of this many seconds
+    tags: bool = False  # write the `tags` column (a MusiCNN bundle's 50 tag probabilities)
     expect_version: str | None = None  # refuse a bundle whose model_version is not this one
     max_retries: int = DEFAULT_RETRIES  # retries of a task or actor whose process died (bounded: see build_dataset)
     max_resumes: int = DEFAULT_RESUMES  # times a run whose plan the cluster failed (a lost node) labels the rest itself

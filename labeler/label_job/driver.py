@@ -94,7 +94,7 @@ class PredictorStage:
 def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Array | None, bool], info: BundleInfo,
                   res: Resources, rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
                   timeline_seconds: float | None = None, fence: Fence | None = None, progress_sink=None,
-                  max_retries: int = DEFAULT_RETRIES):
+                  max_retries: int = DEFAULT_RETRIES, tags: bool = False):
     """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part).
 
     `id_filter` is (ids, keep) from todo_filter: the rows to label are those whose song_id is in ids
@@ -139,7 +139,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     ds = ds.map_batches(
         PredictorStage,
         fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size, "num_threads": res.predictor_threads,
-                               "embeddings": embeddings, "timeline_seconds": timeline_seconds,
+                               "embeddings": embeddings, "timeline_seconds": timeline_seconds, "tags": tags,
                                "expect_version": info.model_version, "progress_sink": progress_sink},
         batch_format="numpy",
         batch_size=res.predict_batch_size,
@@ -192,6 +192,8 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     if config.timeline_seconds is not None and not info.uses_audio:
         raise ValueError(f"--timeline labels windows of the audio, but bundle {storage.describe(info.uri)} "
                          f"is a {info.branch} model without an audio branch")
+    if config.tags:
+        info.tag_names()  # ValueError, before any work, for a bundle without a MusiCNN audio branch
     layout = OutputLayout(output_uri, info.model_version)
     run_id = new_run_id(started_at)
     # What is done is read under the lease: a run still committing would otherwise be relabelled.
@@ -245,7 +247,8 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
                         filter_now = still_to_label(layout, ids)[1]
                     records = build_dataset(catalogue_uri, columns, filter_now, info, res, config.rows_per_part, staging,
                                             layout.partition_uri, config.embeddings, config.timeline_seconds,
-                                            fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries)
+                                            fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries,
+                                            tags=config.tags)
                     for record in records.iter_rows():
                         if lease.lost.is_set():
                             lease.check_held()  # raises LeaseLostError: the commits are fenced off already

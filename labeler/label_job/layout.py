@@ -34,8 +34,10 @@ Why this layout:
   join on song_id); the completion record counts the partition's rows and the catalogue's.
 
 Optional columns (labeler.schemas.labels_contract): `--embeddings` adds `embedding` (the model's
-penultimate vector, L2-normalised) and `--timeline SECONDS` adds `timeline` (labeler.timeline: windows
-of the whole track, decoded in the Predictor actors, which then need `audio_uri`). A partition holds
+penultimate vector, L2-normalised), `--timeline SECONDS` adds `timeline` (labeler.timeline: windows
+of the whole track, decoded in the Predictor actors, which then need `audio_uri`) and `--tags` adds
+`tags` (a MusiCNN bundle's 50 tag probabilities, labeler.musicnn.tags). A partition holds one set of
+them in every part (check_same_optional_columns).
 """
 
 from __future__ import annotations
@@ -186,11 +188,11 @@ def check_same_optional_columns(layout: OutputLayout, config: LabelJobConfig) ->
     if not parts:
         return
     names = set(storage.read_parquet_schema(parts[0]).names)
-    have = {"embeddings": "embedding" in names, "timeline": "timeline" in names}
-    want = {"embeddings": config.embeddings, "timeline": config.timeline_seconds is not None}
+    have = {"embeddings": "embedding" in names, "timeline": "timeline" in names, "tags": "tags" in names}
+    want = {"embeddings": config.embeddings, "timeline": config.timeline_seconds is not None, "tags": config.tags}
     if have != want:
         def flags(d: dict) -> str:
-            return " ".join(f"--{k}" for k, v in d.items() if v) or "neither --embeddings nor --timeline"
+            return " ".join(f"--{k}" for k, v in d.items() if v) or "none of --embeddings, --timeline, --tags"
 
         raise ValueError(f"{storage.describe(layout.partition_uri)} was labelled with {flags(have)}; this run asks for "
                          f"{flags(want)}: use the same options, or label into another --output")

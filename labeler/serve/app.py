@@ -14,8 +14,8 @@ Requests (`POST /label`)::
                           "chorus_end_s": 60.0, "song_id": "..."}  (every field optional, but one of
                           audio / audio_uri / lyrics is needed)
 
-The answer is one row of the LABELS contract as JSON (`labelled_at` in ISO-8601), with `embedding`
-and `timeline` when the server was started with `--embeddings` / `--timeline SECONDS` (the same
+The answer is one row of the LABELS contract as JSON (`labelled_at` in ISO-8601), with `embedding`,
+`timeline` and `tags` when the server was started with `--embeddings` / `--timeline SECONDS` / `--tags` (the same
 columns as `labeler label` writes; the timeline is decoded from the upload or the URI). Errors are a
 JSON object {"error": "<kind>: <detail>"} with a 4xx status; a bad song never gets a 500.
 
@@ -109,7 +109,8 @@ class LabelService:
         self.info = BundleInfo.from_verified(open_bundle(config.bundle, config.expect_version))
         self.predictor = Predictor(self.info.uri, batch_size=config.max_batch_size,
                                    num_threads=max(1, int(config.replica_cpus)), embeddings=config.embeddings,
-                                   timeline_seconds=config.timeline_seconds, expect_version=self.info.model_version)
+                                   timeline_seconds=config.timeline_seconds, expect_version=self.info.model_version,
+                                   tags=config.tags)
         self.featuriser = SongFeaturiser(self.info, config)
         self._featurise_pool = ThreadPoolExecutor(config.featurise_threads, thread_name_prefix="featurise")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")

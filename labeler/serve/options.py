@@ -38,6 +38,7 @@ class ServeConfig:
     route_prefix: str = "/"
     embeddings: bool = False  # answer with the `embedding` column too
     timeline_seconds: float | None = None  # answer with the `timeline` column, windows of this many seconds
+    tags: bool = False  # answer with the `tags` column (a MusiCNN bundle's 50 tag probabilities)
 
     def __post_init__(self) -> None:
         if not self.bundle:
