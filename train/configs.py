@@ -44,6 +44,7 @@ def model_config(preset: TrainPreset, branch: str, mode: str, classes: list[str]
         width=preset.audio_width, embedding_dim=preset.audio_embedding_dim, dropout=preset.audio_dropout,
         spec_augment=preset.spec_augment, descriptor_dim=DESCRIPTOR_DIM if preset.uses_descriptors else 0,
         time_mask_frames=min(64, max(8, featurizer.n_frames // 8)), encoder=preset.musicnn_encoder,
+        tune_top=preset.musicnn_tune_top and preset.uses_musicnn,
     )
     lyrics = LyricsEncoderConfig(name_or_path=preset.lyrics_encoder, dropout=preset.lyrics_dropout,
                                  window_tokens=preset.max_tokens if preset.lyrics_windows > 1 else 0)
@@ -85,7 +86,8 @@ def branch_fields(audio_bundle: dict, lyrics_bundle: dict) -> dict:
         geometry = {"musicnn_clip_seconds": featurizer.clip_seconds}
     else:
         geometry = {name: getattr(featurizer, name) for name in _PANNS_GEOMETRY}
-    return {**geometry, "audio_arch": arch, "musicnn_encoder": audio.encoder, "lyrics_encoder": encoder.name_or_path,
+    return {**geometry, "audio_arch": arch, "musicnn_encoder": audio.encoder,
+            "musicnn_tune_top": audio.tune_top, "lyrics_encoder": encoder.name_or_path,
             "max_tokens": lyrics.max_tokens, "long_policy": lyrics.long_policy, "lyrics_windows": lyrics.max_windows,
             "lyrics_window_overlap": lyrics.window_overlap}
 

@@ -15,7 +15,7 @@ A `_SUCCESS.json` written last marks a complete cache; a cache without it is reb
     label, label_index int16                           a classes manifest only: the class and its index
                                                        in the sorted class names (in _SUCCESS.json)
     log_mel float16 (n_frames, n_mels), has_audio, audio_error, [descriptors float32]
-    [patch_embeddings float32 (patches, 200)]          the frozen musicnn encoder's output (MusiCNN runs)
+    [patch_features float32 (patches, 1506)]           the frozen musicnn trunk's output (MusiCNN runs)
     mel_stats float32 (3 * n_mels)                     train.baselines.logmel_stats (audio baseline)
     input_ids int32, attention_mask int8 (max_tokens), has_lyrics, lyrics_error   (when tokenised)
 """
@@ -65,7 +65,7 @@ def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics, 
     """`<featurizer fingerprint>-<16 hex of sha256(manifest bytes, tokenizer files, lyrics config[, encoder])>`."""
     digest = hashlib.sha256()
     if audio_encoder:
-        digest.update(f"musicnn:{audio_encoder}".encode())
+        digest.update(f"musicnn-trunk:{audio_encoder}".encode())  # what patch_features hold
     _hash_uri_bytes(digest, manifest_uri)
     if tokenizer_dir:
         for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model"):
@@ -97,7 +97,7 @@ class CacheFeaturizer:
         self.progress_sink = progress_sink  # labeler.console: songs done are counted on the driver's line
         self.featurize = IsolatedFeaturizer(featurizer, retries=max_retries)
         self.encoder = None
-        if audio_encoder:  # a frozen encoder's output never changes: compute it once per song, here
+        if audio_encoder:  # a frozen trunk's output never changes: compute it once per song, here
             from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
             from labeler.predict import configure_torch_threads  # noqa: PLC0415
 
@@ -128,13 +128,13 @@ class CacheFeaturizer:
         if self.encoder is not None:
             import torch  # noqa: PLC0415
 
-            from labeler.musicnn.model import EMBEDDING_DIM, PATCH_FRAMES  # noqa: PLC0415
+            from labeler.musicnn.model import PATCH_FRAMES, TRUNK_DIM  # noqa: PLC0415
 
-            emb = np.zeros((len(errors), mels.shape[1] // PATCH_FRAMES, EMBEDDING_DIM), dtype=np.float32)
+            feats = np.zeros((len(errors), mels.shape[1] // PATCH_FRAMES, TRUNK_DIM), dtype=np.float32)
             if has_audio.any():
                 with torch.inference_mode():
-                    emb[has_audio] = self.encoder.patch_embeddings(torch.from_numpy(mels[has_audio])).numpy()
-            out["patch_embeddings"] = emb
+                    feats[has_audio] = self.encoder.patch_features(torch.from_numpy(mels[has_audio])).numpy()
+            out["patch_features"] = feats
         if self.tokenize is not None:
             out = self.tokenize(out)
         else:
@@ -151,7 +151,7 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     """Featurise (and tokenise) the manifest into `<cache_root>/<key>/` unless complete there; return its URI.
 
     With a `console` (labeler.console.Console), featurising shows a progress line of songs done.
-    `audio_encoder` (a musicnn model id) also stores the frozen encoder's patch embeddings per song.
+    `audio_encoder` (a musicnn model id) also stores the frozen trunk's features of each patch per song.
 
     Bounded everywhere: a track that crashes the featuriser is a counted `worker_crash` row (see
     CacheFeaturizer); an actor or task whose process dies otherwise is retried `max_retries` times,
@@ -260,7 +260,7 @@ def target_column(mode: str) -> str:
 
 def caches_embeddings(featurizer) -> bool:
     """Whether a model with this featurizer (a FeaturizerConfig, its dict, or None for no audio) trains on
-    the cache's frozen-MusiCNN `patch_embeddings` instead of the log-mel: the musicnn front end."""
+    the cache's frozen-MusiCNN `patch_features` instead of the log-mel: the musicnn front end."""
     from labeler.audio.config import uses_musicnn_frontend  # noqa: PLC0415
 
     return uses_musicnn_frontend(featurizer)
@@ -273,7 +273,7 @@ def branch_columns(branch: str, descriptors: bool = False, mode: str = "4Q", emb
     """
     cols = [target_column(mode)]
     if branch in ("audio", "fusion"):
-        cols += ["patch_embeddings" if embeddings else "log_mel"] + (["descriptors"] if descriptors else [])
+        cols += ["patch_features" if embeddings else "log_mel"] + (["descriptors"] if descriptors else [])
     if branch in ("lyrics", "fusion"):
         cols += ["input_ids", "attention_mask"]
     if branch == "fusion":

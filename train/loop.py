@@ -166,8 +166,8 @@ def forward_kwargs(batch: dict, branch: str, device) -> dict:
     """The forward() keyword arguments of a batch from the feature cache, for one branch."""
     out: dict = {}
     if branch in ("audio", "fusion"):
-        if "patch_embeddings" in batch:  # MusiCNN: the frozen encoder's output, cached once per song
-            out["patch_embeddings"] = batch["patch_embeddings"].to(device, non_blocking=True).float()
+        if "patch_features" in batch:  # MusiCNN: the frozen trunk's output, cached once per song
+            out["patch_features"] = batch["patch_features"].to(device, non_blocking=True).float()
         else:
             out["log_mel"] = batch["log_mel"].to(device, non_blocking=True).float()
         if "descriptors" in batch:

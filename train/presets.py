@@ -57,6 +57,7 @@ class TrainPreset:
     audio_arch: str = _A.arch         # Cnn6 | Cnn10 | Hybrid (Cnn6 + descriptors) | MusiCNN | MusiCNN-Hybrid
     musicnn_encoder: str = _A.encoder  # MusiCNN archs: which pretrained musicnn (MSD_musicnn | MTT_musicnn)
     musicnn_clip_seconds: float = 30.0    # MusiCNN archs: chorus clip length (3-s patches; the musicnn front end)
+    musicnn_tune_top: bool = _A.tune_top  # MusiCNN archs: fine-tune its Dense 1506 -> 200 (the trunk stays frozen)
     audio_width: float = _A.width
     audio_embedding_dim: int = _A.embedding_dim
     audio_dropout: float = _A.dropout

@@ -117,7 +117,7 @@ class AudioEncoder(nn.Module):
         if config.arch == "MusiCNN":
             from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
 
-            self.cnn = MusicnnEncoder(config.embedding_dim, config.dropout, config.encoder)
+            self.cnn = MusicnnEncoder(config.embedding_dim, config.dropout, config.encoder, config.tune_top)
         else:
             self.cnn = PannsCnn(config)
         self.embedding_dim = config.embedding_dim
@@ -143,11 +143,11 @@ class AudioEncoder(nn.Module):
         self.descriptor_std.copy_(std_t)
 
     def forward(self, log_mel: torch.Tensor | None, descriptors: torch.Tensor | None = None,
-                patch_embeddings: torch.Tensor | None = None) -> torch.Tensor:
-        if patch_embeddings is not None:
+                patch_features: torch.Tensor | None = None) -> torch.Tensor:
+        if patch_features is not None:
             if self.config.arch != "MusiCNN":
-                raise ValueError(f"patch_embeddings are musicnn features; {self.config.arch} reads log_mel")
-            emb = self.cnn(None, patch_embeddings)
+                raise ValueError(f"patch_features are musicnn features; {self.config.arch} reads log_mel")
+            emb = self.cnn(None, patch_features)
         else:
             emb = self.cnn(log_mel)
         if self.config.descriptor_dim > 0:

@@ -38,9 +38,10 @@ class AudioCnnConfig:
     `cpu-small` can run a quarter-width Cnn6; only width 1.0 matches a PANNs checkpoint.
     `descriptor_dim > 0` makes the Hybrid branch: the CNN embedding concatenated with the
     standardised handcrafted descriptors, mixed by one Linear+ReLU back to `embedding_dim`.
-    `arch="MusiCNN"` is the frozen pretrained musicnn encoder (`encoder`: MSD_musicnn or
-    MTT_musicnn) with mean+std pooling of its patch embeddings (labeler.musicnn.encoder); it reads
-    the musicnn front end (96 mels) and ignores `width` and the SpecAugment fields.
+    `arch="MusiCNN"` is the pretrained musicnn encoder (`encoder`: MSD_musicnn or MTT_musicnn) with
+    mean+std pooling of its patch embeddings (labeler.musicnn.encoder), frozen, or with its Dense
+    1506 -> 200 layer fine-tuned (`tune_top`); it reads the musicnn front end (96 mels) and ignores
+    `width` and the SpecAugment fields.
     """
 
     arch: str = "Cnn6"
@@ -55,6 +56,7 @@ class AudioCnnConfig:
     freq_masks: int = 2
     freq_mask_bins: int = 8
     encoder: str = "MSD_musicnn"
+    tune_top: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in AUDIO_ARCHS:

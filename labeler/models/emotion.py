@@ -181,14 +181,14 @@ class EmotionModel(nn.Module):
                 attention_mask: torch.Tensor | None = None, has_audio: torch.Tensor | None = None,
                 has_lyrics: torch.Tensor | None = None, descriptors: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, va_targets: torch.Tensor | None = None,
-                class_weights: torch.Tensor | None = None, patch_embeddings: torch.Tensor | None = None) -> ModelOutput:
-        """`patch_embeddings` (MusiCNN only): the frozen encoder's per-patch embeddings from the feature
-        cache, in place of `log_mel` (same result, without running the network again)."""
-        batch = _batch_size(log_mel if patch_embeddings is None else patch_embeddings, input_ids)
+                class_weights: torch.Tensor | None = None, patch_features: torch.Tensor | None = None) -> ModelOutput:
+        """`patch_features` (MusiCNN only): the frozen trunk's features of each patch, from the feature
+        cache, in place of `log_mel` (same result, without running the trunk again)."""
+        batch = _batch_size(log_mel if patch_features is None else patch_features, input_ids)
         device = (self.head[-1] if self.head is not None else self.late.audio_head[-1]).weight.device
         if self.config.branch == "fusion" and self.config.fusion != "head":
             embedding, has_audio, has_lyrics = self._fused_embedding(
-                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors, patch_embeddings)
+                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors, patch_features)
             audio_emb, text_emb = embedding.split([self.late.audio_dim, self.late.lyrics_dim], dim=1)
             logits, parts = self.late(audio_emb, text_emb, has_audio, has_lyrics)
             loss = self._loss(logits, None, labels, None, class_weights)
@@ -196,11 +196,11 @@ class EmotionModel(nn.Module):
                                has_lyrics=has_lyrics.cpu(), branch_logprobs=parts)
         if self.config.branch == "fusion":
             embedding, has_audio, has_lyrics = self._fused_embedding(
-                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors, patch_embeddings)
+                batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors, patch_features)
         elif self.config.branch == "audio":
-            if log_mel is None and patch_embeddings is None:
+            if log_mel is None and patch_features is None:
                 raise ValueError("the audio model needs log_mel")
-            embedding = self.audio_encoder(log_mel, descriptors, patch_embeddings)
+            embedding = self.audio_encoder(log_mel, descriptors, patch_features)
             has_audio, has_lyrics = torch.ones(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)
         else:
             if input_ids is None:
@@ -214,8 +214,8 @@ class EmotionModel(nn.Module):
                            has_audio=has_audio.cpu(), has_lyrics=has_lyrics.cpu())
 
     def _fused_embedding(self, batch, device, log_mel, input_ids, attention_mask, has_audio, has_lyrics, descriptors,
-                         patch_embeddings=None):
-        audio_input = patch_embeddings if patch_embeddings is not None else log_mel
+                         patch_features=None):
+        audio_input = patch_features if patch_features is not None else log_mel
         has_audio = _flags(has_audio, audio_input is not None, batch, device)
         has_lyrics = _flags(has_lyrics, input_ids is not None, batch, device)
         if bool(has_audio.any()) and audio_input is None:
@@ -233,8 +233,8 @@ class EmotionModel(nn.Module):
         if bool(has_audio.any()):
             rows = has_audio.nonzero(as_tuple=True)[0]
             d = descriptors.to(device)[rows] if descriptors is not None else None
-            if patch_embeddings is not None:
-                computed = self.audio_encoder(None, d, patch_embeddings.to(device)[rows])
+            if patch_features is not None:
+                computed = self.audio_encoder(None, d, patch_features.to(device)[rows])
             else:
                 computed = self.audio_encoder(log_mel.to(device)[rows], d)
             audio_emb = audio_emb.index_put((rows,), computed.to(audio_emb.dtype))

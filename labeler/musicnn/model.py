@@ -35,6 +35,7 @@ _TEMPORAL = (128, 64, 32)
 _FRONT_CHANNELS = 2 * 204 + 3 * 51  # 561
 _MID_CHANNELS = 64
 _DENSE_CHANNELS = _FRONT_CHANNELS + 3 * _MID_CHANNELS  # 753
+TRUNK_DIM = 2 * _DENSE_CHANNELS  # 1506: the pooled features `trunk` gives each patch
 
 
 def _bn(n: int, dims: int) -> nn.Module:
@@ -70,13 +71,17 @@ class MusiCNN(nn.Module):
         self.mid = nn.ModuleList(nn.Conv1d(_FRONT_CHANNELS if i == 0 else _MID_CHANNELS, _MID_CHANNELS, 7, padding=3)
                                  for i in range(3))
         self.mid_bn = nn.ModuleList(_bn(_MID_CHANNELS, 1) for _ in range(3))
-        self.pool_bn = _bn(2 * _DENSE_CHANNELS, 1)
-        self.dense = nn.Linear(2 * _DENSE_CHANNELS, EMBEDDING_DIM)
+        self.pool_bn = _bn(TRUNK_DIM, 1)
+        self.dense = nn.Linear(TRUNK_DIM, EMBEDDING_DIM)
         self.dense_bn = _bn(EMBEDDING_DIM, 1)
         self.tags = nn.Linear(EMBEDDING_DIM, N_TAGS)
 
-    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Intermediate outputs: 'max_pool' (753), 'mean_pool' (753), 'penultimate' (200), 'logits' (50)."""
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 1506) features of each patch: everything up to the temporal max and mean pooling.
+
+        The part a fine-tuned MusiCNN branch keeps frozen and caches once per song (`top` learns).
+        The order is TF's flatten of [753, 2]: max and mean interleaved per channel.
+        """
         if x.dim() != 3 or x.shape[2] != N_MELS or x.shape[1] < max(_TEMPORAL) // 2:
             raise ValueError(f"MusiCNN expects patches (batch, frames, {N_MELS}) of at least 64 frames, got {tuple(x.shape)}")
         x = self.bn_input(x.float().unsqueeze(1))                   # (b, 1, t, 96)
@@ -95,10 +100,18 @@ class MusiCNN(nn.Module):
             y = bn(F.relu(conv(y))) + y
             outs.append(y)
         dense = torch.cat(outs, dim=1)                              # (b, 753, t)
-        max_pool, mean_pool = dense.amax(dim=2), dense.mean(dim=2)
-        pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)  # TF flatten of [753, 2]
-        penultimate = self.dense_bn(F.relu(self.dense(self.pool_bn(pooled))))
-        return {"max_pool": max_pool, "mean_pool": mean_pool, "penultimate": penultimate,
+        return torch.stack([dense.amax(dim=2), dense.mean(dim=2)], dim=2).flatten(1)  # TF flatten of [753, 2]
+
+    def top(self, pooled: torch.Tensor, dense: nn.Linear | None = None) -> torch.Tensor:
+        """The 200-d penultimate embedding from `trunk`'s features; `dense`: a fine-tuned copy of `self.dense`."""
+        return self.dense_bn(F.relu((dense or self.dense)(self.pool_bn(pooled))))
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Intermediate outputs: 'max_pool' (753), 'mean_pool' (753), 'penultimate' (200), 'logits' (50)."""
+        pooled = self.trunk(x)
+        pairs = pooled.view(pooled.shape[0], _DENSE_CHANNELS, 2)
+        penultimate = self.top(pooled)
+        return {"max_pool": pairs[..., 0], "mean_pool": pairs[..., 1], "penultimate": penultimate,
                 "logits": self.tags(penultimate)}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
