@@ -17,7 +17,7 @@ Three optional outputs, off by default because they cost storage or time:
 - `tags=True` (a bundle whose audio branch is MusiCNN): `tags` float32 (n, 50), musicnn's taggram: the
   sigmoid of the pretrained tag layer on each 3-s patch, averaged over the clip's patches; NaN rows
   where no audio was used (no usable audio, or a fused model's lyrics-only row). The backbone runs
-  once: its patch embeddings feed both the mood model (`patch_embeddings=`) and the tag layer.
+  once: its trunk features feed both the mood model (`patch_features=`) and the tag layer.
 """
 
 from __future__ import annotations
@@ -295,8 +295,8 @@ class Predictor:
         return probs, va, np.array(out.modalities(), dtype=object), emb, taggram
 
     def _taggram(self, kwargs: dict[str, Any]) -> np.ndarray:
-        """Run the MusiCNN backbone once on the rows with audio and return their taggram, (n, 50), NaN
-        elsewhere; `kwargs`' log_mel is replaced by the same patch embeddings, so the model reuses them."""
+        """Run the MusiCNN trunk once on the rows with audio and return their taggram, (n, 50), NaN
+        elsewhere; `kwargs`' log_mel is replaced by the same trunk features, so the model reuses them."""
         log_mel = kwargs["log_mel"]
         n = len(log_mel)
         has_audio = kwargs.get("has_audio")
@@ -305,13 +305,12 @@ class Predictor:
         if len(rows) == 0:
             return taggram  # a fused model's lyrics-only rows: no audio to run, log_mel stays unread
         encoder = self.model.audio_encoder.cnn
-        patches = encoder.patch_embeddings(log_mel[rows])                        # (rows, patches, 200)
-        full = patches.new_zeros((n, *patches.shape[1:]))
-        full[rows] = patches
+        features = encoder.patch_features(log_mel[rows])                         # (rows, patches, 1506)
+        full = features.new_zeros((n, *features.shape[1:]))
+        full[rows] = features
         del kwargs["log_mel"]
-        kwargs["patch_embeddings"] = full  # rows without audio are never read (has_audio routes them)
-        probs = torch.sigmoid(encoder.backbone.tags(patches).float()).mean(dim=1)  # musicnn's taggram
-        taggram[rows.cpu().numpy()] = probs.cpu().numpy()
+        kwargs["patch_features"] = full  # rows without audio are never read (has_audio routes them)
+        taggram[rows.cpu().numpy()] = encoder.taggram(features).float().cpu().numpy()  # the checkpoint's, even when tuned
         return taggram
 
 

@@ -23,7 +23,7 @@ from labeler.bundle import read_bundle_config
 pytestmark = pytest.mark.slow
 
 ABSENT = 3  # songs listed in the metadata whose files are not in the copy
-TRAIN_SET = ["--set", "clip_seconds=4", "--set", "epochs=2", "--set", "audio_epoch_factor=2",
+TRAIN_SET = ["--set", "clip_seconds=4", "--set", "musicnn_clip_seconds=6", "--set", "epochs=2", "--set", "audio_epoch_factor=2",
              "--set", "max_tokens=48", "--set", "batch_size=8"]
 
 
@@ -164,7 +164,7 @@ def test_development_slice_end_to_end(shared_data, ray_local, tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main(["train", "--manifest", manifest, "--branch", "all", "--mode", "classes", "--preset", "cpu-small",
                      "--folds", "0", "--output", str(run), "--set", "epochs=1", "--set", "audio_epoch_factor=2",
-                     "--set", "clip_seconds=4"]) == 0
+                     "--set", "clip_seconds=4", "--set", "musicnn_clip_seconds=9"]) == 0
     capsys.readouterr()
     classes = [f"Cluster {c}" for c in range(1, 6)]
     for branch in ("audio", "lyrics", "fusion"):

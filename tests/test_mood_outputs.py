@@ -26,7 +26,7 @@ from labeler import storage
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(clip_seconds=4.0, epochs=2, audio_epoch_factor=2.0, patience=4, max_tokens=64, batch_size=8)
+SMALL = dict(clip_seconds=4.0, musicnn_clip_seconds=3.0, epochs=2, audio_epoch_factor=2.0, patience=4, max_tokens=64, batch_size=8)
 SONGS = 80
 
 
