@@ -8,8 +8,9 @@ that map them, so the object store is not counted once per worker) of the whole 
 GCS, raylet, workers), sampled every 0.2 s while the job runs. Streaming means the peak for 5,000
 songs stays within ~15% of the peak for 1,000.
 
-The bundle has the `cpu-small` architecture (the pretrained MusiCNN on 10-s chorus clips, or with
-`--audio-model Cnn6` the quarter-width Cnn6 on 8-s 16-kHz clips; MiniLM-L6 with 128 tokens) with
+The bundle has the `cpu-small` architecture (the pretrained MusiCNN on 30-s chorus clips, its Dense
+fine-tuned, or with `--audio-model Cnn6` the quarter-width Cnn6 on 8-s 16-kHz clips; MiniLM-L6 with
+128 tokens) with
 untrained heads unless --bundle is given: weights do not change the cost. `--stage-songs N` also
 times decode + mel, tokenising and the network separately in one process (the stage-sum limit).
 
