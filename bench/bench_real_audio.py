@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():  # the frozen network's penultimate embeddings from the trunk's features
                 emb = load_musicnn(args.musicnn_model).top(torch.from_numpy(feats.reshape(-1, feats.shape[2])))
             emb = emb.numpy().reshape(len(feats), feats.shape[1], -1)
-            pooled = np.concatenate([emb.mean(axis=1), emb.std(axis=1)], axis=1)
+            pooled = np.concatenate([np.nanmean(emb, axis=1), np.nanstd(emb, axis=1)], axis=1)  # silent patches: NaN
             results.append(cv_baseline(f"musicnn_stats_lr_{clip:g}s", vector_baseline, pooled, y, folds, k, classes))
             results[-1].note = f"LR on the same mean+std pooled embeddings; {clip:g}-s {window}"
 

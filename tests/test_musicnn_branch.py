@@ -99,6 +99,29 @@ def test_tuned_top_learns_while_the_backbone_and_its_taggram_stay_the_checkpoint
         assert torch.allclose(bundle.model(log_mel=log_mel).logits, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("tune_top", [False, True])
+def test_silent_patches_are_left_out_of_the_pooling_and_the_taggram(tune_top):
+    """A 12-s song in a 30-s clip (zero-padded: six patches of digital silence) pools, labels and tags as the
+    same song in a 12-s clip; the silent patches are NaN in the (cached) trunk features."""
+    torch.manual_seed(0)
+    model = EmotionModel(_audio_config(tune_top=tune_top)).eval()
+    encoder = model.audio_encoder.cnn
+    song = torch.rand(2, 4 * 187, 96) * 3
+    padded = torch.cat([song, torch.zeros(2, 6 * 187, 96)], dim=1)
+    with torch.inference_mode():
+        features = encoder.patch_features(padded)
+        assert torch.isnan(features[:, 4:]).all() and torch.isfinite(features[:, :4]).all()
+        short, long = model(log_mel=song).logits, model(log_mel=padded).logits
+        assert torch.allclose(short, long, atol=1e-5)
+        assert torch.allclose(model(patch_features=features).logits, long, atol=1e-6)
+        assert torch.allclose(encoder.taggram(features), encoder.taggram(encoder.patch_features(song)), atol=1e-6)
+        # a clip of nothing but silence (never labelled: the featuriser refuses silent tracks) stays finite
+        assert torch.isfinite(model(log_mel=torch.zeros(1, 2 * 187, 96)).logits).all()
+    model.train()  # one audible patch (zero spread) still trains: finite gradients
+    model(patch_features=features[:, 3:], labels=torch.tensor([0, 1])).loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_bundle_labels_without_the_wheel(musicnn_available, tmp_path, monkeypatch):
     """The converted weights travel in the bundle's safetensors: loading and predicting never read the wheel."""
     from labeler.bundle import load_bundle, save_bundle

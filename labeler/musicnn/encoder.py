@@ -20,6 +20,11 @@ mean over 5 folds x 5 seeds).
 The backbone stays in eval mode (its BatchNorm statistics are MSD's), so the trunk features of a song
 never change during training: `forward` takes them precomputed (`patch_features`, from the feature
 cache) as well as the log-mel, with the same result.
+
+Patches of digital silence (all log-mel values 0: the zero padding of a track shorter than the clip,
+or a silent gap) carry no mood: `patch_features` marks them NaN, and the pooling and the taggram read
+only the other patches. Without this a 12-s track in a 30-s clip would be pooled with six patches of
+silence and its embedding would say "silence" more than anything the song does.
 """
 
 from __future__ import annotations
@@ -67,31 +72,42 @@ class MusicnnEncoder(nn.Module):
             raise ValueError(f"MusiCNN expects the musicnn log-mel (batch, patches x {PATCH_FRAMES}, {N_MELS}), "
                              f"got {tuple(log_mel.shape)}: featurise with FeaturizerConfig.musicnn")
         batch, patches = log_mel.shape[0], log_mel.shape[1] // PATCH_FRAMES
+        flat = log_mel.float().reshape(batch * patches, PATCH_FRAMES, N_MELS)
         with torch.no_grad():
-            pooled = self.backbone.trunk(log_mel.float().reshape(batch * patches, PATCH_FRAMES, N_MELS))
+            pooled = self.backbone.trunk(flat)
+        silent = (flat == 0).flatten(1).all(dim=1)
+        pooled[silent] = float("nan")  # no audio in this patch: left out of the pooling (see the module docstring)
         return pooled.reshape(batch, patches, TRUNK_DIM)
 
     def taggram(self, patch_features: torch.Tensor) -> torch.Tensor:
-        """(batch, 50) musicnn's tag probabilities: the checkpoint's sigmoid outputs averaged over the patches."""
-        batch, patches = _check_features(patch_features)
-        flat = patch_features.float().reshape(batch * patches, TRUNK_DIM)
+        """(batch, 50) musicnn's tag probabilities: the checkpoint's sigmoid outputs averaged over the patches
+        that hold audio."""
+        flat, weights = _flatten(patch_features)
         tags = torch.sigmoid(self.backbone.tags(self.backbone.top(flat)))
-        return tags.reshape(batch, patches, -1).mean(dim=1)
+        return (tags.reshape(*weights.shape, -1) * weights.unsqueeze(2)).sum(dim=1)
 
     def forward(self, log_mel: torch.Tensor | None = None, patch_features: torch.Tensor | None = None) -> torch.Tensor:
         if patch_features is None:
             if log_mel is None:
                 raise ValueError("MusicnnEncoder needs log_mel or patch_features")
             patch_features = self.patch_features(log_mel)
-        batch, patches = _check_features(patch_features)
-        flat = patch_features.float().reshape(batch * patches, TRUNK_DIM)
-        e = self.backbone.top(flat, self.top_dense).reshape(batch, patches, EMBEDDING_DIM)
-        pooled = torch.cat([e.mean(dim=1), e.std(dim=1, unbiased=False)], dim=1)
-        return self.proj(self.norm(pooled))
+        flat, weights = _flatten(patch_features)
+        e = self.backbone.top(flat, self.top_dense).reshape(*weights.shape, EMBEDDING_DIM)
+        w = weights.unsqueeze(2)
+        mean = (e * w).sum(dim=1)
+        std = ((e - mean.unsqueeze(1)).square() * w).sum(dim=1).clamp_min(1e-12).sqrt()  # finite gradient at 0
+        return self.proj(self.norm(torch.cat([mean, std], dim=1)))
 
 
-def _check_features(patch_features: torch.Tensor) -> tuple[int, int]:
+def _flatten(patch_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch * patches, 1506) features with silent (NaN) patches zeroed, and (batch, patches) pooling weights:
+    1 / (patches with audio) on those, 0 on silent ones (a clip with none: every patch weighs the same)."""
     if patch_features.dim() != 3 or patch_features.shape[2] != TRUNK_DIM:
         raise ValueError(f"patch_features must be (batch, patches, {TRUNK_DIM}) MusiCNN trunk features, "
                          f"got {tuple(patch_features.shape)}")
-    return int(patch_features.shape[0]), int(patch_features.shape[1])
+    features = patch_features.float()
+    audible = torch.isfinite(features).all(dim=2)
+    audible = torch.where(audible.any(dim=1, keepdim=True), audible, torch.ones_like(audible))
+    weights = audible.float() / audible.sum(dim=1, keepdim=True)
+    flat = torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).reshape(-1, TRUNK_DIM)
+    return flat, weights
