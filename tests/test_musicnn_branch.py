@@ -164,6 +164,7 @@ def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_w
 
     config = json.loads((Path(result.bundle_uri) / "config.json").read_text())
     assert config["model"]["audio"]["arch"] == "MusiCNN" and config["model"]["audio"]["encoder"] == "MSD_musicnn"
+    assert config["model"]["audio"]["tune_top"] is True  # cpu-small fine-tunes the Dense on top of the frozen trunk
     assert config["featurizer"]["frontend"] == "musicnn" and config["featurizer"]["clip_seconds"] == 3.0
     cache = next(Path(tmp_path / "out" / "feature_cache").glob("*/"))
     assert "patch_features" in pq.read_schema(next(cache.glob("*.parquet"))).names
