@@ -37,6 +37,11 @@ from torch import nn
 from labeler.musicnn.model import EMBEDDING_DIM, N_MELS, PATCH_FRAMES, TRUNK_DIM, MusiCNN
 
 
+# Patches per trunk forward: songs share the work (speed), but a 32-song batch of 30-s clips is 320 patches
+# and ~3 GB of activations in one forward (bench/bench_label.py peaked at 8.4 GB on 2 CPUs); 32 keep it <0.3 GB.
+PATCH_CHUNK = 32
+
+
 class MusicnnEncoder(nn.Module):
     """log-mel (batch, patches*187, 96) or trunk features (batch, patches, 1506) -> (batch, embedding_dim)."""
 
@@ -73,8 +78,8 @@ class MusicnnEncoder(nn.Module):
                              f"got {tuple(log_mel.shape)}: featurise with FeaturizerConfig.musicnn")
         batch, patches = log_mel.shape[0], log_mel.shape[1] // PATCH_FRAMES
         flat = log_mel.float().reshape(batch * patches, PATCH_FRAMES, N_MELS)
-        with torch.no_grad():
-            pooled = self.backbone.trunk(flat)
+        with torch.no_grad():  # bounded chunks: one timbral conv map is ~9 MB a patch before its max over mel
+            pooled = torch.cat([self.backbone.trunk(chunk) for chunk in flat.split(PATCH_CHUNK)])
         silent = (flat == 0).flatten(1).all(dim=1)
         pooled[silent] = float("nan")  # no audio in this patch: left out of the pooling (see the module docstring)
         return pooled.reshape(batch, patches, TRUNK_DIM)
