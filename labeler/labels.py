@@ -118,11 +118,12 @@ def target_for_mode(quadrant: int, mode: str) -> int:
 
 
 def quadrant_probs_to_axes(probs: "list[float] | tuple[float, ...]") -> tuple[float, float]:
-    """(P(arousal high), P(valence high)) from the four quadrant probabilities Q1..Q4."""
+    """(P(arousal high), P(valence high)) from the four quadrant probabilities Q1..Q4, within [0, 1]: float32
+    softmax outputs of a confident model can sum to 1.0000001, which is not a probability."""
     if len(probs) != 4:
         raise ValueError(f"expected 4 quadrant probabilities, got {len(probs)}")
     q1, q2, q3, q4 = (float(p) for p in probs)
-    return q1 + q2, q1 + q4
+    return min(1.0, max(0.0, q1 + q2)), min(1.0, max(0.0, q1 + q4))
 
 
 def quadrant_name(quadrant: int) -> str:

@@ -153,3 +153,7 @@ def test_quadrant_names_and_probability_projection():
     assert arousal == pytest.approx(0.7) and valence == pytest.approx(0.5)
     with pytest.raises(ValueError, match="expected 4 quadrant probabilities, got 2"):
         quadrant_probs_to_axes([0.5, 0.5])
+    confident = np.array([0.99999994, 1.2e-07, 1e-9, 1e-9], dtype=np.float32)  # a float32 softmax: Q1 + Q2 > 1
+    assert float(confident[0]) + float(confident[1]) > 1.0
+    arousal, valence = quadrant_probs_to_axes(confident)
+    assert arousal == 1.0 and 0.0 <= valence <= 1.0
