@@ -90,6 +90,7 @@ def run_demo(config: DemoConfig, console=None) -> DemoResult:
     from synth import SynthConfig, synthesise  # noqa: PLC0415
     from train.datasets.synth import prepare_synth  # noqa: PLC0415
     from train.folds import assign_folds  # noqa: PLC0415
+    from train.presets import get_preset  # noqa: PLC0415
     from train.run import train  # noqa: PLC0415
 
     console = console or Console.silent()
@@ -111,9 +112,9 @@ def run_demo(config: DemoConfig, console=None) -> DemoResult:
     t0 = time.perf_counter()
     ensure_ray()  # a local Ray for training and labelling
     overrides = {"epochs": config.epochs} if config.epochs else {}
-    # The songs are shorter than cpu-small's 30-s chorus clip: clip the whole song instead of padding it with
-    # silence (a clip that is mostly silent patches teaches the padding, and costs the encoder more).
-    overrides["musicnn_clip_seconds"] = min(30.0, config.seconds)
+    # Songs shorter than cpu-small's chorus clip (30 s): clip the whole song instead of padding it with
+    # silence (silent patches are left out of the pooling, but still cost the encoder).
+    overrides["musicnn_clip_seconds"] = min(get_preset("cpu-small").musicnn_clip_seconds, config.seconds)
     trained = train(manifest_uri, str(workdir / "training"), branch="all", mode="4Q", preset="cpu-small",
                     folds=config.folds, console=console, **overrides)
     bundle = workdir / "bundle"
