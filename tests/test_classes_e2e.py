@@ -75,12 +75,27 @@ def test_prepare_train_evaluate_label(corpus, ray_local, capsys):
     assert set(table.column("label").to_pylist()) == {"Cluster 1", "Cluster 2", "Cluster 3", "Cluster 4"}
     assert "3 clips listed but absent" in capsys.readouterr().out
 
+    # A larger lyrics corpus with quadrant labels for the lexical model to learn its words from (--lexical-source):
+    # 60 made-up songs, each with a word no run song has, so the lyrics bundle's vocabulary shows where it learnt.
+    from synth.lyrics import make_lyrics
+
+    rng = np.random.default_rng(11)
+    quadrants = [1 + i % 4 for i in range(60)]
+    source = str(root / "source.parquet")
+    pq.write_table(pa.table({
+        "song_id": [f"src:{i}" for i in range(60)], "dataset": ["corpus"] * 60,
+        "lyrics": [make_lyrics(rng, q, 0.5, 0.5) + " zyzzyva" for q in quadrants],
+        "quadrant": pa.array(quadrants, pa.int8())}), source)
+
     run = root / "run"
     assert cli.main(["train", "--manifest", manifest, "--branch", "all", "--mode", "classes", "--preset", "cpu-small",
-                     "--folds", "0", "--output", str(run), *TRAIN_SET]) == 0
+                     "--folds", "0", "--output", str(run), "--lexical-source", source, *TRAIN_SET]) == 0
     report = json.loads((run / "report.json").read_text())
     assert report["mode"] == "classes" and report["classes"] == ["Cluster 1", "Cluster 2", "Cluster 3", "Cluster 4"]
-    assert {"fusion_head", "fusion_average", "fusion_logreg", "fusion_gated"} <= set(report["branches"])
+    assert {"fusion_head", "fusion_equal", "fusion_average", "fusion_logreg", "fusion_gated"} <= set(report["branches"])
+    assert report["provenance"]["lexical_source"]["songs"] == 60
+    vocab = json.loads((run / "lyrics" / "fold0" / "bundle" / "lexical" / "vocab.json").read_text())
+    assert "zyzzyva" in vocab["terms"][0]  # the word block learnt on the source
     choice = report["selection"]["fusion"]["0"]["fusion"]
     assert choice["winner"] in choice["val_macro_f1"]
 

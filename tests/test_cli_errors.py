@@ -41,6 +41,11 @@ def files(tmp_path_factory):
         "song_id": ["a", "b"], "dataset": ["synth", "synth"], "audio_uri": pa.array([None, None], pa.string()),
         "lyrics": ["la la", "oh"], "valence": [0.5, -0.5], "arousal": [0.5, -0.5],
         "quadrant": pa.array([1, 3], pa.int8()), "fold": pa.array([0, 1], pa.int8())}), manifest)
+    manifest3 = root / "manifest3.parquet"  # three folds: what train needs before it looks at anything else
+    pq.write_table(pa.table({
+        "song_id": ["a", "b", "c"], "dataset": ["synth"] * 3, "audio_uri": pa.array([None] * 3, pa.string()),
+        "lyrics": ["la la", "oh", "hey"], "valence": [0.5, -0.5, 0.5], "arousal": [0.5, -0.5, -0.5],
+        "quadrant": pa.array([1, 3, 4], pa.int8()), "fold": pa.array([0, 1, 2], pa.int8())}), manifest3)
     garbage = root / "garbage.parquet"
     garbage.write_bytes(b"this is not a parquet file\n" * 10)
     bundle = Path(make_bundle(root))
@@ -55,7 +60,7 @@ def files(tmp_path_factory):
     weights.write_bytes(bytes(data))
     not_a_folder = root / "a-file"
     not_a_folder.write_text("x")
-    return {"root": root, "catalogue": str(catalogue), "manifest": str(manifest), "garbage": str(garbage), "bundle": str(bundle),
+    return {"root": root, "catalogue": str(catalogue), "manifest": str(manifest), "manifest3": str(manifest3), "garbage": str(garbage), "bundle": str(bundle),
             "bad_json": str(bad_json), "tampered": str(tampered), "file": str(not_a_folder)}
 
 
@@ -94,6 +99,10 @@ CASES = {
     "label-tags-without-musicnn": (["label", "--catalogue", "{catalogue}", "--bundle", "{bundle}", "--output", "{out}",
                                    "--tags"], "is Cnn6, which has no tag layer"),
     "serve-tags-without-musicnn": (["serve", "--bundle", "{bundle}", "--tags"], "is Cnn6, which has no tag layer"),
+    "train-lexical-source-missing": (["train", "--manifest", "{manifest3}", "--output", "{out}", "--lexical-source",
+                                     "{root}/nope.parquet"], "not a readable Parquet manifest"),
+    "train-lexical-source-unstacked": (["train", "--manifest", "{manifest3}", "--output", "{out}", "--lexical-source",
+                                        "{manifest3}", "--set", "lexical=false"], "needs a stacked lyrics branch"),
     "label-bad-batch": (["label", "--catalogue", "{catalogue}", "--bundle", "{bundle}", "--output", "{out}",
                         "--rows-per-part", "0"], "rows_per_part must be a positive integer"),
 }

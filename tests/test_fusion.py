@@ -56,7 +56,7 @@ def test_logreg_with_a_class_absent_from_validation_never_predicts_it():
 def test_choose_scores_late_candidates_by_cross_fitting_and_keeps_the_head_when_it_is_better():
     log_a, log_l, y = branches()
     choice = fusion.choose(log_a, log_l, y, N_CLASSES, head_val_macro_f1=0.1)
-    assert set(choice["val_macro_f1"]) == {"average", "logreg", "gated", "head"}
+    assert set(choice["val_macro_f1"]) == {"equal", "average", "logreg", "gated", "head"}
     assert choice["winner"] != "head"
     assert all(0.0 <= v <= 1.0 for v in choice["val_macro_f1"].values())
     better = fusion.choose(log_a, log_l, y, N_CLASSES, head_val_macro_f1=1.0)
@@ -89,6 +89,70 @@ def test_choose_records_the_tolerance_it_used():
     assert choice["tolerance"] == pytest.approx(fusion.one_standard_error(max(choice["val_macro_f1"].values()), len(y)))
 
 
+def test_equal_is_the_plain_average_and_fits_nothing():
+    log_a, log_l, y = branches()
+    assert fusion.fit("equal", log_a, log_l, y, N_CLASSES) == {"audio_weight": 0.5}
+    assert fusion.fit("equal", log_a[:5], log_l[:5], y[:5], N_CLASSES) == {"audio_weight": 0.5}
+    np.testing.assert_allclose(fusion.combine("equal", {"audio_weight": 0.5}, log_a, log_l), (log_a + log_l) / 2)
+    assert fusion.PREFERENCE[0] == "equal"  # the simplest: kept whenever it is within one SE of the best
+
+
+def raw_parts(n=150, seed=0, lyrics_scale=8.0):
+    """branch_parts-like raw network outputs: the lyrics network far overconfident (logits x lyrics_scale)."""
+    log_a, log_l, y = branches(n=n, audio_acc=0.7, lyrics_acc=0.7, seed=seed)
+    words = np.array(["sunshine dance", "rage fire", "tears rain"])
+    rng = np.random.default_rng(seed + 7)
+    texts = np.array([f"{words[c if rng.random() < 0.7 else rng.integers(0, 3)]} la la" for c in y], dtype=object)
+    return {"log_a": log_a, "log_l": log_l * lyrics_scale, "y": y, "has_audio": np.ones(n, bool),
+            "has_lyrics": np.ones(n, bool), "texts": texts, "fold": np.zeros(n, dtype=np.int64)}
+
+
+def test_each_network_gets_its_own_temperature_on_the_fitting_rows():
+    """A lyrics network 8x too confident is cooled by its own temperature, not by a bundle's (which, for a
+    stacked lyrics branch, belongs to the stacked logits: the MIREX runs applied up to 20 to the network)."""
+    parts = raw_parts()
+    rows = np.ones(len(parts["y"]), bool)
+    logits, params, (t_a, t_l) = fusion._late_logits("equal", parts, rows, N_CLASSES)
+    assert params == {"audio_weight": 0.5}
+    assert t_l > 4 * t_a  # the overconfident network is divided by much more
+    expected = (fusion.calibrated_logprobs(parts["log_a"], t_a) + fusion.calibrated_logprobs(parts["log_l"], t_l)) / 2
+    np.testing.assert_allclose(logits, expected)
+    half = np.arange(len(rows)) < 75
+    assert fusion._late_logits("equal", parts, half, N_CLASSES)[2] != (t_a, t_l)  # fitted on the rows given only
+
+
+def test_finished_candidates_are_cross_fitted_with_their_lexical_stacker():
+    from labeler.lexical import LexicalConfig, LexicalModel
+
+    parts = raw_parts()
+    rows = np.ones(len(parts["y"]), bool)
+    lexical = LexicalModel.fit(list(parts["texts"]), parts["y"], N_CLASSES, LexicalConfig(min_df=1, char_max=0))
+    networks_only = fusion.cross_fitted_finished_f1("equal", parts, rows, None, N_CLASSES)
+    with_lexical = {k: fusion.cross_fitted_finished_f1(k, parts, rows, lexical, N_CLASSES) for k in fusion.LATE_KINDS}
+    assert with_lexical["equal"] > networks_only + 0.03  # the words are a third, informative expert
+    assert all(0.0 <= v <= 1.0 for v in with_lexical.values())
+    assert lexical.stack_weight is None  # scoring never touches the lyrics bundle's model
+    few = np.arange(len(rows)) < 4  # too few to cross-fit: scored in sample, still a number
+    assert 0.0 <= fusion.cross_fitted_finished_f1("logreg", parts, few, lexical, N_CLASSES) <= 1.0
+
+
+def test_equal_stack_adds_the_lexical_expert_with_fixed_shares():
+    from labeler.lexical import LexicalConfig, LexicalModel
+    from train.stacking import fit_equal_stack
+
+    parts = raw_parts(n=60)
+    texts = list(parts["texts"])
+    texts[3] = ""  # a row without lyrics keeps the network's logits
+    lexical = LexicalModel.fit(texts, parts["y"], N_CLASSES, LexicalConfig(min_df=1, char_max=0))
+    net = parts["log_a"]
+    out = fit_equal_stack(lexical, net, texts, parts["y"], fusion.EQUAL_NETWORK_SHARE)
+    lex = lexical.logits(texts)
+    t_lex = lexical.stack_weight[0, N_CLASSES] ** -1 / 3  # the lexical block is (1/3) / T_lex on the diagonal
+    np.testing.assert_allclose(out[0], 2 / 3 * net[0] + lex[0] / (3 * t_lex), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[3], net[3], rtol=1e-6)
+    assert 0.05 <= t_lex <= 20.0
+
+
 def test_one_modality_rows_take_their_branch():
     log_a, log_l, y = branches(n=6)
     has_a = np.array([True, True, False, True, False, True])
@@ -111,7 +175,7 @@ def branch_models(tmp_path_factory):
     return a.eval(), t.eval(), bert
 
 
-@pytest.mark.parametrize("kind", ["average", "logreg", "gated"])
+@pytest.mark.parametrize("kind", ["equal", "average", "logreg", "gated"])
 def test_late_model_matches_the_numpy_math_and_survives_a_bundle(branch_models, kind, tmp_path):
     from labeler.audio import FeaturizerConfig
     from labeler.bundle import load_bundle, save_bundle

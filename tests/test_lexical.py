@@ -102,3 +102,31 @@ def test_cross_fitted_stack_leaves_the_stacker_and_covers_every_row():
     assert out.shape == (40, 4) and np.isfinite(out).all() and (out != 0).any(axis=1).all()
     np.testing.assert_array_equal(model.stack_weight, weight)
     assert (out.argmax(1) == y).mean() > 0.7  # the held-out parts are still predicted from the encoder logits
+
+
+def test_transfer_learns_words_on_the_source_and_is_one_linear_model(tmp_path):
+    """fit_transfer == TF-IDF + LR on the source, then LR from its logits to the target classes, folded
+    into one ordinary model (same files, same labelling path)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    mood = {0: "sunshine dance joy", 1: "rage fire kill", 2: "tears cry alone", 3: "calm gentle quiet"}
+    source_y = np.arange(120) % 4
+    source = [f"{mood[c]} {' '.join(rng.choice(['la', 'oh', 'yeah', 'baby'], 3))}" for c in source_y]
+    # a 3-class target taxonomy with 12 songs: 'bright' = Q1 words, 'dark' = Q2 or Q3 words, 'soft' = Q4 words
+    target_src = np.array([0, 1, 2, 3] * 3)
+    target_y = np.array([0, 1, 1, 2] * 3)
+    target = [f"{mood[c]} na na" for c in target_src]
+    config = LexicalConfig(min_df=1)
+    model = LexicalModel.fit_transfer(source, source_y, 4, target, target_y, 3, config, seed=1)
+    src = LexicalModel.fit(source, source_y, 4, config, seed=1)
+    z = src.logits(target).astype(np.float64)
+    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=1).fit(z, target_y)
+    new = [f"{mood[c]} hey" for c in (0, 1, 2, 3)]
+    np.testing.assert_allclose(model.logits(new), lr.decision_function(src.logits(new).astype(np.float64)), rtol=1e-4, atol=1e-4)
+    assert model.logits(new).argmax(1).tolist() == [0, 1, 1, 2]  # words it never saw with a target label
+    assert model.n_classes == 3
+    model.save(tmp_path / "lex")
+    np.testing.assert_array_equal(LexicalModel.load(tmp_path / "lex").logits(new), model.logits(new))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LexicalModel.fit_transfer(source, source_y, 4, target, np.zeros(12, int), 3, config)

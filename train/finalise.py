@@ -65,14 +65,14 @@ def finalise_fold(checkpoint_uri: str, fold_config: dict, run: dict, out_uri: st
                 metrics={"val_macro_f1": fold_config.get("val_macro_f1"), "test": metrics, "calibration": calibration},
                 temperature=temperature, descriptor_stats=fold_config.get("descriptor_stats"),
                 ambiguous_threshold=threshold, lexical=lexical)
-    return {"metrics": metrics, "calibration": calibration}
+    return {"metrics": metrics, "calibration": calibration, "val_macro_f1": done["val_macro_f1"]}
 
 
 def choose_fusion(entry: dict, fold: int, cfg: dict, run: dict, done: dict, bundle_uri: str) -> None:
     """Head vs late vs gated fusion on the validation fold (train.fusion); the winner becomes the fold's bundle."""
     from train.fusion import finalise_fusion_fold  # noqa: PLC0415
 
-    fused = finalise_fusion_fold(cfg, run, done["metrics"], cfg["val_macro_f1"], bundle_uri)
+    fused = finalise_fusion_fold(cfg, run, done["metrics"], done["val_macro_f1"], bundle_uri)
     winner = fused["winner"]
     entry["folds"][fold] = fused["metrics"]
     entry["selection"][fold]["val_macro_f1"] = fused["selection"]["val_macro_f1"][winner]

@@ -2,9 +2,13 @@
 
 Why: the fusion head is trained on the training fold, where both branches have already fitted the
 songs, and on the synthetic catalogue it scored below the audio branch alone. Late fusion keeps both
-branches as trained and calibrated, and fits only a few parameters over their calibrated
-log-probabilities on the *validation* fold, which neither branch trained on:
+branches as trained, calibrates each network on the *validation* fold (its own temperature: a lyrics
+bundle's temperature belongs to its stacked logits, not to its network alone), and fits only a few
+parameters over their calibrated log-probabilities there, where neither branch trained:
 
+* `equal`:   z = (log p_audio + log p_lyrics) / 2, nothing fitted but the temperatures; where the lyrics
+  branch has a lexical model, that is added as a third calibrated expert with the same weight
+  (`train.stacking.fit_equal_stack`) instead of by a fitted stacker;
 * `average`: z = w log p_audio + (1 - w) log p_lyrics, w on a grid of 0..1 by validation NLL (w = 0 or 1
   is a single branch: fusion never has to be worse than the better branch on validation);
 * `logreg`:  a multinomial logistic regression on [log p_audio, log p_lyrics] (L2, C = 1);
@@ -12,12 +16,13 @@ log-probabilities on the *validation* fold, which neither branch trained on:
 
 The math is `labeler.models.LateFusion`'s, in numpy (`combine`); a test checks the two agree. Choosing
 among candidates fitted on the validation fold by their score on that same fold would favour the most
-flexible, so each late candidate is scored by cross-fitting inside the validation fold (fit on 4/5,
-predict the other 1/5, macro-F1 of the pooled predictions); the head keeps its own validation
-macro-F1 (that of its checkpoint, itself chosen on validation, so if anything flattered). The fold
-keeps the simplest candidate within one standard error of the best score (`one_standard_error`): on
-the small validation folds of a development slice the scores' noise is larger than most gaps between
-them. The test fold is only scored, never used to choose.
+flexible, so each late candidate is scored *finished* (temperatures, combiner and lexical stacker) by
+cross-fitting inside the validation fold (fit on 4/5, predict the other 1/5, macro-F1 of the pooled
+predictions, `cross_fitted_finished_f1`); the head's score is that of its finished validation logits
+(its checkpoint chosen there, so if anything flattered). The fold keeps the simplest candidate within
+one standard error of the best score (`one_standard_error`): on the small validation folds of a
+development slice the scores' noise is larger than most gaps between them. The test fold is only
+scored, never used to choose.
 
 Functions work on any two branches' calibrated log-probabilities, so `bench/bench_fusion.py` uses them
 over baseline branches too.
@@ -36,9 +41,11 @@ from sklearn.model_selection import StratifiedKFold
 
 log = logging.getLogger(__name__)
 
-LATE_KINDS: tuple[str, ...] = ("average", "logreg", "gated")
+LATE_KINDS: tuple[str, ...] = ("equal", "average", "logreg", "gated")
 # The simplest first: the one-standard-error rule keeps the first within the tolerance of the best.
-PREFERENCE: tuple[str, ...] = ("average", "gated", "logreg", "head")
+PREFERENCE: tuple[str, ...] = ("equal", "average", "gated", "logreg", "head")
+# `equal` with a lexical model: the averaged network pair is 2 of the 3 experts.
+EQUAL_NETWORK_SHARE = 2.0 / 3.0
 AVERAGE_GRID = np.linspace(0.0, 1.0, 21)
 ABSENT_CLASS_BIAS = -20.0
 
@@ -53,7 +60,7 @@ def _entropy(logp: np.ndarray) -> np.ndarray:
 
 def combine(kind: str, params: dict, log_a: np.ndarray, log_l: np.ndarray) -> np.ndarray:
     """Fused logits of rows that have both modalities (LateFusion.forward's math)."""
-    if kind == "average":
+    if kind in ("equal", "average"):
         w = float(params["audio_weight"])
         return w * log_a + (1.0 - w) * log_l
     if kind == "logreg":
@@ -72,6 +79,8 @@ def _nll(logits: np.ndarray, y: np.ndarray) -> float:
 def fit(kind: str, log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
     """Fit one late candidate on rows with both modalities; returns its parameters (JSON-able)."""
     y = np.asarray(y, dtype=np.int64)
+    if kind == "equal":
+        return {"audio_weight": 0.5}
     if kind == "average":
         losses = [_nll(combine("average", {"audio_weight": w}, log_a, log_l), y) for w in AVERAGE_GRID]
         best = min(range(len(AVERAGE_GRID)), key=lambda i: (round(losses[i], 9), abs(AVERAGE_GRID[i] - 0.5)))
@@ -187,7 +196,7 @@ def model_kind(kind: str) -> str:
 
 def set_params(late, kind: str, params: dict) -> None:
     """Write a fitted candidate's parameters into a labeler.models.LateFusion."""
-    if kind == "average":
+    if kind in ("equal", "average"):
         late.set_average(params["audio_weight"])
     elif kind == "logreg":
         late.set_linear(params["weight"], params["bias"])
@@ -197,14 +206,15 @@ def set_params(late, kind: str, params: dict) -> None:
         raise ValueError(f"unknown late fusion {kind!r}: expected one of {', '.join(LATE_KINDS)}")
 
 
-def late_model(fold_config: dict, kind: str):
-    """The fold's late/gated fusion model from its calibrated audio and lyrics bundles (combiner unset)."""
+def late_model(fold_config: dict, kind: str, temperatures: tuple[float, float] = (1.0, 1.0)):
+    """The fold's late/gated fusion model from its audio and lyrics bundles (combiner unset), each network
+    divided by its temperature in `temperatures` (1, 1: the raw networks, as `branch_parts` needs them)."""
     from labeler.bundle import load_bundle  # noqa: PLC0415
     from labeler.models import EmotionModel, ModelConfig  # noqa: PLC0415
 
     audio, lyrics = load_bundle(fold_config["audio_bundle"]), load_bundle(fold_config["lyrics_bundle"])
     config = ModelConfig.from_dict({**fold_config["model"], "fusion": model_kind(kind), "freeze_branches": False})
-    model = EmotionModel.late_from_branches(audio.model, lyrics.model, config, audio.temperature, lyrics.temperature)
+    model = EmotionModel.late_from_branches(audio.model, lyrics.model, config, *temperatures)
     return model, audio, lyrics
 
 
@@ -239,18 +249,75 @@ def branch_parts(model, cache_uri: str, folds: list[int], mode: str, descriptors
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def _late_logits(kind: str, parts: dict, fit_rows: np.ndarray, n_classes: int) -> tuple[np.ndarray, dict, tuple]:
+    """Fit the networks' temperatures and the candidate on `fit_rows` of `parts` (raw network
+    log-probabilities, `branch_parts` of a model at temperatures 1); every row's fused logits."""
+    from train.calibration import fit_temperature  # noqa: PLC0415
+
+    y, has_a, has_l = parts["y"], parts["has_audio"], parts["has_lyrics"]
+    temps = (fit_temperature(parts["log_a"][fit_rows & has_a], y[fit_rows & has_a]),
+             fit_temperature(parts["log_l"][fit_rows & has_l], y[fit_rows & has_l]))
+    log_a, log_l = calibrated_logprobs(parts["log_a"], temps[0]), calibrated_logprobs(parts["log_l"], temps[1])
+    both = fit_rows & has_a & has_l
+    params = fit(kind, log_a[both], log_l[both], y[both], n_classes)
+    return fused_logits(kind, params, log_a, log_l, has_a, has_l), params, temps
+
+
+def _stacked(kind: str, lexical, logits: np.ndarray, texts: list, y: np.ndarray, fit_idx: np.ndarray,
+             apply_idx: np.ndarray) -> np.ndarray:
+    """The candidate's lexical stacker (equal shares for `equal`, else fitted) on `fit_idx`, applied to `apply_idx`."""
+    from train.stacking import fit_equal_stack, fit_stack, stack, unstacked  # noqa: PLC0415
+
+    if lexical is None:
+        return logits[apply_idx]
+    lexical = unstacked(lexical)
+    fit_texts = [texts[i] for i in fit_idx]
+    try:
+        if kind == "equal":
+            fit_equal_stack(lexical, logits[fit_idx], fit_texts, y[fit_idx], EQUAL_NETWORK_SHARE)
+        else:
+            fit_stack(lexical, logits[fit_idx], fit_texts, y[fit_idx])
+    except ValueError:  # too few rows with lyrics (or classes) in this part to fit a stacker: the networks'
+        return logits[apply_idx]
+    return stack(lexical, logits[apply_idx], [texts[i] for i in apply_idx])
+
+
+def cross_fitted_finished_f1(kind: str, parts: dict, rows: np.ndarray, lexical, n_classes: int,
+                             n_splits: int = 5, seed: int = 8848) -> float:
+    """Macro-F1 of a *finished* late candidate on `rows` (the validation fold), by cross-fitting: the
+    temperatures, the combiner and the lexical stacker fitted on 4/5 of the rows, applied to the other 1/5."""
+    idx = np.flatnonzero(rows)
+    y = parts["y"]
+    counts = np.bincount(y[idx]) if len(idx) else np.zeros(0, dtype=np.int64)
+    splits = min(n_splits, int(counts[counts > 0].min())) if len(idx) else 0
+    if splits < 2:  # too small to cross-fit: the in-sample score
+        logits, _, _ = _late_logits(kind, parts, rows, n_classes)
+        return macro_f1(y[idx], _stacked(kind, lexical, logits, parts["texts"], y, idx, idx), n_classes)
+    pred = np.zeros((len(idx), n_classes))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
+        for train, held in StratifiedKFold(splits, shuffle=True, random_state=seed).split(idx, y[idx]):
+            fit_rows = np.zeros(len(y), dtype=bool)
+            fit_rows[idx[train]] = True
+            logits, _, _ = _late_logits(kind, parts, fit_rows, n_classes)
+            pred[held] = _stacked(kind, lexical, logits, parts["texts"], y, idx[train], idx[held])
+    return macro_f1(y[idx], pred, n_classes)
+
+
 def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_val_macro_f1: float,
                          bundle_uri: str) -> dict:
     """Choose the fold's fusion on validation; if a late candidate wins, it replaces the head's bundle.
 
-    The choice compares the networks' fusions (head and late candidates, no lexical model). Then each
-    late candidate is finished as the head was (train.stacking.stack_and_calibrate): stacked with the
-    lyrics bundle's lexical model when it has one, temperature and ambiguity threshold fitted on
-    validation, test fold scored. So a late winner's bundle keeps the stacked lyrics branch and its
-    `ambiguous` threshold, like the head's.
+    Every candidate is compared finished, as it would label: the late ones with their own network
+    temperatures, combiner and lexical stacker, cross-fitted inside the validation fold
+    (`cross_fitted_finished_f1`); the head by the macro-F1 of its finished validation logits
+    (`head_val_macro_f1`, from train.finalise.finalise_fold). Then each late candidate is fitted on the
+    whole validation fold and finished as the head was (train.stacking.stack_and_calibrate): temperature
+    and ambiguity threshold fitted on validation, test fold scored. So a late winner's bundle keeps the
+    lexical model and its `ambiguous` threshold, like the head's.
 
-    Returns {"winner", "selection" (validation scores and params), "variants": {name: test metrics},
-    "metrics" and "calibration" (the winner's)}. Rows with neither modality are left out, as
+    Returns {"winner", "selection" (validation scores, params, temperatures), "variants": {name: test
+    metrics}, "metrics" and "calibration" (the winner's)}. Rows with neither modality are left out, as
     labelling leaves them unlabelled.
     """
     from labeler import storage  # noqa: PLC0415
@@ -261,33 +328,37 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
     mode, split = fold_config["mode"], fold_config["split"]
     (val_fold,), (test_fold,) = split["val"], split["test"]
     descriptors = bool(fold_config.get("descriptor_stats"))
-    model, audio, lyrics = late_model(fold_config, "average")
+    model, audio, lyrics = late_model(fold_config, "average")  # temperatures 1: the raw networks
     names = model.config.class_names()
     n_classes = len(names)
     parts = branch_parts(model, run["cache_uri"], [val_fold, test_fold], mode, descriptors,
                          caches_embeddings(audio.featurizer))
     usable = parts["has_audio"] | parts["has_lyrics"]
-    both = (parts["fold"] == val_fold) & parts["has_audio"] & parts["has_lyrics"]
-    choice = choose(parts["log_a"][both], parts["log_l"][both], parts["y"][both], n_classes, head_val_macro_f1)
+    val_rows, test_rows = (parts["fold"] == val_fold) & usable, (parts["fold"] == test_fold) & usable
+    scores = {kind: cross_fitted_finished_f1(kind, parts, val_rows, lyrics.lexical, n_classes) for kind in LATE_KINDS}
+    if head_val_macro_f1 is not None:
+        scores["head"] = float(head_val_macro_f1)
+    tolerance = one_standard_error(max(scores.values()), int(val_rows.sum()))
+    winner = simplest_within(scores, tolerance)
 
-    def rows(kind: str, fold: int) -> tuple:
-        r = (parts["fold"] == fold) & usable
-        logits = fused_logits(kind, choice["params"][kind], parts["log_a"][r], parts["log_l"][r],
-                              parts["has_audio"][r], parts["has_lyrics"][r])
-        return logits, parts["y"][r], list(parts["texts"][r])
-
+    fitted = {kind: _late_logits(kind, parts, val_rows, n_classes) for kind in LATE_KINDS}
     stackers = {kind: unstacked(lyrics.lexical) for kind in LATE_KINDS}  # each candidate fits its own stacker
-    finished = {kind: stack_and_calibrate(stackers[kind], rows(kind, val_fold), rows(kind, test_fold), names)
+
+    def rows(kind: str, which: np.ndarray) -> tuple:
+        return fitted[kind][0][which], parts["y"][which], list(parts["texts"][which])
+
+    finished = {kind: stack_and_calibrate(stackers[kind], rows(kind, val_rows), rows(kind, test_rows), names,
+                                          equal_share=EQUAL_NETWORK_SHARE if kind == "equal" else None)
                 for kind in LATE_KINDS}
     variants = {"head": head_metrics, **{kind: f["metrics"] for kind, f in finished.items()}}
-    winner = choice["winner"]
     log.info("fusion fold %s: validation macro-F1 %s -> keeping %s", fold_config["fold"],
-             {k: round(v, 3) for k, v in choice["val_macro_f1"].items()}, winner)
+             {k: round(v, 3) for k, v in scores.items()}, winner)
+    selection = {"val_macro_f1": scores, "params": {k: f[1] for k, f in fitted.items()},
+                 "temperatures": {k: list(f[2]) for k, f in fitted.items()}, "tolerance": tolerance}
     calibration = None
     if winner != "head":
-        if model_kind(winner) != model.config.fusion:
-            model, audio, lyrics = late_model(fold_config, winner)
-        set_params(model.late, winner, choice["params"][winner])
+        model, audio, lyrics = late_model(fold_config, winner, fitted[winner][2])
+        set_params(model.late, winner, fitted[winner][1])
         done = finished[winner]
         calibration = done["calibration"]
         save_bundle(bundle_uri, model, audio.featurizer, lyrics.lyrics, tokenizer=lyrics.tokenizer,
@@ -295,12 +366,9 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
                     provenance={**run["provenance"], "branch": "fusion", "fusion": winner, "fold": fold_config["fold"],
                                 "split": split, "audio_bundle": storage.describe(fold_config["audio_bundle"]),
                                 "lyrics_bundle": storage.describe(fold_config["lyrics_bundle"])},
-                    metrics={"val_macro_f1": choice["val_macro_f1"][winner], "test": done["metrics"],
-                             "calibration": calibration,
-                             "fusion_selection": {"val_macro_f1": choice["val_macro_f1"], "winner": winner,
-                                                  "tolerance": choice["tolerance"]}},
+                    metrics={"val_macro_f1": scores[winner], "test": done["metrics"], "calibration": calibration,
+                             "fusion_selection": {"val_macro_f1": scores, "winner": winner, "tolerance": tolerance}},
                     temperature=done["temperature"], descriptor_stats=fold_config.get("descriptor_stats"),
                     ambiguous_threshold=done["threshold"], lexical=stackers[winner])
-    return {"winner": winner, "selection": {"val_macro_f1": choice["val_macro_f1"], "params": choice["params"],
-                                            "tolerance": choice["tolerance"]},
-            "variants": variants, "metrics": variants[winner], "calibration": calibration}
+    return {"winner": winner, "selection": selection, "variants": variants, "metrics": variants[winner],
+            "calibration": calibration}

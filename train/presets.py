@@ -77,6 +77,9 @@ class TrainPreset:
     freeze_lyrics_encoder: bool = False  # lyrics branch: the encoder stays pretrained (eval mode); only the head learns
     lexical: bool = False             # stacked lyrics branch: + TF-IDF model, combined on the validation fold
     lexical_C: float = _X.C            # its logistic regression's inverse L2 strength (LexicalConfig.C)
+    # a larger labelled lyrics manifest the lexical model learns its words from, mapped to the run's classes
+    # on the training folds (train.lexical_source; `labeler train --lexical-source`); "" = the run's own songs
+    lexical_source: str = ""
     # --- heads / fusion (-> labeler.models.ModelConfig) ---
     hidden_dim: int = _M.hidden_dim
     head_dropout: float = _M.dropout

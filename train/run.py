@@ -115,6 +115,21 @@ def _resolve_branch_run(uri: str | None, branch: str) -> str | None:
     return nested if storage.exists(storage.join(nested, "run.json")) else uri
 
 
+def _lexical_source(p, branches: list[str], manifest_uri: str):
+    """The run's `--lexical-source` corpus, read and checked before any work (None without one)."""
+    from train.lexical_source import load_source  # noqa: PLC0415
+
+    if not p.lexical_source:
+        return None
+    if "lyrics" not in branches:
+        raise ValueError("--lexical-source trains the lyrics branch's lexical model: give it to a lyrics or all run "
+                         "(a fusion run reuses its lyrics run's)")
+    if not p.lexical:
+        raise ValueError(f"--lexical-source needs a stacked lyrics branch (preset {p.name} has lexical=false; "
+                         "--set lexical=true)")
+    return load_source(p.lexical_source, manifest_uri)
+
+
 def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "4Q", preset: str = "cpu-small",
           folds="all", audio_model: str | None = None, lyrics_model: str | None = None,
           audio_run: str | None = None, lyrics_run: str | None = None, storage_uri: str | None = None,
@@ -152,6 +167,7 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
 
     _, k = _manifest_folds(manifest_uri)
     classes = _check_label_kind(manifest_uri, mode)
+    source = _lexical_source(p, branches, manifest_uri)
     fold_list = parse_folds(folds if folds not in (None, "") else None, k, p)
     if branch == "fusion":  # the fused model sees the features and tokens its branches were trained on
         p = dataclasses.replace(p, **branch_fields(*(_branch_bundle_config(branch_runs[b], b, fold_list[0])
@@ -169,11 +185,14 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     provenance = {"manifest": storage.describe(manifest_uri), "preset": p.name, "preset_values": p.to_dict(),
                   "mode": mode, "folds": fold_list, "k": k, "created_at": created, "feature_cache": storage.describe(cache),
                   "selection": "checkpoint and exported fold chosen on validation macro-F1 (val = fold (test+1) % k)"}
+    if source is not None:
+        provenance["lexical_source"] = source.describe()
     run = {
         "output_uri": output_uri, "cache_uri": cache, "run_name": f"train-{created.replace(':', '').replace('+', 'Z')[:17]}",
         "storage_uri": storage.absolute_uri(storage_uri) if storage_uri else storage.join(output_uri, "checkpoints"),
         "featurizer": featurizer.to_dict(), "lyrics": lyrics.to_dict(), "tokenizer_dir": tokenizer_dir,
         "model_id": f"mood-{mode.lower()}", "provenance": provenance, "classes": classes,
+        "lexical_source": source,
     }
     search_space = parse_search(search) if isinstance(search, (str, type(None))) else dict(search)
 

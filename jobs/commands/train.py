@@ -34,6 +34,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", dest="cache_uri", help="feature cache root (default OUTPUT/feature_cache)")
     parser.add_argument("--search", help="hyperparameter grid, e.g. 'lr_scale=0.5,1,2;batch_size=8,16;dropout=0.1,0.3'")
     parser.add_argument("--num-samples", type=int, default=1, help="repeats of the search grid (Tune num_samples)")
+    parser.add_argument("--lexical-source", metavar="MANIFEST",
+                        help="a larger labelled lyrics manifest (e.g. `labeler prepare --dataset moodylyrics4q=DIR`) "
+                             "the lexical lyrics model learns its words from, mapped to this run's classes on the "
+                             "training folds; its songs that are also in --manifest are left out")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
 
 
@@ -41,11 +45,14 @@ def run_cli(args: argparse.Namespace, console=None) -> int:
     from labeler.console import Console  # noqa: PLC0415
 
     console = console or Console()
+    overrides = parse_overrides(args.set)
+    if args.lexical_source:
+        overrides["lexical_source"] = args.lexical_source
     result = train(args.manifest, args.output, branch=args.branch, mode=args.mode, preset=args.preset,
                    folds=args.folds, audio_model=args.audio_model, lyrics_model=args.lyrics_model,
                    audio_run=args.audio_run, lyrics_run=args.lyrics_run, storage_uri=args.storage_uri,
                    cache_uri=args.cache_uri, search=args.search, num_samples=args.num_samples,
-                   console=console, **parse_overrides(args.set))
+                   console=console, **overrides)
     console.print(format_result(result))
     return 0
 
