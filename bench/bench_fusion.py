@@ -86,7 +86,9 @@ def fusion_rows(prefix: str, audio: dict, lyrics: dict, y, folds, k, classes, he
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     base_wall = audio["wall"] + lyrics["wall"] + (head["wall"] if head else 0.0)
     base_cpu = audio["cpu"] + lyrics["cpu"] + (head["cpu"] if head else 0.0)
-    rows = [scored(f"{prefix} late: weighted average", "fusion", probs["average"], y, folds, k, classes, wall, cpu,
+    rows = [scored(f"{prefix} late: equal experts", "fusion", probs["equal"], y, folds, k, classes, wall, cpu,
+                   "calibrated log-probabilities averaged, nothing fitted"),
+            scored(f"{prefix} late: weighted average", "fusion", probs["average"], y, folds, k, classes, wall, cpu,
                    "w on a 0..1 grid by validation NLL"),
             scored(f"{prefix} late: logistic regression", "fusion", probs["logreg"], y, folds, k, classes, wall, cpu,
                    "on [log p_audio, log p_lyrics], fitted on validation"),
@@ -97,10 +99,11 @@ def fusion_rows(prefix: str, audio: dict, lyrics: dict, y, folds, k, classes, he
     return rows
 
 
-def run_rows(run: Path, folds: np.ndarray, k: int) -> list[ModelResult]:
+def run_rows(run: Path, folds: np.ndarray, k: int, branch_runs: dict[str, Path] | None = None) -> list[ModelResult]:
     """The production run's branches and fusions on the test folds, read from its report.json.
 
     The run must have trained every fold on this slice's folds (checked: the same test songs per fold).
+    `branch_runs`: where a `--branch fusion` run's audio and lyrics runs are (default: inside `run`).
     """
     from train import fusion
 
@@ -108,19 +111,23 @@ def run_rows(run: Path, folds: np.ndarray, k: int) -> list[ModelResult]:
     branches, selection = report["branches"], report["selection"]["fusion"]
     for branch in ("audio", "lyrics"):  # a `--branch fusion` run's report holds the fusion only: read its bundles
         if branch not in branches:
-            branches[branch] = {"folds": {str(f): json.loads((run / branch / f"fold{f}" / "bundle" / "config.json")
+            where = (branch_runs or {}).get(branch, run / branch)
+            branches[branch] = {"folds": {str(f): json.loads((where / f"fold{f}" / "bundle" / "config.json")
                                                              .read_text())["metrics"]["test"] for f in range(k)}}
     sizes = {str(f): int((folds == f).sum()) for f in range(k)}
     have = {f: m["n"] for f, m in branches["audio"]["folds"].items()}
     if have != sizes:
         raise SystemExit(f"{run} was not trained on every fold of this slice: test fold sizes {have}, expected {sizes}")
     rows = []  # the run's report keeps no per-branch times: the note and bench/README give the run's wall time
-    for name, key, note in (("audio: MusiCNN (cpu-small)", "audio", "frozen MSD_musicnn + head, 10-s chorus"),
-                            ("lyrics: stacked (cpu-small)", "lyrics", "frozen MiniLM windows + head, stacked with TF-IDF"),
+    for name, key, note in (("audio branch (cpu-small)", "audio", "the run's audio bundles"),
+                            ("lyrics branch (cpu-small)", "lyrics", "frozen MiniLM windows + head, stacked with TF-IDF"),
                             ("fusion head", "fusion_head", "concatenated embeddings, modality dropout"),
+                            ("branches late: equal experts", "fusion_equal", "own temperatures, lexical a third expert"),
                             ("branches late: weighted average", "fusion_average", "fitted on validation"),
                             ("branches late: logistic regression", "fusion_logreg", "fitted on validation"),
                             ("branches gated", "fusion_gated", "fitted on validation")):
+        if key not in branches:  # a run from before that candidate existed
+            continue
         rows.append(ModelResult(name, "branch" if key in ("audio", "lyrics") else "fusion",
                                 folds=dict(branches[key]["folds"]), note=note))
     kept = ModelResult("fusion kept by the run (one-SE rule)", "fusion", folds=dict(branches["fusion"]["folds"]))
@@ -143,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--run", default=None,
                         help="a `labeler train --folds all` run on the same manifest: its models' rows beside the baselines")
+    parser.add_argument("--audio-run", default=None, help="with a `--branch fusion` --run: its audio run")
+    parser.add_argument("--lyrics-run", default=None, help="with a `--branch fusion` --run: its lyrics run")
     parser.add_argument("--json", default=None, help="write every row's summary here")
     args = parser.parse_args(argv)
 
@@ -211,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                            baseline_branch(vector_baseline, frozen), y, folds, k, classes)
 
     if args.run:
-        results += run_rows(Path(args.run), folds, k)
+        branch_runs = {b: Path(r) / b for b, r in (("audio", args.audio_run), ("lyrics", args.lyrics_run)) if r}
+        results += run_rows(Path(args.run), folds, k, branch_runs)
 
     total = time.perf_counter() - started
     print()

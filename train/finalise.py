@@ -75,6 +75,7 @@ def choose_fusion(entry: dict, fold: int, cfg: dict, run: dict, done: dict, bund
     fused = finalise_fusion_fold(cfg, run, done["metrics"], done["val_macro_f1"], bundle_uri)
     winner = fused["winner"]
     entry["folds"][fold] = fused["metrics"]
+    entry["selection"][fold]["head_checkpoint_val_macro_f1"] = entry["selection"][fold]["val_macro_f1"]
     entry["selection"][fold]["val_macro_f1"] = fused["selection"]["val_macro_f1"][winner]
     entry["selection"][fold]["fusion"] = {"winner": winner, **fused["selection"]}
     for name, metrics in fused["variants"].items():
