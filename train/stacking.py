@@ -127,8 +127,7 @@ def stack_and_calibrate(lexical, val: tuple, test: tuple, names: list[str], equa
         expected_calibration_error,
         fit_temperature,
     )
-    from sklearn.metrics import f1_score  # noqa: PLC0415
-
+    from train.fusion import macro_f1  # noqa: PLC0415
     from train.metrics import classification_metrics  # noqa: PLC0415
 
     (val_logits, val_y, val_texts), (test_logits, test_y, test_texts) = val, test
@@ -149,7 +148,6 @@ def stack_and_calibrate(lexical, val: tuple, test: tuple, names: list[str], equa
         "accuracy": metrics["accuracy"],
         **ambiguity_summary(probs, test_y, threshold),
     }
-    val_f1 = (f1_score(val_y, np.asarray(val_logits).argmax(1), labels=list(range(len(names))), average="macro",
-                       zero_division=0) if len(val_y) else float("nan"))
+    val_f1 = macro_f1(val_y, val_logits, len(names)) if len(val_y) else float("nan")
     return {"metrics": metrics, "calibration": calibration, "temperature": temperature, "threshold": threshold,
             "val_macro_f1": float(val_f1)}
