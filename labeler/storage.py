@@ -269,10 +269,10 @@ def move(src: str, dst: str) -> None:
     fs.mv(strip_scheme(src), strip_scheme(dst), recursive=True)
 
 
-def read_parquet(uri: str, columns: Iterable[str] | None = None) -> pa.Table:
-    """A Parquet file or a directory of Parquet files, as one table."""
+def read_parquet(uri: str, columns: Iterable[str] | None = None, filters: list | None = None) -> pa.Table:
+    """A Parquet file or a directory of Parquet files, as one table (rows kept by pyarrow's `filters`, if any)."""
     fs, path = filesystem(uri)
-    return pq.read_table(path, filesystem=fs, columns=list(columns) if columns is not None else None)
+    return pq.read_table(path, filesystem=fs, columns=list(columns) if columns is not None else None, filters=filters)
 
 
 def read_parquet_schema(uri: str) -> pa.Schema:

@@ -40,7 +40,7 @@ def test_cache_is_built_once_and_split_reads_filter_rows(small_manifest, ray_loc
 
     from labeler.audio import FeaturizerConfig
     from labeler.lyrics import LyricsConfig
-    from train.feature_cache import SUCCESS, build_feature_cache, read_split, scalar_columns, split_folds
+    from train.feature_cache import SUCCESS, build_feature_cache, in_memory, read_split, scalar_columns, split_folds
 
     fz = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, window_size=512, hop_size=320, fmax=8000.0)
     tok = tiny_bert_dir(tmp_path)
@@ -69,6 +69,14 @@ def test_cache_is_built_once_and_split_reads_filter_rows(small_manifest, ray_loc
     assert batch["log_mel"].dtype == np.float16 and batch["log_mel"].shape[1:] == (fz.n_frames, fz.n_mels)
     assert batch["input_ids"].shape[1] == 32 and batch["attention_mask"].max() == 1
     assert np.abs(batch["log_mel"].astype(np.float32)).sum() > 0
+    # A small cache is read whole with pyarrow (no Ray read tasks); streamed (limit_mb=0) it gives the same rows.
+    assert in_memory(uri) and not in_memory(uri, limit_mb=0)
+    streamed = read_split(uri, split["train"], ["log_mel", "input_ids", "quadrant", "fold"], "audio", limit_mb=0)
+    whole = read_split(uri, split["train"], ["log_mel", "input_ids", "quadrant", "fold"], "audio")
+    assert streamed.schema() == whole.schema() and whole.columns() == ["log_mel", "input_ids", "quadrant", "fold"]
+    rows = [sorted(((r["fold"], r["quadrant"], r["log_mel"].tobytes()) for r in ds.take_all()), key=str)
+            for ds in (streamed, whole)]
+    assert rows[0] == rows[1] and len(rows[0]) == len(batch["fold"])
 
 
 def test_cache_key_changes_with_featuriser_and_manifest(small_manifest, tmp_path):

@@ -4,8 +4,8 @@ Why: decoding and log-mel extraction cost far more than a training epoch of a sm
 cross-validated run trains (folds x branches x epochs) times over the same songs. Ray Data runs
 `labeler.audio.Featurizer` and `labeler.lyrics.LyricsTokenizer` (the very callables labelling uses,
 so training and labelling see the same features) over the manifest once and writes Parquet shards;
-every fold, branch and epoch then streams them back with `ray.data.read_parquet` filtered to the
-rows it needs. No process ever holds the whole cache in memory.
+every fold, branch and epoch then reads back the rows it needs (`read_split`): a small cache whole with
+pyarrow, a large one streamed with `ray.data.read_parquet`, so no process holds a large cache in memory.
 
 Layout: `<cache_root>/<featurizer.fingerprint()>-<key>/` where `key` hashes the tokenizer files, the
 LyricsConfig and the manifest's bytes (a different fold assignment or label is a different cache).
@@ -42,6 +42,7 @@ SUCCESS = "_SUCCESS.json"
 # CPUs a cache read (+ its row filter) asks for: small, so reads never wait behind training workers
 # that each hold whole CPUs (on a 2-CPU machine a 1-CPU read would deadlock against a 1-CPU worker).
 READ_CPUS = 0.25
+IN_MEMORY_MB = 1024.0  # caches up to this size are read whole (read_split); TrainPreset.materialize_mb for trials
 # The manifest's columns a cache row is built from: the model's inputs (labeler.inputs) and the targets.
 MANIFEST_COLUMNS = (SONG_ID, "fold", "quadrant", "valence", "arousal", AUDIO_URI, LYRICS, *CHORUS_COLUMNS, "label")
 DROP_AFTER = CATALOGUE_ONLY  # not stored: the cache holds features, tokens and targets only
@@ -224,16 +225,40 @@ def split_folds(test_fold: int, k: int) -> dict[str, list[int]]:
     return {role: [int(f) for f in np.flatnonzero(roles == role)] for role in ("train", "val", "test")}
 
 
-def read_split(cache_uri: str, folds: list[int], columns: list[str] | None = None, require: str | None = None):
-    """A lazy Ray Dataset of the cache rows in `folds` (and with audio / lyrics when `require` says so)."""
+def in_memory(cache_uri: str, limit_mb: float = IN_MEMORY_MB) -> bool:
+    """Whether a cache is small enough (its Parquet bytes on storage, all folds) to read whole into memory.
+
+    Every Ray Data read is a new execution with seconds of fixed cost (file listing, footer readers, read
+    tasks); on the small corpora this project trains on (hundreds to a few thousand songs) that cost
+    rivals the training itself. A cache up to `limit_mb` is read with pyarrow instead and handed to Ray as
+    in-memory blocks; a larger one streams, so memory stays bounded. `limit_mb <= 0` always streams.
+    """
+    return limit_mb > 0 and storage.tree_size(cache_uri) <= limit_mb * 2**20
+
+
+def read_split(cache_uri: str, folds: list[int], columns: list[str] | None = None, require: str | None = None,
+               limit_mb: float = IN_MEMORY_MB):
+    """A Ray Dataset of the cache rows in `folds` (and with audio / lyrics when `require` says so).
+
+    In memory (`in_memory(cache_uri, limit_mb)`: pyarrow reads the filtered rows once, no Ray read tasks) or
+    lazy and streamed (`ray.data.read_parquet`); the rows and their types are the same either way.
+    """
     import ray  # noqa: PLC0415
+
+    wanted = sorted(set(columns) | {"fold", "has_audio", "has_lyrics"}) if columns is not None else None
+    if in_memory(cache_uri, limit_mb):
+        filters = [("fold", "in", [int(f) for f in folds])]
+        if require in ("audio", "lyrics"):
+            filters.append((f"has_{require}", "=", True))
+        table = storage.read_parquet(cache_uri, columns=wanted, filters=filters)
+        return ray.data.from_arrow(table.select(list(columns)) if columns is not None else table)
     from ray.data.expressions import col  # noqa: PLC0415
 
     fs, path = storage.filesystem(cache_uri)
     # Reads are light (Parquet pages) and must not wait behind training workers that hold whole CPUs.
     ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=READ_CPUS)
-    if columns is not None:
-        ds = ds.select_columns(sorted(set(columns) | {"fold", "has_audio", "has_lyrics"}))
+    if wanted is not None:
+        ds = ds.select_columns(wanted)
     expr = col("fold").is_in([int(f) for f in folds])
     if require == "audio":
         expr = expr & (col("has_audio") == True)  # noqa: E712 - an expression, not a Python comparison

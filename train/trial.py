@@ -42,22 +42,8 @@ def _checkpoint_uri(storage_uri: str, checkpoint_path: str) -> str:
     return checkpoint_path
 
 
-def in_memory(cache_uri: str, limit_mb: float) -> bool:
-    """Whether a trial reads its splits once into Ray's object store instead of once per epoch.
-
-    Why: every epoch iterates the train and validation shards, and each iteration is a new Ray Data
-    execution (list files, read tasks) with seconds of fixed cost; on the small corpora this project
-    trains on (hundreds to a few thousand songs) that cost rivals the training itself (one fold of 80
-    songs, 4 epochs, whole train(): 49.8 s streamed vs 35.8 s materialised on an idle 2-core machine,
-    140 s vs 36 s for the trial alone on a loaded one; bench/bench_trial_io.py). A cache larger than
-    `limit_mb` on storage (its Parquet bytes, all folds) streams, so memory stays bounded.
-    """
-    return limit_mb > 0 and storage.tree_size(cache_uri) <= limit_mb * 2**20
-
-
 def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
     """Tune trial: fit one fold's TorchTrainer (with this trial's hyperparameters); report its best checkpoint."""
-    import ray.train  # noqa: PLC0415
     from ray import tune  # noqa: PLC0415
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
@@ -73,12 +59,9 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
     columns = branch_columns(branch, descriptors=bool(loop_config.get("descriptor_stats")), mode=loop_config["mode"],
                              embeddings=caches_embeddings(loop_config["featurizer"]))
     require = branch_requirement(branch)
-    datasets = {
-        "train": read_split(run["cache_uri"], loop_config["split"]["train"], columns, require),
-        "val": read_split(run["cache_uri"], loop_config["split"]["val"], columns, require),
-    }
-    if in_memory(run["cache_uri"], preset.materialize_mb):
-        datasets = {role: ds.materialize() for role, ds in datasets.items()}
+    # A cache under materialize_mb is read once per trial, in memory; a larger one streams every epoch.
+    datasets = {role: read_split(run["cache_uri"], loop_config["split"][role], columns, require,
+                                 limit_mb=preset.materialize_mb) for role in ("train", "val")}
     fs, path = storage.filesystem(run["storage_uri"])
     trial_id = tune.get_context().get_trial_id() or "local"
     trainer = TorchTrainer(
