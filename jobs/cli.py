@@ -99,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"labeler {args.command}"
     # Under `ray job submit` the job log is the place for Ray's output: keep it there, as --verbose does.
     verbose = args.verbose or session_mod.in_ray_job()
-    with session_mod.session(session_mod.SessionOptions(args.command, verbose=verbose)) as console:
+    with contextlib.ExitStack() as stack:
+        try:
+            console = stack.enter_context(session_mod.session(session_mod.SessionOptions(args.command, verbose=verbose)))
+        except OSError as exc:  # no safe log file (labeler/private_dir.py): nothing ran yet, say why in one line
+            print(f"{prog}: error: {explain(exc) or exc}", file=sys.stderr)
+            return 2
         from labeler.storage import quiet_credential_loggers  # noqa: PLC0415
 
         quiet_credential_loggers()  # botocore and friends log credentials at DEBUG, even under -v

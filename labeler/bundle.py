@@ -43,6 +43,7 @@ from labeler.verified import (  # noqa: F401 - re-exported: the bundle's names a
     BundleError,
     VerifiedBundle,
     canonical_json,
+    check_names,
     compute_model_version,
     open_bundle,
     verify_bundle,
@@ -154,6 +155,8 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     before saving, so weights and config.json agree; without it the buffers' values are recorded.
     On S3 the files are written to a temporary directory and uploaded one by one, config.json last,
     so a reader never sees a config whose files are not there yet.
+    `model_id` (default `ModelConfig.short_name()`) and the class names must be plain text
+    (labeler.verified.check_names): a bundle that every reader would refuse is never written.
     """
     from labeler.predict import penultimate_dim  # noqa: PLC0415 - predict imports this module
 
@@ -162,6 +165,8 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     if ambiguous_threshold is not None and not 0.0 <= float(ambiguous_threshold) <= 1.0:
         raise ValueError(f"ambiguous_threshold must be a probability in [0, 1], got {ambiguous_threshold!r}")
     cfg: ModelConfig = model.config
+    model_id = model_id or cfg.short_name()
+    check_names({"model_id": model_id, "classes": cfg.class_names()}, "bundle to export")  # as every reader will
     if cfg.uses_audio and cfg.audio.descriptor_dim > 0:
         if descriptor_stats is not None:
             model.audio_encoder.set_descriptor_stats(descriptor_stats["mean"], descriptor_stats["std"])
@@ -195,7 +200,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
         }
         config: dict[str, Any] = {
             "format": FORMAT,
-            "model_id": model_id or cfg.short_name(),
+            "model_id": model_id,
             "mode": cfg.mode,
             "classes": cfg.class_names(),
             "model": cfg.to_dict(),

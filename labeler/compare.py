@@ -18,12 +18,16 @@ same classes.
 
 Writes `report.md`, `report.json` and `transitions.png` to `--report` (default
 `OUT/_compare/<from>_to_<to>/`; the leading underscore keeps it out of readers of OUT as a dataset).
+Class names, song ids and versions come from the partitions' files, so the Markdown and the plot show
+them escaped (labeler.display: one table row per class whatever a name holds, no mathtext). A plot
+that fails is logged and left out (report.md says so); it never fails the comparison.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labeler import storage
+from labeler.display import markdown_cell as md
+from labeler.display import plain_text, plot_label
+
+log = logging.getLogger(__name__)
 
 PARTITION_KEY = "version"  # labeler.label_job.layout.PARTITION_KEY (not imported: the package pulls in the job engine)
 SUCCESS_FILE = "_SUCCESS.json"
@@ -209,13 +217,18 @@ def fmt_value(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def to_markdown(result: dict, png_name: str | None = "transitions.png") -> str:
+def to_markdown(result: dict, png_name: str | None = "transitions.png", plot_error: str | None = None) -> str:
+    """report.md: every name from the partitions escaped (labeler.display.markdown_cell).
+
+    `png_name` is linked when given; `plot_error` (the plot was not drawn) is said in its place.
+    """
     f, t = result["from"], result["to"]
-    classes = result["classes"]
+    classes = [md(c) for c in result["classes"]]
+    fv, tv = md(f["version"]), md(t["version"])
     lines = [
-        f"# Labels: version {f['version']} -> {t['version']}", "",
-        f"Label column `{result['label_column']}`. Songs: {f['songs']} in {f['version']}"
-        f"{'' if f['complete'] else ' (incomplete: no _SUCCESS.json)'}, {t['songs']} in {t['version']}"
+        f"# Labels: version {fv} -> {tv}", "",
+        f"Label column `{result['label_column']}`. Songs: {f['songs']} in {fv}"
+        f"{'' if f['complete'] else ' (incomplete: no _SUCCESS.json)'}, {t['songs']} in {tv}"
         f"{'' if t['complete'] else ' (incomplete: no _SUCCESS.json)'}; {result['songs_in_both']} in both, "
         f"{result['labelled_by_both']} labelled by both.", "",
         "| figure | value |", "|---|---|",
@@ -234,17 +247,19 @@ def to_markdown(result: dict, png_name: str | None = "transitions.png") -> str:
         lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "## Per class", "", "| class | songs (from) | songs (to) | shift | share from -> to | kept |",
               "|---|---|---|---|---|---|"]
-    for c in classes:
+    for c in result["classes"]:
         p = result["per_class"][c]
-        lines.append(f"| {c} | {p['songs_from']} | {p['songs_to']} | {p['shift']:+d} | "
+        lines.append(f"| {md(c)} | {p['songs_from']} | {p['songs_to']} | {p['shift']:+d} | "
                      f"{fmt_value(p['share_from'])} -> {fmt_value(p['share_to'])} | {fmt_value(p['kept_share'])} |")
     lines += ["", f"## Songs that changed most ({len(result['changed_most'])})", "",
               "| song_id | from | to | top prob from | top prob to | prob shift |", "|---|---|---|---|---|---|"]
     for r in result["changed_most"]:
-        lines.append(f"| {r['song_id']} | {r['from']} | {r['to']} | {fmt_value(r['from_prob'])} | {fmt_value(r['to_prob'])} | "
+        lines.append(f"| {md(r['song_id'])} | {md(r['from'])} | {md(r['to'])} | {fmt_value(r['from_prob'])} | {fmt_value(r['to_prob'])} | "
                      f"{fmt_value(r['prob_shift'])} |")
     if png_name:
         lines += ["", f"![transitions]({png_name})"]
+    elif plot_error:
+        lines += ["", f"*The transitions plot is missing: it could not be drawn ({md(plot_error[:200])}).*"]
     return "\n".join(lines) + "\n"
 
 
@@ -255,10 +270,18 @@ def plot(result: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    classes = result["classes"]
+    classes = [plot_label(c) for c in result["classes"]]
     matrix = np.asarray(result["transitions"], dtype=float).reshape(len(classes), len(classes))
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig, (ax_m, ax_b) = plt.subplots(1, 2, figsize=(11, 4.8))
+    try:
+        return _draw(fig, ax_m, ax_b, result, classes, matrix, shares)
+    finally:
+        plt.close(fig)
+
+
+def _draw(fig, ax_m, ax_b, result: dict, classes: list[str], matrix: np.ndarray, shares: np.ndarray) -> bytes:
+    """`plot`'s two panels drawn on `fig` (`classes` already escaped for matplotlib), as PNG bytes."""
     ax_m.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
@@ -266,12 +289,12 @@ def plot(result: dict) -> bytes:
                       color="white" if shares[i, j] > 0.6 else "black", fontsize=9)
     ax_m.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) > 4 else 0)
     ax_m.set_yticks(range(len(classes)), classes)
-    ax_m.set_xlabel(f"to {result['to']['version']}")
-    ax_m.set_ylabel(f"from {result['from']['version']}")
+    ax_m.set_xlabel(plot_label(f"to {result['to']['version']}"))
+    ax_m.set_ylabel(plot_label(f"from {result['from']['version']}"))
     ax_m.set_title(f"transitions (agreement {fmt_value(result['agreement'])})")
     x = np.arange(len(classes))
-    ax_b.bar(x - 0.2, [result["per_class"][c]["songs_from"] for c in classes], 0.4, label="from")
-    ax_b.bar(x + 0.2, [result["per_class"][c]["songs_to"] for c in classes], 0.4, label="to")
+    ax_b.bar(x - 0.2, [result["per_class"][c]["songs_from"] for c in result["classes"]], 0.4, label="from")
+    ax_b.bar(x + 0.2, [result["per_class"][c]["songs_to"] for c in result["classes"]], 0.4, label="to")
     ax_b.set_xticks(x, classes, rotation=45 if len(classes) > 4 else 0)
     ax_b.set_ylabel("songs")
     ax_b.set_title("songs per class")
@@ -279,13 +302,15 @@ def plot(result: dict) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()
 
 
 def compare_versions(output_uri: str, from_version: str, to_version: str, report_uri: str | None = None,
                      top: int = 20) -> tuple[dict, dict[str, str]]:
-    """Compare two versions of OUT, write report.md/.json/transitions.png; return (result, {kind: uri})."""
+    """Compare two versions of OUT, write report.md/.json/transitions.png; return (result, {kind: uri}).
+
+    {kind: uri} has "markdown", "json" and, when the plot was drawn, "png".
+    """
     output_uri = storage.absolute_uri(output_uri)
     old_v, new_v = resolve_version(output_uri, from_version), resolve_version(output_uri, to_version)
     if old_v == new_v:
@@ -297,7 +322,15 @@ def compare_versions(output_uri: str, from_version: str, to_version: str, report
     files = {"markdown": storage.join(report_uri, "report.md"), "json": storage.join(report_uri, "report.json"),
              "png": storage.join(report_uri, "transitions.png")}
     storage.makedirs(report_uri)
-    storage.write_bytes(files["png"], plot(result))
+    plot_error = None
+    try:
+        png = plot(result)
+    except Exception as exc:  # noqa: BLE001 - a plot is an illustration: the comparison stands without it
+        log.warning("the transitions plot could not be drawn: %s", plain_text(exc), exc_info=True)
+        plot_error = f"{type(exc).__name__}: {str(exc).strip()}"
+        del files["png"]
+    else:
+        storage.write_bytes(files["png"], png)
     storage.write_text(files["json"], json.dumps(result, indent=2))
-    storage.write_text(files["markdown"], to_markdown(result))
+    storage.write_text(files["markdown"], to_markdown(result, None if plot_error else "transitions.png", plot_error))
     return result, files

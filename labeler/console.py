@@ -6,6 +6,8 @@ progress, library output) to a log file and hands the command a `Console`:
 - The command talks to the person through the `Console` it is given: `print()` for whole lines and
   `stage()` for a live progress line (songs done/total, songs/s, ETA): a redrawn bar on a terminal,
   a plain line every `interval` seconds when the output is a file or a pipe.
+- `print()` and `error()` show every control character but the newline escaped
+  (labeler.display.plain_text): a name read from a file or a bundle cannot drive the terminal.
 - Work running in Ray tasks and actors reports to a stage through `stage.sink` (`ProgressSink`, keys
   in the cluster's GCS key-value store): `report(sink, n)` adds songs done, `report_event(sink, text)`
   prints a line (one per training epoch). The driver polls it twice a second. A sink of None reports nothing, so
@@ -23,6 +25,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable, TextIO
+
+from labeler.display import plain_text
 
 BAR_WIDTH = 24
 
@@ -88,6 +92,8 @@ class Console:
         return cls(out=_Null(), err=_Null(), tty=False, silent=True)
 
     def print(self, text: str = "") -> None:
+        """Whole lines; any control character in `text` but "\\n" is shown escaped (labeler.display)."""
+        text = plain_text(text, newlines=True)
         with self._lock:
             self._clear_live()
             self.out.write(text + "\n")
@@ -95,6 +101,7 @@ class Console:
             self.out.flush()
 
     def error(self, text: str) -> None:
+        text = plain_text(text, newlines=True)
         with self._lock:
             self._clear_live()
             self.err.write(text + "\n")

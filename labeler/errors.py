@@ -1,7 +1,8 @@
 """Expected failures as one line that says what to do.
 
-A person who mistypes a path, forgets AWS credentials, points at a tampered bundle or starts a second
-run on a busy output should read one line and know what to change, never a traceback (those are for
+A person who mistypes a path, forgets AWS credentials or names an AWS profile that does not exist,
+points at a tampered bundle, keeps logs in a directory another user controls or starts a second run on
+a busy output should read one line and know what to change, never a traceback (those are for
 bugs; `--debug` prints them anyway). `explain(exc)` returns that line for an expected failure and
 None for anything else, so the CLI can tell a user error (exit 2) from a bug (exit 1).
 
@@ -42,6 +43,11 @@ def _botocore(exc: BaseException) -> str | None:
         from botocore import exceptions as bex  # noqa: PLC0415
     except ImportError:  # pragma: no cover - botocore comes with s3fs
         return None
+    if isinstance(exc, bex.ProfileNotFound):
+        return (f"AWS profile {exc.kwargs.get('profile', '?')!r} not found: set AWS_PROFILE to a profile of "
+                f"your AWS config (`aws configure list-profiles`), or unset it")
+    if isinstance(exc, (bex.ConfigNotFound, bex.ConfigParseError, bex.InvalidConfigError)):
+        return f"unusable AWS configuration ({_first_line(exc)}): check AWS_CONFIG_FILE and ~/.aws/config"
     if isinstance(exc, (bex.NoCredentialsError, bex.PartialCredentialsError, bex.CredentialRetrievalError)):
         return f"no usable AWS credentials ({_first_line(exc)}): {CREDENTIALS_HINT}"
     if isinstance(exc, bex.EndpointConnectionError):
@@ -59,10 +65,13 @@ def _botocore(exc: BaseException) -> str | None:
 
 def _one(exc: BaseException) -> str | None:
     from labeler.lease import LeaseHeldError  # noqa: PLC0415
+    from labeler.private_dir import UnsafePathError  # noqa: PLC0415
 
     message = _botocore(exc)
     if message:
         return message
+    if isinstance(exc, UnsafePathError):  # already one line naming the path and the fix
+        return _first_line(exc)
     if isinstance(exc, LeaseHeldError):
         return f"{_first_line(exc)} (wait for that run, or label into another --output)"
     if isinstance(exc, FileNotFoundError):

@@ -14,10 +14,12 @@ Cost: one child per process that uses it (a fresh interpreter: imports and JIT c
 seconds, once), a pickle of each batch both ways (log-mels of a batch are small next to decoding), and,
 per poison row, about log2(batch) + 2 + retries child restarts.
 
-The child is `python -m labeler.isolate FD`, talking over a socket pair with
+The child is `python -P -m labeler.isolate FD`, talking over a socket pair with
 multiprocessing.connection framing: a fresh interpreter, not a fork (forking a Ray worker's threads is
 unsafe) and not multiprocessing's spawn (it would re-run the parent's `__main__`, a Ray worker script).
-It sees the parent's sys.path (a Ray job's working_dir included) and exits when the parent goes.
+It sees the parent's sys.path (a Ray job's working_dir included) and nothing more: it starts with `-P`, so
+the directory it happens to run in is not put first on its path (a `labeler/` planted there is never
+imported), and it exits when the parent goes.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ class ChildProcess:
     def _start(self) -> None:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=_child_pythonpath())
-        self._proc = subprocess.Popen([sys.executable, "-m", "labeler.isolate", str(child_sock.fileno())],
+        # -P: no working directory (or script folder) on the child's path; it imports only what the parent's path has
+        self._proc = subprocess.Popen([sys.executable, "-P", "-m", "labeler.isolate", str(child_sock.fileno())],
                                       pass_fds=(child_sock.fileno(),), env=env, stdin=subprocess.DEVNULL)
         child_sock.close()
         self._conn = Connection(parent_sock.detach())
@@ -175,9 +178,13 @@ class IsolatedFeaturizer:
     INPUTS = FEATURISER_INPUTS
 
     def __init__(self, config: dict, retries: int = DEFAULT_RETRIES, backend: str | None = None,
-                 child: ChildProcess | None = None):
+                 child: ChildProcess | None = None, max_audio_seconds: float | None = None):
         self.config = dict(config)
-        kwargs = {"config": self.config} if backend is None else {"config": self.config, "backend": backend}
+        kwargs: dict[str, Any] = {"config": self.config}
+        if backend is not None:
+            kwargs["backend"] = backend
+        if max_audio_seconds is not None:  # None: Featurizer's default cap
+            kwargs["max_audio_seconds"] = max_audio_seconds
         self.isolated = Isolated("labeler.audio:Featurizer", kwargs, self._crashed, retries, child)
 
     def __call__(self, batch: Batch) -> Batch:
@@ -200,21 +207,24 @@ class TrackFeaturiser:
     """Child-side target for one track (Serve): {"source", "start", "end"} -> {"features"} or {"kind", "detail"}.
 
     Errors come back as data, not exceptions, so that the parent can tell an expected AudioError
-    (its kind decides the HTTP status) from a crash of the child (WorkerCrash).
+    (its kind decides the HTTP status) from a crash of the child (WorkerCrash). A track longer than
+    `max_audio_seconds` (None: featurise_track's default cap) comes back as kind `too_long`.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, max_audio_seconds: float | None = None):
         from labeler import jit_cache  # noqa: PLC0415
-        from labeler.audio import FeaturizerConfig, warm_up_jit  # noqa: PLC0415
+        from labeler.audio import MAX_AUDIO_SECONDS, FeaturizerConfig, warm_up_jit  # noqa: PLC0415
 
         self.config = FeaturizerConfig.from_dict(config)
+        self.max_seconds = MAX_AUDIO_SECONDS if max_audio_seconds is None else max_audio_seconds
         jit_cache.ensure_compiled(warm_up_jit)
 
     def __call__(self, request: dict) -> dict:
         from labeler.audio.featurizer import AudioError, featurise_track  # noqa: PLC0415
 
         try:
-            return {"features": featurise_track(request["source"], request["start"], request["end"], self.config)}
+            return {"features": featurise_track(request["source"], request["start"], request["end"], self.config,
+                                                max_seconds=self.max_seconds)}
         except AudioError as exc:
             return {"kind": exc.kind, "detail": exc.detail}
         except Exception as exc:  # noqa: BLE001 - a decoder failure on one file is that file's fault (as in Featurizer)

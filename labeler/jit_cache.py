@@ -22,8 +22,18 @@ How:
   the lock then hard-link the seed's files. numba replaces cache files by rename, so a process that
   later adds a specialisation to its private copy never alters the seed's files.
 - `<root>` is `$MOOD_LABELER_NUMBA_ROOT`, else the `NUMBA_CACHE_DIR` the process started with, else
-  `<tmp>/mood-labeler-numba-<uid>`; it is exported so that child processes share it. Private
-  directories of processes that no longer run are removed when the next seed copy is made.
+  `<cache home>/numba` (`$XDG_CACHE_HOME/mood-labeler/numba`, else `~/.cache/mood-labeler/numba`); it is
+  exported so that child processes share it. Private directories of processes that no longer run are
+  removed when the next seed copy is made.
+
+Who may write the cache: only this user. numba unpickles its index files, so a cache file another user
+planted would run code in every process. The root is therefore checked by
+labeler.private_dir.private_dir() before anything in it is used (created 0700 if missing; refused if it
+is a symbolic link, another user's, open to group or others, or below a directory others may change),
+and the lock file is opened without following links. A refused root does not stop the process and is
+never used: the cache is disabled for it, that is, NUMBA_CACHE_DIR points at a fresh private temporary
+directory (mkdtemp, removed at exit) with no seed, so the process compiles on its own (slower, never
+unsafe) and logs one warning saying which root was refused and why.
 
 A forked child (os.fork after librosa is imported) would share its parent's directory: the project
 never forks after importing librosa (the isolation child is a fresh interpreter).
@@ -31,6 +41,7 @@ never forks after importing librosa (the isolation child is a fresh interpreter)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import logging
@@ -40,6 +51,8 @@ import sys
 import tempfile
 import uuid
 from importlib import metadata
+
+from labeler.private_dir import UnsafePathError, cache_home, open_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +74,49 @@ def versions_dir(root: str) -> str:
     return os.path.join(root, f"numba{_version('numba')}-librosa{_version('librosa')}")
 
 
+def default_root() -> str:
+    """The per-user cache home's `numba` folder (labeler.private_dir.cache_home)."""
+    return os.path.join(cache_home(), "numba")
+
+
+_unshared: set[str] = set()  # private directories made because the root was refused: never seeded
+_warned: set[str] = set()
+
+
+def _checked_root(root: str) -> str | None:
+    """`root` resolved, if it is private to this user (labeler.private_dir); None, with one warning, if not."""
+    try:
+        return private_dir(root, what="JIT cache root",
+                           hint=f"compiling without a shared cache (set ${ROOT_VAR} to a directory of yours)")
+    except OSError as exc:
+        if root not in _warned:
+            _warned.add(root)
+            log.warning("%s", exc if isinstance(exc, UnsafePathError) else f"cannot use JIT cache root {root}: {exc}")
+        return None
+
+
 def configure(environ: os._Environ | dict | None = None, pid: int | None = None) -> str:
     """Point NUMBA_CACHE_DIR at this process's private directory (idempotent); return that directory."""
     environ = os.environ if environ is None else environ
     pid = os.getpid() if pid is None else pid
     if environ.get(OWNER_VAR) == str(pid) and environ.get("NUMBA_CACHE_DIR"):
         return environ["NUMBA_CACHE_DIR"]
-    root = environ.get(ROOT_VAR) or environ.get("NUMBA_CACHE_DIR") or os.path.join(
-        tempfile.gettempdir(), f"mood-labeler-numba-{os.getuid()}")
+    root = environ.get(ROOT_VAR) or environ.get("NUMBA_CACHE_DIR") or default_root()
     environ[ROOT_VAR] = root
-    private = os.path.join(versions_dir(root), f"{_PRIVATE_PREFIX}{pid}")
+    checked = _checked_root(root)
+    if checked is None:
+        private = tempfile.mkdtemp(prefix="mood-labeler-numba-")  # this process's alone: no seed, never shared
+        _unshared.add(private)
+        atexit.register(shutil.rmtree, private, True)
+    else:
+        private = os.path.join(versions_dir(checked), f"{_PRIVATE_PREFIX}{pid}")
     environ["NUMBA_CACHE_DIR"] = private
     environ[OWNER_VAR] = str(pid)
     if environ is os.environ:
         if "numba.core.config" in sys.modules:
             sys.modules["numba.core.config"].reload_config()  # numba was imported first: make it read the new value
         seed = os.path.join(os.path.dirname(private), SEED)
-        if os.path.isdir(seed):  # cheap (hard links): every process, not only featurisers, starts warm
+        if checked is not None and os.path.isdir(seed):  # cheap (hard links): every process starts warm
             try:
                 _link_tree(seed, private)
             except OSError:
@@ -122,12 +161,15 @@ def _prune(base: str) -> None:
 
 @contextlib.contextmanager
 def _locked(path: str):
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if this process dies
+    fd = open_private(path, os.O_RDWR)  # never follows a link planted at the lock's name
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 _ensured: set[str] = set()
@@ -137,7 +179,7 @@ def ensure_compiled(warm_up) -> None:
     """Seed this process's private cache from the machine's seed, compiling and publishing it first if
     no process has; `warm_up()` must run every JIT-compiled function the caller will use. Once per process."""
     private = configure()
-    if private in _ensured:
+    if private in _ensured or private in _unshared:  # an unshared directory (refused root) has no seed
         return
     try:
         _seed(private, warm_up)
@@ -149,7 +191,7 @@ def ensure_compiled(warm_up) -> None:
 def _seed(private: str, warm_up) -> None:
     base = os.path.dirname(private)
     seed = os.path.join(base, SEED)
-    os.makedirs(base, exist_ok=True)
+    os.makedirs(base, mode=0o700, exist_ok=True)
     if not os.path.isdir(seed):
         with _locked(os.path.join(base, "compile.lock")):
             if not os.path.isdir(seed):

@@ -13,7 +13,9 @@ Three optional outputs, off by default because they cost storage or time:
   branch's embedding), L2-normalised so that a dot product is a cosine similarity. It is what the
   model itself separates the classes with, so songs of similar mood lie close together.
 - `timeline_seconds=S`: `timeline`, per row a JSON list of windows (labeler.timeline) labelled from
-  the track's audio (`audio_uri` must then reach the Predictor); "" where there is none.
+  the track's audio (`audio_uri`, or Serve's `audio_source`, must then reach the Predictor); "" where
+  there is none. A track whose header the timeline refuses (longer than `max_audio_seconds`, or an
+  absurd sample rate: labeler.audio.check_header) becomes a row error of that kind, never a crash.
 - `tags=True` (a bundle whose audio branch is MusiCNN): `tags` float32 (n, 50), musicnn's taggram: the
   sigmoid of the pretrained tag layer on each 3-s patch, averaged over the clip's patches; NaN rows
   where no audio was used (no usable audio, or a fused model's lyrics-only row). The backbone runs
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from labeler.audio.config import MAX_AUDIO_SECONDS, check_max_seconds
 from labeler.bundle import Bundle, load_bundle
 from labeler.inputs import FEATURE_COLUMNS
 from labeler.schemas import is_missing, nullable_strings
@@ -84,7 +87,8 @@ class Predictor:
 
     def __init__(self, bundle_uri: str | Bundle, device: str | None = None, batch_size: int = 32,
                  num_threads: int | None = None, embeddings: bool = False,
-                 timeline_seconds: float | None = None, expect_version: str | None = None, tags: bool = False) -> None:
+                 timeline_seconds: float | None = None, expect_version: str | None = None, tags: bool = False,
+                 max_audio_seconds: float | None = MAX_AUDIO_SECONDS) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -104,6 +108,7 @@ class Predictor:
         self.embeddings = bool(embeddings)
         self.embedding_dim = penultimate_dim(self.model)
         self.timeline_seconds = check_timeline(timeline_seconds, self.uses_audio)
+        self.max_audio_seconds = check_max_seconds(max_audio_seconds)
         self.tag_names: tuple[str, ...] | None = None
         if tags:
             from labeler.musicnn.tags import bundle_tags  # noqa: PLC0415
@@ -186,6 +191,13 @@ class Predictor:
             if t is not None:
                 tags[chunk] = t
 
+        timelines = None
+        if self.timeline_seconds is not None:
+            timelines, refused = self._timelines(batch, n, audio_ok)
+            for i, reason in refused.items():  # a header past the limits: the row is an error, as in featurising
+                errors[i] = audio_why[i] = reason
+                probs[i], va[i], embedding[i], tags[i], modalities[i] = np.nan, np.nan, np.nan, np.nan, None
+
         out: dict[str, np.ndarray] = {k: v for k, v in batch.items() if k not in FEATURE_COLUMNS}
         out.update(
             probs=probs,
@@ -199,33 +211,44 @@ class Predictor:
         )
         if self.embeddings:
             out["embedding"] = embedding
-        if self.timeline_seconds is not None:
-            out["timeline"] = self._timelines(batch, n, audio_ok)
+        if timelines is not None:
+            out["timeline"] = timelines
         if self.tag_names is not None:
             out["tags"] = tags
         return out
 
-    def _timelines(self, batch: dict[str, np.ndarray], n: int, audio_ok: np.ndarray) -> np.ndarray:
-        """Per row: the track's timeline as JSON, "" without usable audio (never None: see pipeline)."""
+    def _timelines(self, batch: dict[str, np.ndarray], n: int, audio_ok: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+        """Per row: the track's timeline as JSON, "" without usable audio (never None: see pipeline); and the
+        rows whose header the timeline refused (row -> "<kind>: detail")."""
+        from labeler.audio.config import AudioError  # noqa: PLC0415
+
         out = np.full(n, "", dtype=object)
-        # `audio_source` (bytes or URI, from `labeler serve`) wins over the catalogue's `audio_uri`.
+        refused: dict[int, str] = {}
+        # `audio_source` (Serve: the upload's spooled file, or a URI) wins over the catalogue's `audio_uri`.
         sources = batch.get("audio_source", batch.get("audio_uri"))
         if sources is None:
             raise ValueError("a timeline needs the `audio_uri` (or `audio_source`) column in the Predictor's input")
         for i in np.flatnonzero(audio_ok):
             source = sources[i]
-            if not isinstance(source, (bytes, bytearray)):
+            if hasattr(source, "read") and hasattr(source, "seek"):
+                source.seek(0)  # an upload, read from its start
+            elif not isinstance(source, (bytes, bytearray)):
                 if is_missing(source):
                     continue
                 source = str(source)
             try:
                 out[i] = json.dumps(self.timeline(source))
+            except AudioError as exc:
+                if exc.kind in ("too_long", "unsupported_format"):
+                    refused[int(i)] = str(exc)
+                log.warning("timeline of row %d refused: %s", i, exc)
             except Exception as exc:  # noqa: BLE001 - one track's timeline must not sink the batch; its label stands
                 log.warning("timeline of row %d failed: %s: %s", i, type(exc).__name__, exc)
-        return out
+        return out, refused
 
     def timeline(self, source) -> list[dict[str, Any]]:
-        """Label successive windows of one track (URI or bytes) with this model; see labeler.timeline."""
+        """Label successive windows of one track (URI, bytes or a binary file object) with this model; see
+        labeler.timeline. Raises AudioError for a track past the limits (`max_audio_seconds`)."""
         from labeler.timeline import track_timeline  # noqa: PLC0415
 
         if self.timeline_seconds is None:
@@ -241,7 +264,7 @@ class Predictor:
             return self._run(kwargs, len(log_mel))[0]
 
         return track_timeline(source, self.bundle.featurizer, self.timeline_seconds, self.bundle.mode,
-                              self.bundle.classes, predict, chunk=self.batch_size)
+                              self.bundle.classes, predict, chunk=self.batch_size, max_seconds=self.max_audio_seconds)
 
     def _predict(self, batch, rows: np.ndarray, audio_ok: np.ndarray, lyrics_ok: np.ndarray):
         kwargs: dict[str, Any] = {}

@@ -7,6 +7,11 @@ A run of `labeler demo` printed about 60,000 such lines. A command therefore run
 - Everything the process writes to stdout/stderr, and every Python log record, goes to a log file
   whose path is printed first (the file descriptors are redirected too, so C++ lines from Ray's core
   worker land there as well). `--verbose` leaves the console as it was and logs at DEBUG.
+- The log lives in a directory private to the user (labeler.private_dir): `log_dir` when given, else
+  `$MOOD_LABELER_LOG_DIR`, else `$XDG_STATE_HOME/mood-labeler/logs` (`~/.local/state/mood-labeler/logs`).
+  It is created 0700 if missing; one that is a symbolic link, another user's, open to group or others or
+  below a directory others may change is refused (UnsafePathError, one line), never used. The file is
+  created 0600 and opened without following a symbolic link at its name.
 - The command talks to the person through the labeler.console.Console the session gives it.
 - `ensure_ray()` starts or joins Ray the same way for every command: worker output stays in Ray's
   log files unless verbose, a local Ray gets an explicit auth mode (token; Ray otherwise warns that
@@ -23,15 +28,15 @@ import io
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, TextIO
 
 from labeler.console import Console
+from labeler.private_dir import open_private, private_dir, state_home
 
-LOG_DIR_ENV = "MOOD_LABELER_LOG_DIR"  # where session logs go (default: <tmp>/mood-labeler-logs)
+LOG_DIR_ENV = "MOOD_LABELER_LOG_DIR"  # where session logs go (default: <state home>/logs, see checked_log_dir())
 AUTH_MODE_ENV = "RAY_AUTH_MODE"  # ray._private.authentication: 'token' or 'disabled'
 OWN_LOGGERS = ("labeler", "train", "jobs")  # at DEBUG with --verbose
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -45,13 +50,22 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class SessionOptions:
     command: str
     verbose: bool = False
-    log_dir: str | None = None  # None: $MOOD_LABELER_LOG_DIR, else <tmp>/mood-labeler-logs
+    log_dir: str | None = None  # None: $MOOD_LABELER_LOG_DIR, else <state home>/logs (see checked_log_dir())
+
+
+def checked_log_dir(explicit: str | None = None) -> Path:
+    """The checked, resolved log directory: `explicit`, else $MOOD_LABELER_LOG_DIR, else the state home's `logs`.
+
+    Raises labeler.private_dir.UnsafePathError (one line) for a directory another user could control.
+    """
+    chosen = explicit or os.environ.get(LOG_DIR_ENV) or os.path.join(state_home(), "logs")
+    return Path(private_dir(chosen, what="log directory",
+                            hint=f"set {LOG_DIR_ENV} to a directory only you can use (mode 0700)"))
 
 
 def log_path_for(command: str, log_dir: str | None = None) -> Path:
-    root = Path(log_dir or os.environ.get(LOG_DIR_ENV) or Path(tempfile.gettempdir()) / "mood-labeler-logs")
-    root.mkdir(parents=True, exist_ok=True)
-    return root / f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    """A new log file's path for `command` in the checked log directory (see checked_log_dir())."""
+    return checked_log_dir(log_dir) / f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
 
 
 def in_ray_job() -> bool:
@@ -66,7 +80,7 @@ _VERBOSE = {"on": False}  # the session's --verbose, read by ensure_ray (one pro
 def session(options: SessionOptions) -> Iterator[Console]:
     """Run a command with its console; route logs (and, unless verbose, all other output) to a log file."""
     log_path = log_path_for(options.command, options.log_dir)
-    log_file = open(log_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
+    log_file = os.fdopen(open_private(log_path), "a", buffering=1, encoding="utf-8")  # closed below
     root = logging.getLogger()
     saved_logging = (root.level, list(root.handlers))
     saved_streams = (sys.stdout, sys.stderr)

@@ -13,6 +13,11 @@ and the song's whole lyrics would pull every window toward the same class.
 Memory is bounded whatever the track's length: the file is opened once, each window's clip is
 decoded by seeking to it (`labeler.audio.open_audio`), and the model sees `chunk` windows at a time;
 nothing holds more than one chunk of log-mels. A window whose audio is silent gets a null label.
+
+Work is bounded too: the header's length and sample rate are checked before any window is planned
+(labeler.audio.check_header), so a track longer than `max_seconds` is refused as `too_long` and a
+sample rate outside SAMPLE_RATES as `unsupported_format` (AudioError), never planned; a track whose
+length is unknown until decoded is refused as soon as its audio runs past `max_seconds`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from labeler.audio import AudioError, FeaturizerConfig, clip_features, open_audio
+from labeler import storage
+from labeler.audio import MAX_AUDIO_SECONDS, AudioError, FeaturizerConfig, check_header, clip_features, open_audio
 from labeler.labels import quadrant_probs_to_axes
 
 log = logging.getLogger(__name__)
@@ -46,9 +52,16 @@ def _check_seconds(seconds: float) -> float:
     return float(seconds)
 
 
-def plan_windows(duration_s: float, seconds: float, clip_seconds: float, min_seconds: float) -> list[Window]:
-    """The windows of a track of known length (see the module docstring)."""
+def plan_windows(duration_s: float, seconds: float, clip_seconds: float, min_seconds: float,
+                 max_seconds: float | None = MAX_AUDIO_SECONDS, name: str = "<audio>") -> list[Window]:
+    """The windows of a track of known length (see the module docstring).
+
+    Raises AudioError `too_long` for a length above `max_seconds` (or not finite), before planning.
+    """
     seconds = _check_seconds(seconds)
+    if not math.isfinite(duration_s):
+        raise AudioError("too_long", f"{name}: its header gives a length of {duration_s} s")
+    check_header(name, None, duration_s, max_seconds)
     if duration_s <= 0:
         return []
     edges = [k * seconds for k in range(int(math.ceil(duration_s / seconds)))] + [duration_s]
@@ -62,19 +75,23 @@ def plan_windows(duration_s: float, seconds: float, clip_seconds: float, min_sec
     return windows
 
 
-def iter_window_features(source: str | bytes | BinaryIO, cfg: FeaturizerConfig, seconds: float,
-                         chunk: int = 16) -> Iterator[tuple[list[Window], np.ndarray, np.ndarray | None, np.ndarray]]:
+def iter_window_features(source: str | bytes | BinaryIO, cfg: FeaturizerConfig, seconds: float, chunk: int = 16,
+                         max_seconds: float | None = MAX_AUDIO_SECONDS,
+                         ) -> Iterator[tuple[list[Window], np.ndarray, np.ndarray | None, np.ndarray]]:
     """Yield (windows, log_mel float32 (b, frames, mels), descriptors (b, D) or None, usable (b,)) per chunk.
 
-    Raises AudioError when the track cannot be opened. A track whose length is unknown before
-    decoding (ffmpeg) is read window after window from the start until the audio ends.
+    Raises AudioError when the track cannot be opened or its header is past the limits (see the module
+    docstring). A track whose length is unknown before decoding (ffmpeg) is read window after window
+    from the start until the audio ends, and refused (`too_long`) if it plays on past `max_seconds`.
     """
     seconds = _check_seconds(seconds)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    with open_audio(source) as reader:
+    name = storage.describe(source) if isinstance(source, str) else "<audio>"
+    with open_audio(source, max_seconds) as reader:
         if reader.duration_s is not None:
-            planned: Iterator[Window] = iter(plan_windows(reader.duration_s, seconds, cfg.clip_seconds, cfg.min_seconds))
+            planned: Iterator[Window] = iter(plan_windows(reader.duration_s, seconds, cfg.clip_seconds, cfg.min_seconds,
+                                                          max_seconds, name))
         else:
             planned = _open_ended(seconds, cfg.clip_seconds)
         pending: list[tuple[Window, np.ndarray | None, np.ndarray | None]] = []
@@ -84,6 +101,8 @@ def iter_window_features(source: str | bytes | BinaryIO, cfg: FeaturizerConfig, 
                 heard = len(clip) / cfg.sample_rate
                 if heard < cfg.min_seconds:
                     break  # past the end of an open-ended track
+                if max_seconds is not None and window.start >= max_seconds:
+                    raise AudioError("too_long", f"{name}: its audio runs past the limit of {max_seconds:g} s")
                 if heard < window.clip_end - window.clip_start - 1e-3:  # the track ends inside this window
                     window = Window(window.start, min(window.end, window.clip_start + heard), window.clip_start,
                                     window.clip_start + heard)
@@ -156,10 +175,12 @@ def window_rows(windows: list[Window], probs: np.ndarray, usable: np.ndarray, mo
 def track_timeline(source: str | bytes | BinaryIO, cfg: FeaturizerConfig, seconds: float, mode: str,
                    classes: list[str] | tuple[str, ...],
                    predict: Callable[[np.ndarray, np.ndarray | None, np.ndarray], np.ndarray],
-                   chunk: int = 16) -> list[dict[str, Any]]:
-    """The timeline of one track: `predict(log_mel, descriptors, usable) -> probs (b, classes)` per chunk."""
+                   chunk: int = 16, max_seconds: float | None = MAX_AUDIO_SECONDS) -> list[dict[str, Any]]:
+    """The timeline of one track: `predict(log_mel, descriptors, usable) -> probs (b, classes)` per chunk.
+
+    Raises AudioError as iter_window_features does (a track past the limits is never planned)."""
     rows: list[dict[str, Any]] = []
-    for windows, mels, descriptors, usable in iter_window_features(source, cfg, seconds, chunk):
+    for windows, mels, descriptors, usable in iter_window_features(source, cfg, seconds, chunk, max_seconds):
         probs = predict(mels, descriptors, usable) if usable.any() else np.full((len(windows), len(classes)), np.nan)
         rows.extend(window_rows(windows, probs, usable, mode, classes))
     return rows

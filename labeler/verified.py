@@ -17,6 +17,10 @@ part through the same checks. The rules:
 
 What does not change predictions (provenance, metrics, model_id) is outside the version: re-exporting
 the same model with new metrics keeps its version, so a catalogue is not relabelled for nothing.
+Anyone who can write the bundle can therefore change those without `--expect-version` noticing, so
+what reaches people is checked instead (labeler.display's policy): `model_id` and the class names,
+which go into every label row, /healthz and the console, must be plain text (no control or format
+characters, `check_names`) or the bundle is refused; provenance and metrics are never shown raw.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from labeler import storage
+from labeler.display import check_plain
 
 FORMAT = 2
 CONFIG_FILE = "config.json"
@@ -111,7 +116,25 @@ def read_config(uri: str) -> dict:
     if not isinstance(config["model"], dict) or not isinstance(config["model"].get("branch"), str):
         raise BundleError(f"{_where(uri)}: {CONFIG_FILE} 'model' names no branch")
     listed_files(uri, config)
+    check_names(config, f"{_where(uri)}: {CONFIG_FILE}")
     return config
+
+
+def check_names(config: dict, where: str) -> None:
+    """model_id and every class name plain text (labeler.display.check_plain): BundleError otherwise.
+
+    These are the bundle's words that go into label rows, /healthz and the console as they are; the
+    version does not cover model_id, so this check (not --expect-version) is what keeps them safe.
+    """
+    classes = config.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise BundleError(f"{where} 'classes' must be a non-empty list of class names")
+    try:
+        check_plain(config.get("model_id"), "model_id")
+        for name in classes:
+            check_plain(name, "class name")
+    except ValueError as exc:
+        raise BundleError(f"{where}: {exc}") from exc
 
 
 def listed_files(uri: str, config: dict) -> dict[str, str]:

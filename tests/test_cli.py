@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,20 +9,13 @@ import pytest
 from jobs import cli
 from labeler import storage
 from labeler.schemas import CATALOGUE, MANIFEST, check_unique_ids, validate
+from tests.helpers import labeler_process
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _labeler(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the installed console script when there is one, else the module: a real process either way."""
-    script = Path(sys.executable).parent / "labeler"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "jobs.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
-
-
 def test_help_lists_every_subcommand():
-    result = _labeler("--help")
+    result = labeler_process("--help")
     assert result.returncode == 0, result.stderr
     for name in cli.COMMANDS:
         assert name in result.stdout
@@ -34,18 +24,18 @@ def test_help_lists_every_subcommand():
 
 
 def test_no_subcommand_prints_help():
-    result = _labeler()
+    result = labeler_process()
     assert result.returncode == 0 and "COMMAND" in result.stdout
 
 
 def test_unknown_subcommand_is_a_usage_error():
-    result = _labeler("relabel")
+    result = labeler_process("relabel")
     assert result.returncode == 2 and "invalid choice: 'relabel'" in result.stderr
 
 
 def test_synth_writes_a_catalogue_and_a_manifest_that_validate(tmp_path):
     out = tmp_path / "synth"
-    result = _labeler("synth", "--songs", "6", "--output", str(out), "--seed", "3", "--seconds", "5",
+    result = labeler_process("synth", "--songs", "6", "--output", str(out), "--seed", "3", "--seconds", "5",
                       "--formats", "wav,mp3", "--corrupt")
     assert result.returncode == 0, result.stderr
     assert "synth: 6 songs (10 catalogue rows, 4 broken)" in result.stdout
@@ -93,14 +83,15 @@ def test_every_label_flag_reaches_its_config_field_by_name():
     given = {"--address": "ray://h:1", "--featurise-batch-size": "3", "--predict-batch-size": "5",
              "--featurise-cpus": "0.5", "--min-actors": "2", "--max-actors": "4", "--rows-per-part": "7",
              "--lease-seconds": "9", "--expect-version": "0123456789abcdef", "--max-retries": "1",
-             "--max-resumes": "0", "--plot": "p.png", "--timeline": "2.5"}
+             "--max-resumes": "0", "--plot": "p.png", "--timeline": "2.5", "--max-audio-seconds": "600"}
     args = parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o", "--no-gpu", "--embeddings", "--tags",
                               *[x for pair in given.items() for x in pair]])
     config = label.config_from_args(args)
     assert config == LabelJobConfig(address="ray://h:1", featurise_batch_size=3, predict_batch_size=5, featurise_cpus=0.5,
                                     min_actors=2, max_actors=4, use_gpu=False, rows_per_part=7, plot="p.png",
                                     lease_seconds=9.0, embeddings=True, timeline_seconds=2.5, tags=True,
-                                    expect_version="0123456789abcdef", max_retries=1, max_resumes=0)
+                                    expect_version="0123456789abcdef", max_retries=1, max_resumes=0,
+                                    max_audio_seconds=600.0)
     defaults = label.config_from_args(parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o"]))
     changed = {f.name for f in dataclasses.fields(LabelJobConfig) if getattr(config, f.name) != getattr(defaults, f.name)}
     assert changed == {f.name for f in dataclasses.fields(LabelJobConfig)}  # every field has a flag that reaches it

@@ -31,7 +31,7 @@ def log_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A valid catalogue and manifest, garbage 'Parquet', a bundle and two tampered copies of it."""
-    from tests.test_pipeline import make_bundle
+    from tests.helpers import make_bundle
 
     root = tmp_path_factory.mktemp("errors")
     catalogue = root / "catalogue.parquet"
@@ -194,3 +194,21 @@ def test_explain_s3_access_denied_and_refused_keys():
     assert explain(wrapped).startswith("permission denied: /data/x.parquet")
     assert explain(KeyError("a bug")) is None
     assert json.dumps(explain(FileNotFoundError("/x/y.parquet"))) == '"not found: /x/y.parquet (check the path)"'
+
+
+def test_an_aws_profile_that_does_not_exist_is_a_user_error(s3_server, s3_bucket, files, tmp_path, capsys, monkeypatch):
+    import s3fs
+    from botocore.exceptions import ProfileNotFound
+
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        line = _one_line_error(capsys, "label", cli.main(
+            ["label", "--catalogue", f"{s3_bucket}/catalogue.parquet", "--bundle", files["bundle"],
+             "--output", str(tmp_path / "o")]))
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert "AWS profile 'no-such-profile' not found" in line and "AWS_PROFILE" in line
+    assert explain(ProfileNotFound(profile="x")).startswith("AWS profile 'x' not found")

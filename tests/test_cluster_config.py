@@ -73,7 +73,37 @@ def test_nodes_have_internal_ips_and_the_clusters_own_security_group(cluster_con
     """The launcher's default group opens SSH to 0.0.0.0/0; every node type names the cluster's group."""
     assert cluster_config["provider"]["use_internal_ips"] is True
     for name, node_type in cluster_config["available_node_types"].items():
-        groups = node_type["node_config"].get("SecurityGroupIds")
+        (interface,) = node_type["node_config"]["NetworkInterfaces"]
+        groups = interface.get("Groups")
         assert groups and all(g.startswith("sg-") for g in groups), name
     doc = (CLUSTER_YAML.parent / "docs" / "cluster.md").read_text()
     assert "ADMIN_CIDR" in doc and "--source-group" in doc and "0.0.0.0/0" not in doc.replace("never 0.0.0.0/0", "")
+
+
+def test_every_node_starts_in_a_named_private_subnet_without_a_public_ip(cluster_config):
+    """use_internal_ips only allows private subnets: a node type without a named subnet may land in a
+    default subnet that maps public IPs. Each names its subnet and turns the public address off."""
+    for name, node_type in cluster_config["available_node_types"].items():
+        node_config = node_type["node_config"]
+        (interface,) = node_config["NetworkInterfaces"]
+        assert interface["DeviceIndex"] == 0, name
+        assert interface["AssociatePublicIpAddress"] is False, name
+        assert interface["SubnetId"].startswith("subnet-"), name
+        # Ray refuses subnets or groups beside NetworkInterfaces: they live only in the interface.
+        assert not {"SubnetId", "SubnetIds", "SecurityGroupIds"} & set(node_config), name
+
+
+def test_ray_takes_subnet_and_group_from_the_network_interface(cluster_config):
+    """What `ray up` does with NetworkInterfaces before it picks subnets: no default subnet, no default group."""
+    from ray.autoscaler._private.aws.config import _configure_from_network_interfaces
+
+    configured = _configure_from_network_interfaces(copy.deepcopy(cluster_config))
+    for name, node_type in configured["available_node_types"].items():
+        (interface,) = cluster_config["available_node_types"][name]["node_config"]["NetworkInterfaces"]
+        assert node_type["node_config"]["SubnetIds"] == [interface["SubnetId"]], name
+        assert node_type["node_config"]["SecurityGroupIds"] == interface["Groups"], name
+
+
+def test_docs_say_how_to_reach_a_head_without_a_public_ip():
+    doc = (CLUSTER_YAML.parent / "docs" / "cluster.md").read_text()
+    assert "Reaching the head" in doc and "ssh_proxy_command" in doc and "AssociatePublicIpAddress: false" in doc

@@ -8,6 +8,7 @@ from the published cache; none crashes and all get the same features.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +33,14 @@ def test_each_process_gets_its_own_directory_under_one_root(tmp_path):
     assert child[jit_cache.ROOT_VAR] == parent[jit_cache.ROOT_VAR]
 
 
-def test_default_root_is_per_user_under_tmp():
+def test_default_root_is_a_private_directory_in_the_users_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     env: dict = {}
     path = jit_cache.configure(env, pid=1)
-    assert f"mood-labeler-numba-{os.getuid()}" in path and env["NUMBA_CACHE_DIR"] == path
+    root = tmp_path / "cache" / "mood-labeler" / "numba"
+    assert env[jit_cache.ROOT_VAR] == str(root) and env["NUMBA_CACHE_DIR"] == path
+    assert path.startswith(str(root) + os.sep)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700  # checked like any root: tests/test_private_state.py
 
 
 def test_this_process_was_configured_before_librosa():

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from labeler import storage
+from labeler.display import check_plain
 from labeler.labels import QUADRANTS
 from labeler.schemas import MANIFEST, check_unique_ids, conform, validate
 from train.datasets.bimodal import prepare_bimodal
@@ -135,6 +136,7 @@ def label_kind(table: pa.Table, where: str = "manifest") -> tuple[str, list[str]
     """('quadrant', Q1..Q4) or ('classes', sorted class names) of a manifest; ValueError when mixed.
 
     Every row must carry exactly one kind of label: a quadrant, or (a classes dataset) a `label`.
+    Class names must be plain text (labeler.display.check_plain: no control characters), as a bundle's are.
     """
     quadrants = table.column("quadrant").to_pylist()
     labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * table.num_rows
@@ -149,7 +151,10 @@ def label_kind(table: pa.Table, where: str = "manifest") -> tuple[str, list[str]
             f"{where} mixes quadrant datasets ({', '.join(sorted(by_kind['quadrant']))}) with classes datasets "
             f"({', '.join(sorted(by_kind['classes']))}): a model trains on one set of classes; prepare them separately")
     if by_kind["classes"]:
-        return "classes", sorted({lab for lab in labels if lab is not None})
+        classes = sorted({lab for lab in labels if lab is not None})
+        for name in classes:  # they become a bundle's class names: plain text, or no work starts
+            check_plain(name, f"{where}: class name")
+        return "classes", classes
     return "quadrant", list(QUADRANTS)
 
 

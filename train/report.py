@@ -27,6 +27,11 @@ the plots show the confusion matrices, per-fold bars and training curves.
 ```
 
 Fold metrics and summaries are `train.metrics`'s.
+
+Class names come from the training labels, so report.md shows them escaped (labeler.display.markdown_cell:
+one table row per class whatever a name holds) and the plots draw them escaped (`plot_label`: no
+mathtext). A plot that cannot be drawn is logged as a warning and left out: report.md says which plot
+is missing and why, report.json lists it under `plots_missing`, and `write_report` still succeeds.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from labeler import storage
+from labeler.display import markdown_cell, plain_text, plot_label
 from train.metrics import ECE_BINS, pooled_per_class, summarise_folds
 
 log = logging.getLogger(__name__)
@@ -117,6 +123,7 @@ def _safe_name(name: str) -> str:
 
 
 def _confusion_markdown(confusion: np.ndarray, classes: Sequence[str]) -> list[str]:
+    classes = [markdown_cell(c) for c in classes]
     lines = ["| true \\ predicted | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for name, row in zip(classes, confusion):
         lines.append(f"| **{name}** | " + " | ".join(str(int(v)) for v in row) + " |")
@@ -135,7 +142,7 @@ def metrics_markdown(metrics: dict, classes: Sequence[str], title: str = "Evalua
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for name in classes:
         pc = metrics["per_class"][name]
-        lines.append(f"| {name} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
+        lines.append(f"| {markdown_cell(name)} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
     lines += ["", "Confusion (rows = true class):", ""]
     lines += _confusion_markdown(np.asarray(metrics["confusion"]), classes)
     return "\n".join(lines) + "\n"
@@ -160,10 +167,22 @@ def _calibration_markdown(calibration: dict) -> list[str]:
     return lines
 
 
-def render_markdown(results: dict, plots: dict[str, str]) -> str:
-    """report.md from completed results (see `_complete`) and the plot file names written beside it."""
+def _plot_lines(key: str, alt: str, plots: dict[str, str], missing: dict[str, str]) -> list[str]:
+    """The image link of plot `key`, or the line that says it is missing and why."""
+    if key in plots:
+        return ["", f"![{alt}]({plots[key]})"]
+    if key in missing:
+        return ["", f"*Plot missing: {markdown_cell(alt)} could not be drawn ({markdown_cell(missing[key][:200])}).*"]
+    return []
+
+
+def render_markdown(results: dict, plots: dict[str, str], missing: dict[str, str] | None = None) -> str:
+    """report.md from completed results (see `_complete`), the plot file names written beside it and the
+    plots that could not be drawn ({key: reason})."""
+    missing = missing or {}
     classes = results["classes"]
-    lines = ["# Evaluation report", "", f"Mode **{results['mode']}**, classes {', '.join(classes)}.", ""]
+    lines = ["# Evaluation report", "",
+             f"Mode **{results['mode']}**, classes {', '.join(markdown_cell(c) for c in classes)}.", ""]
     lines += [
         "Every fold is scored on its test fold, which played no part in training or in choosing the",
         "checkpoint. Values are mean ± sample std over folds; ECE is the expected calibration error",
@@ -180,8 +199,7 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
             f"| {name} | {kind} | {s.get('n_folds', 0)} | {_pm(s.get('accuracy'))} | {_pm(s.get('macro_f1'))} | "
             f"{_pm(s.get('weighted_f1'))} | {_pm(s.get('ece'))} |"
         )
-    if "macro_f1_bars" in plots:
-        lines += ["", f"![macro-F1 per fold]({plots['macro_f1_bars']})"]
+    lines += _plot_lines("macro_f1_bars", "macro-F1 per fold", plots, missing)
 
     for kind, name, entry in _models(results):
         if not entry["folds"]:
@@ -194,7 +212,7 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
         for c in classes:
             p = pooled[c]
             lines.append(
-                f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {_pm(f1_stats.get(c))} | {p['support']} |"
+                f"| {markdown_cell(c)} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {_pm(f1_stats.get(c))} | {p['support']} |"
             )
         lines += ["", "| fold | n | accuracy | macro-F1 | weighted F1 | ECE |", "|---|---|---|---|---|---|"]
         for fold, m in entry["folds"].items():
@@ -206,8 +224,7 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
         lines += ["", "Confusion matrix summed over folds (rows = true class):", ""]
         lines += _confusion_markdown(confusion, classes)
         for key, caption in ((f"confusion_{name}", "confusion"), (f"curves_{name}", "training curves")):
-            if key in plots:
-                lines += ["", f"![{name} {caption}]({plots[key]})"]
+            lines += _plot_lines(key, f"{name} {caption}", plots, missing)
 
     if results["calibration"]:
         lines += ["", "## Calibration", ""] + _calibration_markdown(results["calibration"])
@@ -231,11 +248,11 @@ def _plot_confusion(path: Path, confusion: np.ndarray, classes: Sequence[str], t
     ax = fig.add_subplot()
     image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    ax.set_xticks(range(len(classes)), labels=classes)
-    ax.set_yticks(range(len(classes)), labels=classes)
+    ax.set_xticks(range(len(classes)), labels=[plot_label(c) for c in classes])
+    ax.set_yticks(range(len(classes)), labels=[plot_label(c) for c in classes])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(plot_label(title))
     for i in range(len(classes)):
         for j in range(len(classes)):
             ax.text(j, i, f"{norm[i, j]:.2f}\n({int(confusion[i, j])})", ha="center", va="center", fontsize=8,
@@ -256,7 +273,7 @@ def _plot_fold_bars(path: Path, results: dict) -> None:
         heights = [e["folds"][fold]["macro_f1"] if fold in e["folds"] else 0.0 for _, e in models]
         ax.bar(np.arange(len(models)) + (fi - (len(folds) - 1) / 2) * width, heights, width, label=f"fold {fold}")
     ax.axhline(1.0 / len(results["classes"]), color="grey", linestyle="--", linewidth=1, label="chance (uniform)")
-    ax.set_xticks(range(len(models)), labels=[n for n, _ in models])
+    ax.set_xticks(range(len(models)), labels=[plot_label(n) for n, _ in models])
     ax.set_ylim(0, 1)
     ax.set_ylabel("macro-F1 (test fold)")
     ax.set_title("macro-F1 per fold")
@@ -282,8 +299,8 @@ def _plot_curves(path: Path, curves: dict, name: str) -> bool:
                 drawn = True
     if not drawn:
         return False
-    loss_ax.set(title=f"{name}: training loss", xlabel="epoch", ylabel="loss")
-    f1_ax.set(title=f"{name}: validation macro-F1", xlabel="epoch", ylabel="macro-F1", ylim=(0, 1))
+    loss_ax.set(title=plot_label(f"{name}: training loss"), xlabel="epoch", ylabel="loss")
+    f1_ax.set(title=plot_label(f"{name}: validation macro-F1"), xlabel="epoch", ylabel="macro-F1", ylim=(0, 1))
     for ax in (loss_ax, f1_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
@@ -292,23 +309,34 @@ def _plot_curves(path: Path, curves: dict, name: str) -> bool:
     return True
 
 
-def _write_plots(out_dir: Path, results: dict) -> dict[str, str]:
-    """PNG plots into `out_dir`; returns {plot key: file name}."""
+def _write_plots(out_dir: Path, results: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """PNG plots into `out_dir`; returns ({plot key: file name}, {plot key: why it is missing}).
+
+    Each plot is drawn on its own: one that raises is logged, its half-written file removed, and the
+    others are still drawn.
+    """
     classes = results["classes"]
     plots: dict[str, str] = {}
+    missing: dict[str, str] = {}
+
+    def draw(key: str, file: str, plot, *args) -> None:
+        try:
+            if plot(out_dir / file, *args) is not False:
+                plots[key] = file
+        except Exception as exc:  # noqa: BLE001 - a plot is an illustration: the report stands without it
+            log.warning("report plot %s could not be drawn: %s", file, plain_text(exc), exc_info=True)
+            (out_dir / file).unlink(missing_ok=True)
+            missing[key] = f"{type(exc).__name__}: {str(exc).strip()}"
+
     if any(e["folds"] for _, _, e in _models(results)):
-        plots["macro_f1_bars"] = "macro_f1_per_fold.png"
-        _plot_fold_bars(out_dir / plots["macro_f1_bars"], results)
+        draw("macro_f1_bars", "macro_f1_per_fold.png", _plot_fold_bars, results)
     for name, entry in results["branches"].items():
         if entry["folds"]:
-            file = f"confusion_{_safe_name(name)}.png"
-            _plot_confusion(out_dir / file, _summed_confusion(entry, len(classes)), classes, f"{name}: confusion (summed over folds)")
-            plots[f"confusion_{name}"] = file
+            draw(f"confusion_{name}", f"confusion_{_safe_name(name)}.png", _plot_confusion,
+                 _summed_confusion(entry, len(classes)), classes, f"{name}: confusion (summed over folds)")
         if entry.get("curves"):
-            file = f"curves_{_safe_name(name)}.png"
-            if _plot_curves(out_dir / file, entry["curves"], name):
-                plots[f"curves_{name}"] = file
-    return plots
+            draw(f"curves_{name}", f"curves_{_safe_name(name)}.png", _plot_curves, entry["curves"], name)
+    return plots, missing
 
 
 def write_report(run_dir_uri: str, results: dict) -> dict[str, str]:
@@ -316,15 +344,16 @@ def write_report(run_dir_uri: str, results: dict) -> dict[str, str]:
 
     Files are rendered into a temporary directory, then copied with labeler.storage, so the same
     code serves a local run directory and an S3 prefix. Returns {file name: URI written}.
+    A plot that fails is left out (see the module docstring); it never fails the report.
     """
     complete = _complete(results)
     written: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
         tmp_dir = Path(tmp)
-        plots = _write_plots(tmp_dir, complete)
-        complete["plots"] = plots
+        plots, missing = _write_plots(tmp_dir, complete)
+        complete["plots"], complete["plots_missing"] = plots, missing
         (tmp_dir / "report.json").write_text(json.dumps(complete, indent=2, sort_keys=False, allow_nan=False))
-        (tmp_dir / "report.md").write_text(render_markdown(complete, plots))
+        (tmp_dir / "report.md").write_text(render_markdown(complete, plots, missing))
         for file in sorted(os.listdir(tmp_dir)):
             uri = storage.join(run_dir_uri, file)
             storage.write_bytes(uri, (tmp_dir / file).read_bytes())

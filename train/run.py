@@ -18,11 +18,11 @@ One run, for each requested branch (audio, then lyrics, then fusion for `--branc
    regression) and gated fusion over the fold's calibrated branch probabilities on the validation
    fold, and keeps whichever of the four scores best there (the report lists all four on test).
 4. Baselines (`train.baselines.run_baselines`: log-mel statistics + logistic regression; TF-IDF +
-   logistic regression) are fitted on the same training folds and scored on the same test folds;
-   `train.report.write_report` writes report.json, report.md and PNG plots (confusion matrices,
-   per-fold bars, training curves).
-5. Export (`train.finalise.export_best`): `<output>/bundle` is the last branch's fold model with the
-   best *validation* macro-F1.
+   logistic regression) are fitted on the same training folds and scored on the same test folds.
+5. `finish`: export first (`train.finalise.export_best`: `<output>/bundle` is the last branch's fold
+   model with the best *validation* macro-F1), then `train.report.write_report` writes report.json,
+   report.md and PNG plots (confusion matrices, per-fold bars, training curves), so nothing in the
+   report can cost a trained run its bundle; a plot that cannot be drawn is left out with a warning.
 
 Output layout: `<output>/<branch>/fold<k>/bundle` (calibrated per-fold bundles; a fusion run reads
 its branches from `--audio-run/--lyrics-run`, i.e. `<run>/<branch>`, and takes their featuriser,
@@ -144,7 +144,6 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     from labeler.session import ensure_ray  # noqa: PLC0415
 
     from labeler.pretrained import resolve_encoder  # noqa: PLC0415
-    from train.report import write_report  # noqa: PLC0415
     from train.feature_cache import build_feature_cache  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -223,10 +222,22 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     which = {m for b in branches for m in ({"audio", "lyrics"} if b == "fusion" else {b})}
     results["baselines"] = run_baselines(manifest_uri, cache, fold_list, k, mode, which, classes)
     results["selection"] = {b: e["selection"] for b, e in entries.items()}
-    write_report(output_uri, results)
+    return finish(output_uri, entries[branches[-1]], branches[-1], provenance, results, fold_bundles, started)
 
-    final = branches[-1]
-    bundle_uri = export_best(entries[final], final, storage.join(output_uri, "bundle"), provenance, results)
+
+def finish(output_uri: str, entry: dict, branch: str, provenance: dict, results: dict, fold_bundles: dict,
+           started: float) -> TrainResult:
+    """The end of a trained run, in this order: `<output>/bundle`, then the report, then train_result.json.
+
+    The bundle is the run's product and depends on nothing the report draws, so it is exported first:
+    whatever the report meets (a class name matplotlib cannot draw, a full disk), the trained model is
+    already saved. A plot that fails does not fail the report (train.report); anything else that fails
+    in the report fails the run after the bundle exists.
+    """
+    from train.report import write_report  # noqa: PLC0415
+
+    bundle_uri = export_best(entry, branch, storage.join(output_uri, "bundle"), provenance, results)
+    write_report(output_uri, results)
     seconds = time.perf_counter() - started
     result = TrainResult(output_uri=output_uri, bundle_uri=bundle_uri, report=results, fold_bundles=fold_bundles,
                          seconds=seconds)

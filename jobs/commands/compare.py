@@ -12,6 +12,7 @@ import json
 
 from labeler import storage
 from labeler.compare import fmt_value, compare_versions
+from labeler.display import plain_text
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +31,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['from']['version']} -> {result['to']['version']}: agreement {fmt_value(result['agreement'])} "
-              f"over {result['labelled_by_both']} songs, {result['label_changes']} label change(s), "
-              f"mean probability shift {fmt_value(result['mean_prob_shift'])}")
-        print(f"report: {storage.describe(files['markdown'])} (+ report.json, transitions.png)")
+        print(f"{plain_text(result['from']['version'])} -> {plain_text(result['to']['version'])}: agreement "
+              f"{fmt_value(result['agreement'])} over {result['labelled_by_both']} songs, {result['label_changes']} "
+              f"label change(s), mean probability shift {fmt_value(result['mean_prob_shift'])}")
+        others = "report.json, transitions.png" if "png" in files else "report.json; the plot could not be drawn: see the log"
+        print(f"report: {storage.describe(files['markdown'])} (+ {others})")
     return 0

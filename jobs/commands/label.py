@@ -43,6 +43,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="also write `embedding`: the model's penultimate vector, L2-normalised, for similarity search")
     parser.add_argument("--timeline", dest="timeline_seconds", type=float, default=None, metavar="SECONDS",
                         help="also write `timeline`: labels of successive SECONDS-long windows of the whole track")
+    parser.add_argument("--max-audio-seconds", type=float, default=LabelJobConfig.max_audio_seconds, metavar="SECONDS",
+                        help="a longer track (by its file header) is not decoded: its row gets audio_error "
+                             "too_long (default %(default)s)")
     parser.add_argument("--tags", action="store_true",
                         help="also write `tags`: the MusiCNN encoder's 50 tag probabilities (genre, era, instruments, "
                              "mood words; a bundle with a MusiCNN audio branch)")

@@ -17,12 +17,16 @@ from labeler.audio.config import (
     DESCRIPTOR_DIM,
     ERROR_KINDS,
     FRONTENDS,
+    MAX_AUDIO_SECONDS,
     MUSICNN_GEOMETRY,
     MUSICNN_PATCH_FRAMES,
+    SAMPLE_RATES,
     STFT_BACKENDS,
     AudioError,
     FeaturizerConfig,
     TrackFeatures,
+    check_header,
+    check_max_seconds,
     descriptor_names,
 )
 
@@ -36,9 +40,9 @@ _PROCESSING = {
     "featurise_track": "featurizer", "warm_up_jit": "featurizer",
 }
 
-__all__ = ["DEFAULT_STFT_BACKEND", "DESCRIPTOR_DIM", "ERROR_KINDS", "FRONTENDS", "MUSICNN_GEOMETRY",
-           "MUSICNN_PATCH_FRAMES", "STFT_BACKENDS", "AudioError", "FeaturizerConfig", "TrackFeatures",
-           "descriptor_names", *_PROCESSING]
+__all__ = ["DEFAULT_STFT_BACKEND", "DESCRIPTOR_DIM", "ERROR_KINDS", "FRONTENDS", "MAX_AUDIO_SECONDS", "MUSICNN_GEOMETRY",
+           "MUSICNN_PATCH_FRAMES", "SAMPLE_RATES", "STFT_BACKENDS", "AudioError", "FeaturizerConfig", "TrackFeatures",
+           "check_header", "check_max_seconds", "descriptor_names", *_PROCESSING]
 
 
 __getattr__ = lazy_getattr(__name__, _PROCESSING, globals())

@@ -2,8 +2,8 @@
 
 Why a module of its own, without librosa or torch: the config is stored in the model bundle and
 read by drivers (memory planning, bundle info) that never featurise; importing it must stay cheap.
-`AudioError` (the row error kinds) and `TrackFeatures` are what every stage of labeler.audio raises
-or returns.
+`AudioError` (the row error kinds), the header limits (`check_header`, applied where a file is
+opened) and `TrackFeatures` are what every stage of labeler.audio raises, checks or returns.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ERROR_KINDS = ("no_audio", "missing_file", "empty_file", "corrupt", "unsupported_format", "ffmpeg_missing", "silent", "too_short")
+ERROR_KINDS = ("no_audio", "missing_file", "empty_file", "corrupt", "unsupported_format", "ffmpeg_missing", "silent",
+               "too_short", "too_long")
+
+# Header limits. A file's header (its sample rate and length) sizes decoding, the chorus search and the
+# timeline's windows, so what it claims is checked (`check_header`) before any of them runs: a track
+# longer than the cap is a `too_long` row error, a sample rate outside SAMPLE_RATES `unsupported_format`.
+# MAX_AUDIO_SECONDS is the default cap (`labeler label --max-audio-seconds`); `labeler serve` has its own
+# `--max-audio-seconds` (ServeConfig), checked by the same function.
+MAX_AUDIO_SECONDS = 3600.0
+SAMPLE_RATES = (1000, 768000)  # Hz: telephone-band recordings up to 768-kHz studio masters
 
 # Descriptor vector: log-mel bands pooled to this many bands before mean/std.
 DESCRIPTOR_BANDS = 16
@@ -132,6 +141,29 @@ class FeaturizerConfig:
         if self.frontend == "musicnn":
             return self.patches * MUSICNN_PATCH_FRAMES
         return 1 + self.clip_samples // self.hop_size
+
+
+def check_header(name: str, sample_rate: float | None, duration_s: float | None, max_seconds: float | None) -> None:
+    """Raise AudioError unless a header's claims are audio this project decodes within the cap.
+
+    `unsupported_format` for a sample rate outside SAMPLE_RATES (checked first: a 1-Hz header's length
+    means nothing), `too_long` for a duration above `max_seconds`. None skips a check: a sample rate
+    or length the header does not give (ffmpeg), or no cap.
+    """
+    low, high = SAMPLE_RATES
+    if sample_rate is not None and not low <= sample_rate <= high:
+        raise AudioError("unsupported_format", f"{name}: sample rate {sample_rate:g} Hz is outside {low}-{high} Hz")
+    if max_seconds is not None and duration_s is not None and not duration_s <= max_seconds:
+        raise AudioError("too_long", f"{name}: {duration_s:.1f} s of audio exceeds the limit of {max_seconds:g} s")
+
+
+def check_max_seconds(value: float | None, what: str = "max_audio_seconds") -> float | None:
+    """A cap on a track's length, checked: None (no cap) or a positive finite number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 class AudioError(Exception):

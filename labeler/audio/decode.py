@@ -5,6 +5,11 @@ reads it block by block, each block mixed to mono and resampled with soxr's stre
 so a one-hour file costs one window of memory. MP3 seeking in libsndfile 1.2 is sample-accurate
 (checked against a full decode). MP4-family files (M4A, AAC, ...) go through an `ffmpeg`
 subprocess when one is installed. Every expected failure is an AudioError naming its kind.
+
+What a header claims is checked when the file is opened, before it sizes any work (`check_header`):
+a sample rate outside SAMPLE_RATES or a length above the caller's `max_seconds` is refused, no read
+to the end decodes past `max_seconds`, and a block holds at most _BLOCK_SAMPLES samples whatever the
+sample rate and channel count, so one file costs bounded memory and time whatever its header says.
 """
 
 from __future__ import annotations
@@ -23,11 +28,16 @@ import soundfile as sf
 import soxr
 
 from labeler import storage
-from labeler.audio.config import AudioError
+from labeler.audio.config import MAX_AUDIO_SECONDS, AudioError, check_header
 
 # Decoding reads this much audio at a time: large blocks keep libsndfile's per-call overhead low
 # (small blocks made MP3 decoding ~1.5x slower), and one block of 44.1 kHz stereo is only 3.5 MB.
 _BLOCK_SECONDS = 10.0
+# ... but never more samples (frames x channels) than this: 4 MB of float32 whatever the header claims.
+_BLOCK_SAMPLES = 1 << 20
+# libsndfile's frame count for a file whose header gives no length (a FLAC stream with 0 total samples):
+# soundfile cannot read such a file to its end (its position update fails there), so it is refused.
+_UNKNOWN_FRAMES = 2**63 - 1
 
 # Formats libsndfile decodes here; MP4-family containers need ffmpeg.
 _SOUNDFILE_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"})
@@ -57,16 +67,19 @@ class _Reader:
 class _SoundFileReader(_Reader):
     """libsndfile: seek to the window, read it block by block, mono-mix and resample each block."""
 
-    def __init__(self, sfile: sf.SoundFile, name: str):
+    def __init__(self, sfile: sf.SoundFile, name: str, max_seconds: float | None):
         self._f = sfile
         self._name = name
         self.samplerate = sfile.samplerate
-        self.duration_s = sfile.frames / sfile.samplerate if sfile.frames > 0 else 0.0
+        self.duration_s = sfile.frames / sfile.samplerate
+        # A read to the end stops at the header's length, and never past the cap.
+        cap = sfile.frames if max_seconds is None else int(math.ceil(max_seconds * sfile.samplerate))
+        self._to_end = min(sfile.frames, cap)
 
     def read(self, start_s: float, duration_s: float | None, sr: int) -> np.ndarray:
         total = self._f.frames
         first = min(max(0, int(round(start_s * self.samplerate))), total)
-        wanted = total - first if duration_s is None else min(total - first, int(round(duration_s * self.samplerate)))
+        wanted = max(0, self._to_end - first) if duration_s is None else min(total - first, int(round(duration_s * self.samplerate)))
         if wanted <= 0:
             return np.zeros(0, dtype=np.float32)
         stream = None if sr == self.samplerate else soxr.ResampleStream(self.samplerate, sr, 1, dtype="float32", quality="HQ")
@@ -84,7 +97,7 @@ class _SoundFileReader(_Reader):
         try:
             self._f.seek(first)
             remaining = wanted
-            block_frames = int(_BLOCK_SECONDS * self.samplerate)
+            block_frames = max(1, min(int(_BLOCK_SECONDS * self.samplerate), _BLOCK_SAMPLES // self._f.channels))
             while remaining > 0:
                 block = self._f.read(min(block_frames, remaining), dtype="float32", always_2d=True)
                 if len(block) == 0:
@@ -105,11 +118,16 @@ class _FfmpegReader(_Reader):
 
     duration_s = None
 
-    def __init__(self, path: str, name: str):
+    def __init__(self, path: str, name: str, max_seconds: float | None):
         self._path = path
         self._name = name
+        self._max_seconds = max_seconds
 
     def read(self, start_s: float, duration_s: float | None, sr: int) -> np.ndarray:
+        if duration_s is None and self._max_seconds is not None:  # a read to the end stops at the cap
+            duration_s = max(0.0, self._max_seconds - start_s)
+            if duration_s == 0.0:
+                return np.zeros(0, dtype=np.float32)
         cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
         if start_s > 0:
             cmd += ["-ss", f"{start_s:.6f}"]
@@ -132,32 +150,36 @@ def _require_ffmpeg(name: str) -> None:
 
 
 @contextmanager
-def _ffmpeg_reader(fobj: BinaryIO, name: str, local_path: str | None) -> Iterator[_Reader]:
+def _ffmpeg_reader(fobj: BinaryIO, name: str, local_path: str | None, max_seconds: float | None) -> Iterator[_Reader]:
     _require_ffmpeg(name)
     if local_path is not None:
-        yield _FfmpegReader(local_path, name)
+        yield _FfmpegReader(local_path, name, max_seconds)
         return
     # Remote object or in-memory bytes: MP4 needs seeking, so give ffmpeg a real file.
     with tempfile.NamedTemporaryFile(suffix=_suffix(name) or ".m4a") as tmp:
         fobj.seek(0)
         shutil.copyfileobj(fobj, tmp)
         tmp.flush()
-        yield _FfmpegReader(tmp.name, name)
+        yield _FfmpegReader(tmp.name, name, max_seconds)
 
 
 @contextmanager
-def open_audio(source: str | bytes | BinaryIO) -> Iterator[_Reader]:
+def open_audio(source: str | bytes | BinaryIO, max_seconds: float | None = MAX_AUDIO_SECONDS,
+               name: str | None = None) -> Iterator[_Reader]:
     """Open a URI (local, file://, s3://), raw bytes or a seekable binary file object for windowed reads.
 
-    Raises AudioError with kind no_audio, missing_file, empty_file, corrupt, unsupported_format or
-    ffmpeg_missing. The file stays open inside the context, so one track can be read twice (the
-    chorus analysis, then the window) with a single open, which matters on S3.
+    Raises AudioError with kind no_audio, missing_file, empty_file, corrupt, unsupported_format (also
+    for a sample rate outside SAMPLE_RATES), too_long (a header length above `max_seconds`; None: no
+    cap) or ffmpeg_missing; a read to the end stops at `max_seconds`. The file stays open inside the
+    context, so one track can be read twice (the chorus analysis, then the window) with a single open,
+    which matters on S3. A file object is read from its current position. `name` is how errors name
+    the source (default: the URI, '<bytes>' or the file object's name).
     """
     if source is None or (isinstance(source, str) and not source.strip()):
         raise AudioError("no_audio", "audio_uri is null")
     local_path: str | None = None
     if isinstance(source, str):
-        name = storage.describe(source)
+        name = name or storage.describe(source)
         if not storage.is_remote(source):
             local_path = storage.strip_scheme(source)
         try:
@@ -169,11 +191,12 @@ def open_audio(source: str | bytes | BinaryIO) -> Iterator[_Reader]:
         except PermissionError as exc:
             raise AudioError("missing_file", f"{name}: permission denied") from exc
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        name = "<bytes>"
+        name = name or "<bytes>"
         fobj = io.BytesIO(bytes(source))
     elif hasattr(source, "read") and hasattr(source, "seek"):
-        name = getattr(source, "name", None) or "<file object>"
-        name = name if isinstance(name, str) else "<file object>"
+        if name is None:
+            name = getattr(source, "name", None) or "<file object>"
+            name = name if isinstance(name, str) else "<file object>"
         fobj = source
     else:
         raise TypeError(f"audio source must be a URI, bytes or a binary file object, not {type(source).__name__}")
@@ -190,7 +213,7 @@ def open_audio(source: str | bytes | BinaryIO) -> Iterator[_Reader]:
         fobj.seek(start)
         suffix = _suffix(name)
         if suffix in _FFMPEG_SUFFIXES or _is_mp4_family(head):
-            with _ffmpeg_reader(fobj, name, local_path) as reader:
+            with _ffmpeg_reader(fobj, name, local_path, max_seconds) as reader:
                 yield reader
             return
         try:
@@ -204,20 +227,27 @@ def open_audio(source: str | bytes | BinaryIO) -> Iterator[_Reader]:
         with sfile:
             if sfile.frames <= 0:
                 raise AudioError("empty_file", f"{name} holds no audio frames")
-            yield _SoundFileReader(sfile, name)
+            if sfile.frames >= _UNKNOWN_FRAMES:
+                raise AudioError("unsupported_format", f"{name}: its header gives no length (a FLAC stream?); "
+                                                       f"re-encode the file")
+            reader = _SoundFileReader(sfile, name, max_seconds)
+            check_header(name, sfile.samplerate, reader.duration_s, max_seconds)
+            yield reader
     finally:
         if owns:
             fobj.close()
 
 
-def decode_window(source: str | bytes | BinaryIO, start_s: float | None, duration_s: float | None, sr: int) -> np.ndarray:
+def decode_window(source: str | bytes | BinaryIO, start_s: float | None, duration_s: float | None, sr: int,
+                  max_seconds: float | None = MAX_AUDIO_SECONDS) -> np.ndarray:
     """Mono float32 at `sr` of [start_s, start_s + duration_s) (None: from the start / to the end).
 
     Only the window is decoded (soundfile seeks to it), so memory is one window whatever the file's
     length. A window past the end of the track yields an empty array; the caller decides what that means.
+    The header is checked as open_audio checks it (`max_seconds`).
     """
     if sr <= 0:
         raise ValueError(f"sr={sr} must be > 0")
-    with open_audio(source) as reader:
+    with open_audio(source, max_seconds) as reader:
         return reader.read(max(0.0, start_s or 0.0), duration_s, sr)
 

@@ -21,10 +21,12 @@ from labeler.audio.chorus import ANALYSIS_SR, annotated_window, find_chorus
 from labeler.audio.config import (
     DEFAULT_STFT_BACKEND,
     DESCRIPTOR_DIM,
+    MAX_AUDIO_SECONDS,
     STFT_BACKENDS,
     AudioError,
     FeaturizerConfig,
     TrackFeatures,
+    check_max_seconds,
 )
 from labeler.audio.decode import open_audio
 from labeler.audio.features import (
@@ -65,8 +67,12 @@ def _check_clip(samples: np.ndarray, sr: int, min_seconds: float, name: str) -> 
 
 
 def featurise_track(source: str | bytes | BinaryIO, chorus_start_s: float | None, chorus_end_s: float | None,
-                    cfg: FeaturizerConfig, *, backend: str = DEFAULT_STFT_BACKEND) -> TrackFeatures:
+                    cfg: FeaturizerConfig, *, backend: str = DEFAULT_STFT_BACKEND,
+                    max_seconds: float | None = MAX_AUDIO_SECONDS) -> TrackFeatures:
     """Decode the chorus window of one track and featurise it; raises AudioError for a bad track.
+
+    The header is checked first (labeler.audio.decode): a track longer than `max_seconds` is `too_long`,
+    a sample rate outside SAMPLE_RATES `unsupported_format`, before any decoding.
 
     Given chorus_start_s, the clip starts there and lasts clip_seconds; an annotated chorus shorter
     than the clip is extended with the music that follows it (and the window is moved earlier when it
@@ -83,7 +89,7 @@ def featurise_track(source: str | bytes | BinaryIO, chorus_start_s: float | None
     """
     name = storage.describe(source) if isinstance(source, str) else "<audio>"
     start, end = _given(chorus_start_s), _given(chorus_end_s)
-    with open_audio(source) as reader:
+    with open_audio(source, max_seconds) as reader:
         window: tuple[float, float] | None = None
         if start is not None:
             start = max(0.0, start)
@@ -148,15 +154,18 @@ class Featurizer:
     Out: every input column, plus log_mel float16 (n, n_frames, n_mels) (zeros on error),
     descriptors float32 (n, DESCRIPTOR_DIM) when config.descriptors, chorus_start_used_s and
     chorus_end_used_s float64 (NaN on error), audio_error object ("<kind>: <detail>" or None).
-    A bad track never fails the batch: it gets audio_error instead. Rows are featurised one at a
-    time, so a batch holds one decoded window at most besides its float16 outputs.
+    A bad track never fails the batch: it gets audio_error instead (`too_long` past
+    `max_audio_seconds`). Rows are featurised one at a time, so a batch holds one decoded window at
+    most besides its float16 outputs.
     """
 
-    def __init__(self, config: FeaturizerConfig | dict, backend: str = DEFAULT_STFT_BACKEND):
+    def __init__(self, config: FeaturizerConfig | dict, backend: str = DEFAULT_STFT_BACKEND,
+                 max_audio_seconds: float | None = MAX_AUDIO_SECONDS):
         self.config = config if isinstance(config, FeaturizerConfig) else FeaturizerConfig.from_dict(config)
         if backend not in STFT_BACKENDS:
             raise ValueError(f"unknown STFT backend {backend!r}; expected one of {STFT_BACKENDS}")
         self.backend = backend
+        self.max_audio_seconds = check_max_seconds(max_audio_seconds)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "audio_uri" not in batch:
@@ -178,7 +187,7 @@ class Featurizer:
                     raise AudioError("no_audio", "audio_uri is null")
                 jit_cache.ensure_compiled(warm_up_jit)  # once per process, before any JIT code runs
                 features = featurise_track(str(uri), None if starts is None else starts[i], None if ends is None else ends[i],
-                                           cfg, backend=self.backend)
+                                           cfg, backend=self.backend, max_seconds=self.max_audio_seconds)
             except AudioError as exc:
                 errors[i] = str(exc)
                 log.info("%s", exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labeler.audio.config import MAX_AUDIO_SECONDS, check_max_seconds
 from labeler.isolate import DEFAULT_RETRIES
 from labeler.label_job.resume import DEFAULT_RESUMES
 from labeler.lease import DEFAULT_TTL_SECONDS
@@ -26,6 +27,7 @@ class LabelJobConfig:
     embeddings: bool = False  # write the `embedding` column
     timeline_seconds: float | None = None  # write the `timeline` column, windows of this many seconds
     tags: bool = False  # write the `tags` column (a MusiCNN bundle's 50 tag probabilities)
+    max_audio_seconds: float = MAX_AUDIO_SECONDS  # a longer track (by its header) is not decoded: audio_error too_long
     expect_version: str | None = None  # refuse a bundle whose model_version is not this one
     max_retries: int = DEFAULT_RETRIES  # retries of a task or actor whose process died (bounded: see build_dataset)
     max_resumes: int = DEFAULT_RESUMES  # times a run whose plan the cluster failed (a lost node) labels the rest itself
@@ -47,3 +49,6 @@ class LabelJobConfig:
             raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
         if self.timeline_seconds is not None and not (0 < self.timeline_seconds < float("inf")):
             raise ValueError(f"timeline_seconds must be a positive number of seconds, got {self.timeline_seconds!r}")
+        if self.max_audio_seconds is None:
+            raise ValueError("max_audio_seconds must be a positive number of seconds, got None")
+        check_max_seconds(self.max_audio_seconds)

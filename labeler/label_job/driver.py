@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from labeler import storage
-from labeler.audio.config import uses_musicnn_frontend
+from labeler.audio.config import MAX_AUDIO_SECONDS, uses_musicnn_frontend
 from labeler.bundle_info import BundleInfo, read_bundle_info
 from labeler.isolate import DEFAULT_RETRIES
 from labeler.label_job.config import LabelJobConfig
@@ -94,7 +94,7 @@ class PredictorStage:
 def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Array | None, bool], info: BundleInfo,
                   res: Resources, rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
                   timeline_seconds: float | None = None, fence: Fence | None = None, progress_sink=None,
-                  max_retries: int = DEFAULT_RETRIES, tags: bool = False):
+                  max_retries: int = DEFAULT_RETRIES, tags: bool = False, max_audio_seconds: float = MAX_AUDIO_SECONDS):
     """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part).
 
     `id_filter` is (ids, keep) from todo_filter: the rows to label are those whose song_id is in ids
@@ -106,6 +106,8 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     node or an out-of-memory kill of the task itself; when retries run out the plan fails with Ray's
     error and commits nothing more (label_catalogue then resumes, see label_job.resume). No block is ever dropped (`max_errored_blocks` stays 0), and
     finish refuses to write the completion record unless every catalogue song has its row.
+    A track whose header claims more than `max_audio_seconds` is refused by both the featuriser and the
+    Predictor's timeline before it sizes any work (labeler.audio.check_header): a row error, not a crash.
     """
     import ray  # noqa: PLC0415
 
@@ -132,6 +134,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
             "lyrics_json": json.dumps(info.lyrics, sort_keys=True),
             "keep_audio_uri": timeline_seconds is not None,
             "max_retries": max_retries,
+            "max_audio_seconds": max_audio_seconds,
         },
         **retry,
     )
@@ -140,7 +143,8 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
         PredictorStage,
         fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size, "num_threads": res.predictor_threads,
                                "embeddings": embeddings, "timeline_seconds": timeline_seconds, "tags": tags,
-                               "expect_version": info.model_version, "progress_sink": progress_sink},
+                               "expect_version": info.model_version, "progress_sink": progress_sink,
+                               "max_audio_seconds": max_audio_seconds},
         batch_format="numpy",
         batch_size=res.predict_batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
@@ -248,7 +252,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
                     records = build_dataset(catalogue_uri, columns, filter_now, info, res, config.rows_per_part, staging,
                                             layout.partition_uri, config.embeddings, config.timeline_seconds,
                                             fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries,
-                                            tags=config.tags)
+                                            tags=config.tags, max_audio_seconds=config.max_audio_seconds)
                     for record in records.iter_rows():
                         if lease.lost.is_set():
                             lease.check_held()  # raises LeaseLostError: the commits are fenced off already

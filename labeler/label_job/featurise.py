@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from labeler.audio.config import MAX_AUDIO_SECONDS
 from labeler.inputs import ERROR_COLUMNS, model_inputs
 from labeler.isolate import DEFAULT_RETRIES
 from labeler.schemas import nullable_strings
@@ -19,11 +20,11 @@ from labeler.verified import TokenizerSource
 
 
 @functools.lru_cache(maxsize=4)
-def _isolated_featurizer(featurizer_json: str, retries: int):
+def _isolated_featurizer(featurizer_json: str, retries: int, max_audio_seconds: float):
     """One crash-isolating featuriser (and so one child process) per worker process and bundle."""
     from labeler.isolate import IsolatedFeaturizer  # noqa: PLC0415
 
-    return IsolatedFeaturizer(json.loads(featurizer_json), retries=retries)
+    return IsolatedFeaturizer(json.loads(featurizer_json), retries=retries, max_audio_seconds=max_audio_seconds)
 
 
 @functools.lru_cache(maxsize=4)
@@ -36,17 +37,19 @@ def _lyrics_tokenizer(tokenizer: TokenizerSource, lyrics_json: str):
 
 
 def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, tokenizer: TokenizerSource | None,
-                    lyrics_json: str, keep_audio_uri: bool = False,
-                    max_retries: int = DEFAULT_RETRIES) -> dict[str, np.ndarray]:
+                    lyrics_json: str, keep_audio_uri: bool = False, max_retries: int = DEFAULT_RETRIES,
+                    max_audio_seconds: float = MAX_AUDIO_SECONDS) -> dict[str, np.ndarray]:
     """CPU stage: decode + chorus + log-mel (when the bundle uses audio), tokenise (when it uses lyrics).
 
     The Featurizer and LyricsTokenizer turn a bad song into a row error themselves; this stage only
     adds the columns a single-branch Predictor does not get from the skipped step. Audio is featurised
     in a child process (labeler.isolate): a track that kills it becomes an `audio_error` of kind
-    `worker_crash` after `max_retries` retries alone, and this task's own process never dies for it.
+    `worker_crash` after `max_retries` retries alone, and this task's own process never dies for it. A
+    track whose header claims more than `max_audio_seconds` (or an absurd sample rate) is not decoded:
+    its `audio_error` is `too_long` (`unsupported_format`).
     """
     if featurizer is not None:
-        batch = _isolated_featurizer(json.dumps(featurizer, sort_keys=True), max_retries)(batch)
+        batch = _isolated_featurizer(json.dumps(featurizer, sort_keys=True), max_retries, max_audio_seconds)(batch)
     batch = model_inputs(batch, _lyrics_tokenizer(tokenizer, lyrics_json) if tokenizer is not None else None,
                          uses_audio=featurizer is not None, keep_audio_uri=keep_audio_uri)
     for name in ERROR_COLUMNS:

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from labeler import storage
+from labeler.display import plot_label
 from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS
 
 
@@ -45,7 +46,7 @@ def plot_labels(table: pa.Table, path: str, title: str) -> str:
     ax_sc.set_title("valence-arousal")
     if both.any():
         ax_sc.legend(loc="center right", fontsize=8)
-    fig.suptitle(f"labels: {title} ({table.num_rows} songs, {int(both.sum())} with both axes)")
+    fig.suptitle(plot_label(f"labels: {title} ({table.num_rows} songs, {int(both.sum())} with both axes)"))
     fig.tight_layout()
     if storage.is_remote(path):
         import io  # noqa: PLC0415

@@ -8,6 +8,7 @@ people read are the job's end, separate from planning and running it.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labeler import storage
+from labeler.display import plain_text
 from labeler.label_job.layout import SUCCESS_FILE, OutputLayout, basename, read_partition
 from labeler.label_job.plan import ids_in
 from labeler.label_job.plot import plot_labels
@@ -23,6 +25,8 @@ from labeler.label_rows import error_kind
 from labeler.labels import QUADRANTS
 from labeler.lease import Lease
 from labeler.schemas import SchemaError, check_unique_ids
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class LabelSummary:
     quadrants: dict[str, int] = field(default_factory=dict)  # over the whole partition
     seconds: float = 0.0
     plot: str | None = None
+    plot_error: str | None = None  # why the --plot PNG was not drawn (the run still succeeds)
     plan: str = ""  # Resources.describe() of the run ("" when nothing needed labelling)
     resumes: int = 0  # times the run picked up after the cluster failed its plan (label_job.resume)
 
@@ -87,6 +92,8 @@ class LabelSummary:
             lines.append(f"quadrants ({self.partition_rows} rows in version): {dist}")
         if self.plot:
             lines.append(f"plot: {self.plot}")
+        elif self.plot_error:
+            lines.append(f"plot: not drawn ({self.plot_error}; see the log file)")
         return "\n".join(lines)
 
 
@@ -113,8 +120,12 @@ def finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_a
                            f"not writing {SUCCESS_FILE}")
     quadrants = _value_counts(table.column("quadrant"))
     summary.quadrants = {q: quadrants.get(q, 0) for q in QUADRANTS} if quadrants else {}
-    if plot:
-        summary.plot = plot_labels(table, plot, f"{summary.model_id} {summary.model_version}")
+    if plot:  # an illustration: a plot that fails is logged, and the run still certifies its labels
+        try:
+            summary.plot = plot_labels(table, plot, f"{summary.model_id} {summary.model_version}")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("the labels plot %s could not be drawn: %s", plain_text(plot), plain_text(exc), exc_info=True)
+            summary.plot_error = plain_text(f"{type(exc).__name__}: {str(exc).strip()}")[:200]
     if lease is not None:
         lease.check_held()
         partition_errors = Counter(error_kind(e) for e in pc.drop_null(table.column("error")).to_pylist())

@@ -16,7 +16,8 @@ Requests (`POST /label`)::
 
 The answer is one row of the LABELS contract as JSON (`labelled_at` in ISO-8601), with `embedding`,
 `timeline` and `tags` when the server was started with `--embeddings` / `--timeline SECONDS` / `--tags` (the same
-columns as `labeler label` writes; the timeline is decoded from the upload or the URI). Errors are a
+columns as `labeler label` writes; the timeline is decoded window by window from the upload's spooled file,
+never held in memory whole, or from the URI). Errors are a
 JSON object {"error": "<kind>: <detail>"} with a 4xx status; a bad song never gets a 500.
 
 What is a 4xx and what is a labelled row with `audio_error` (the rule):
@@ -24,7 +25,8 @@ What is a 4xx and what is a labelled row with `audio_error` (the rule):
 - 400 `bad_request`/`bad_json`/`missing_fields`/`bad_field`: the request itself is malformed
   (empty body, invalid JSON, unknown or mistyped fields, none of audio, audio_uri, lyrics).
 - 413 `too_large`: the request body exceeds `max_upload_mb` (a JSON body: `max_json_kb`); `too_long`: the audio lasts longer than
-  `max_audio_seconds` (checked from the file header before decoding).
+  `max_audio_seconds` (checked from the file header before decoding; labeler.audio.check_header, as the batch job).
+  A header whose sample rate is outside labeler.audio.SAMPLE_RATES is `unsupported_format` (below).
 - 415 `unsupported_media_type`: a body that is neither JSON nor multipart form data.
 - 403 `forbidden`: an `audio_uri` outside the prefixes the server was started with
   (`--allow-uri-prefix`; none by default, so by default the server never reads local files or
@@ -110,7 +112,7 @@ class LabelService:
         self.predictor = Predictor(self.info.uri, batch_size=config.max_batch_size,
                                    num_threads=max(1, int(config.replica_cpus)), embeddings=config.embeddings,
                                    timeline_seconds=config.timeline_seconds, expect_version=self.info.model_version,
-                                   tags=config.tags)
+                                   tags=config.tags, max_audio_seconds=config.max_audio_seconds)
         self.featuriser = SongFeaturiser(self.info, config)
         self._featurise_pool = ThreadPoolExecutor(config.featurise_threads, thread_name_prefix="featurise")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
@@ -130,12 +132,12 @@ class LabelService:
             song = await parse_request(request, self.config)
             loop = asyncio.get_running_loop()
             batch = await loop.run_in_executor(self._featurise_pool, self.featuriser, song)
+            row = await self._predict(batch)
         except RequestError as exc:
             return exc.response()
         finally:
             if song is not None:
-                await song.close()  # the spooled upload is not needed once featurised
-        row = await self._predict(batch)
+                await song.close()  # removes the spooled upload, which a --timeline reads until the answer
         status = status_for_row(row)
         if status != 200:
             return JSONResponse({"error": row["error"], "row": row}, status_code=status)

@@ -28,16 +28,11 @@ UNDECODABLE_KINDS = frozenset({"corrupt", "unsupported_format", "empty_file", "f
 
 
 def rewound(source: Any) -> Any:
-    """An uploaded file object at its start (it is opened twice: the duration check, then featurising)."""
+    """An uploaded file object at its start (it is opened more than once: the header check, featurising,
+    and with --timeline the Predictor's windows)."""
     if hasattr(source, "seek"):
         source.seek(0)
     return source
-
-
-def payload(source: Any) -> Any:
-    """What the featurising child gets: a URI as it is, an uploaded file's bytes (bounded by max_upload_mb):
-    a file object cannot cross the process boundary."""
-    return rewound(source).read() if hasattr(source, "read") else source
 
 
 @contextmanager
@@ -105,9 +100,11 @@ class SongFeaturiser:
         out = {"log_mel": mel, "audio_error": np.array([error], dtype=object)}
         if self.config.timeline_seconds is not None:  # what the Predictor decodes the timeline windows from
             source = None
-            if features is not None:  # the upload's bytes (read from its spooled file), or the checked URI
-                source = payload(song.audio) \
-                    if song.audio is not None else check_uri_allowed(song.audio_uri, self.config.allow_uri_prefixes)
+            if features is not None:
+                # The upload itself (its spooled temporary file, which the Predictor seeks in window by window;
+                # the request closes it after the answer), never its bytes in memory; or the checked URI.
+                source = song.audio if song.audio is not None \
+                    else check_uri_allowed(song.audio_uri, self.config.allow_uri_prefixes)
             out["audio_source"] = np.array([source], dtype=object)
         if cfg.descriptors:
             out["descriptors"] = descriptors
@@ -123,7 +120,9 @@ class SongFeaturiser:
     def _featurise(self, song: SongRequest):
         """(TrackFeatures, None), or (None, "<kind>: detail") for audio the batch job would also skip.
 
-        Raises RequestError for uploaded bytes that do not decode (422) and for too-long audio (413).
+        Raises RequestError for uploaded bytes that do not decode (422) and for too-long audio (413): the
+        header is checked (labeler.audio.check_header: length within max_audio_seconds, a plausible sample
+        rate) before anything is decoded.
         """
         from labeler.audio import AudioError, open_audio  # noqa: PLC0415
         from labeler.isolate import CRASH_KIND, WorkerCrash  # noqa: PLC0415
@@ -137,14 +136,18 @@ class SongFeaturiser:
             return None, "no_audio: audio_uri is null"
         name = song.audio_name or ("upload" if uploaded else storage.describe(song.audio_uri))
         try:
-            with open_audio(rewound(source)) as reader:
-                seconds = reader.duration_s
-            if seconds is not None and seconds > self.config.max_audio_seconds:
-                raise RequestError(413, "too_long",
-                                   f"{name}: {seconds:.1f} s of audio exceeds the limit of {self.config.max_audio_seconds:g} s")
+            try:
+                with open_audio(rewound(source), self.config.max_audio_seconds, name=name):
+                    pass
+            except AudioError as exc:
+                if exc.kind == "too_long":
+                    raise RequestError(413, "too_long", exc.detail) from None
+                raise
             try:
                 with child_source(source) as opened:
-                    out = self._child().call("labeler.isolate:TrackFeaturiser", {"config": self.featurizer.to_dict()},
+                    out = self._child().call("labeler.isolate:TrackFeaturiser",
+                                             {"config": self.featurizer.to_dict(),
+                                              "max_audio_seconds": self.config.max_audio_seconds},
                                              {"source": opened, "start": song.chorus_start_s, "end": song.chorus_end_s,
                                               "name": name})
                     if "detail" in out and opened is not source:  # the copy's path means nothing to the client
@@ -158,8 +161,10 @@ class SongFeaturiser:
                 return out["features"], None
             raise AudioError(out["kind"], out["detail"])
         except AudioError as exc:
+            if exc.kind == "too_long":  # the child's own check (the header did not give the length)
+                raise RequestError(413, exc.kind, exc.detail) from None
             if uploaded and exc.kind in UNDECODABLE_KINDS:
-                raise RequestError(422, exc.kind, f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+                raise RequestError(422, exc.kind, exc.detail if exc.detail.startswith(name) else f"{name}: {exc.detail}") from None
             return None, str(exc)
         except RequestError:
             raise

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labeler import storage
+from labeler.audio.config import check_max_seconds
 from labeler.coerce import coerce, field_types
 
 _MB = 1024 * 1024
@@ -30,7 +31,7 @@ class ServeConfig:
     batch_wait_timeout_s: float = 0.05  # how long a model call waits to fill its batch
     max_upload_mb: float = 50.0  # request body limit
     max_json_kb: float = 2048.0  # JSON body limit (JSON names audio by URI; lyrics are capped at 50,000 characters)
-    max_audio_seconds: float = 900.0  # longest audio accepted (upload or URI)
+    max_audio_seconds: float = 900.0  # longest audio accepted (upload or URI; labeler.audio.check_header, as `labeler label`)
     featurise_threads: int = 2  # featurising threads per replica
     replica_cpus: float = 1.0  # Ray CPUs reserved per replica (also torch's thread count)
     allow_uri_prefixes: tuple[str, ...] = ()  # audio_uri must start with one of these; () = audio_uri refused
@@ -55,6 +56,7 @@ class ServeConfig:
         for name in ("max_upload_mb", "max_json_kb", "max_audio_seconds", "replica_cpus"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        check_max_seconds(self.max_audio_seconds)  # finite too: a cap of inf would be none
         if self.timeline_seconds is not None and not (0 < self.timeline_seconds < float("inf")):
             raise ValueError(f"timeline_seconds must be a positive number of seconds, got {self.timeline_seconds!r}")
         if not self.route_prefix.startswith("/"):
