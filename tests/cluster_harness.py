@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,17 +34,12 @@ from pathlib import Path
 
 import psutil
 
+from tests.helpers import free_port
 from tests.loopback import sitecustomize as loopback
 
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:

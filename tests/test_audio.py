@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import time
 import tracemalloc
 import wave
 from pathlib import Path
@@ -232,7 +231,6 @@ def test_one_hour_silent_wav_is_never_loaded_whole(tmp_path):
 
     for chorus_start, limit in ((1800.0, 0.05), (None, 0.25)):  # a requested window; the auto path (240 s analysed)
         tracemalloc.start()
-        started = time.perf_counter()
         try:
             with pytest.raises(AudioError) as excinfo:
                 featurise_track(str(path), chorus_start, None, FeaturizerConfig(clip_seconds=10.0, chorus_search_seconds=240.0))
@@ -241,7 +239,6 @@ def test_one_hour_silent_wav_is_never_loaded_whole(tmp_path):
             tracemalloc.stop()
         assert _kind(excinfo) == "silent"
         assert peak < limit * file_size, f"peak {peak / 1e6:.1f} MB for a {file_size / 1e6:.0f} MB file"
-        assert time.perf_counter() - started < 60
 
 
 # ----------------------------------------------------------------- chorus

@@ -17,7 +17,6 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
-from test_pipeline import make_bundle
 
 from labeler import storage
 from labeler.bundle import BundleError, load_bundle, save_bundle
@@ -26,6 +25,7 @@ from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue
 from labeler.label_job.featurise import featurise_batch
 from labeler.pretrained import EncoderError, resolve_encoder
 from labeler.verified import compute_model_version, open_bundle, verify_bundle
+from tests.helpers import make_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.demo import DemoConfig
-from tests.test_cli import _labeler
+from tests.helpers import labeler_process
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ def test_demo_leaves_catalogue_bundle_and_labels_and_a_short_console(tmp_path):
     200 lines; Ray's own output goes to the log file it names.
     """
     workdir = tmp_path / "demo"
-    result = _labeler("demo", "--workdir", str(workdir), "--songs", "40", "--seconds", "6", "--epochs", "1",
+    result = labeler_process("demo", "--workdir", str(workdir), "--songs", "40", "--seconds", "6", "--epochs", "1",
                       env={"MOOD_LABELER_LOG_DIR": str(tmp_path / "logs")}, timeout=1500)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]

@@ -153,7 +153,7 @@ def test_write_report_locally(tmp_path):
     assert report["plots"]["confusion_audio"] == "confusion_audio.png"
 
     md = (tmp_path / "run" / "report.md").read_text()
-    assert f"| audio | branch | 3 | " in md and "| logmel_lr | baseline | 3 | " in md
+    assert "| audio | branch | 3 | " in md and "| logmel_lr | baseline | 3 | " in md
     assert f"{summary['macro_f1']['mean']:.3f} ± {summary['macro_f1']['std']:.3f}" in md
     assert "![audio confusion](confusion_audio.png)" in md
     assert "| audio | 0 | 0.05 | 0.12 | 1.3 |" in md  # calibration table

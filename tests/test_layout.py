@@ -6,6 +6,8 @@
   still a dependency.
 - Command-line parsing lives in `jobs/`: no module of labeler/, train/ or synth/ imports argparse.
 - Modules have one job: every module in labeler/, train/, jobs/ and synth/ is under MAX_LINES lines.
+- Test helpers have one home (tests/helpers.py, tests/conftest.py and the harness modules beside them):
+  no test file imports another test file.
 
 The modules still too long are listed by name, each with the step that removes it; one that is no
 longer needed fails the test, so the list only shrinks.
@@ -75,3 +77,24 @@ def test_the_guard_sees_lazy_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from train.run import train\n    import jobs.cli\n")
     assert _imported_roots(module) == {"train", "jobs"}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Full dotted names of every absolute import in the module, at any depth."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_no_test_file_imports_another():
+    offenders = {
+        _rel(path): sorted(name for name in _imported_modules(path)
+                           if name.split(".")[-1].startswith("test_") and name.split(".")[0] in ("tests", name))
+        for path in sorted((ROOT / "tests").glob("*.py"))
+    }
+    offenders = {name: imports for name, imports in offenders.items() if imports}
+    assert not offenders, f"move what these share to tests/helpers.py: {offenders}"

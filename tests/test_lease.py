@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -17,6 +16,7 @@ import pytest
 
 from labeler import storage
 from labeler.lease import Lease, LeaseHeldError, LeaseLostError
+from tests.helpers import bundle_info
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
@@ -158,8 +158,6 @@ def test_renewal_survives_any_exception_then_fails_closed(lease_dir, monkeypatch
 
 
 def test_fenced_commit_writes_nothing_after_the_lease_was_lost(tmp_path):
-    from test_pipeline import _info
-
     from labeler.label_job.layout import commit_part
 
     clock = FakeClock()
@@ -167,13 +165,13 @@ def test_fenced_commit_writes_nothing_after_the_lease_was_lost(tmp_path):
     first = Lease(lease_dir, "first", ttl_seconds=4, clock=clock, background=False).acquire()
     partition = tmp_path / "version=x"
     batch = {"song_id": np.array(["a", "b"], dtype=object), "probs": np.full((2, 4), 0.25, dtype=np.float32)}
-    commit_part(batch, _info("4Q"), str(tmp_path / "staging" / "one"), str(partition), fence=first.fence)
+    commit_part(batch, bundle_info("4Q"), str(tmp_path / "staging" / "one"), str(partition), fence=first.fence)
     assert len(list(partition.glob("part-*.parquet"))) == 1
     clock.advance(5)
     Lease(lease_dir, "second", ttl_seconds=4, clock=clock, background=False).acquire()
     batch["song_id"] = np.array(["c", "d"], dtype=object)
     with pytest.raises(LeaseLostError):
-        commit_part(batch, _info("4Q"), str(tmp_path / "staging" / "one"), str(partition), fence=first.fence)
+        commit_part(batch, bundle_info("4Q"), str(tmp_path / "staging" / "one"), str(partition), fence=first.fence)
     assert len(list(partition.glob("part-*.parquet"))) == 1  # the lost run committed nothing more
 
 

@@ -1,8 +1,8 @@
 """Issue 21 end to end on the synthetic catalogue: train, then label with --embeddings and --timeline,
 read the new columns with pandas, pyarrow and DuckDB, and compare two model versions.
 
-Real Ray Train (one fold of the audio branch, cpu-small, small clips, few epochs: sized for a shared
-2-core machine), real Ray Data labelling, real Parquet. The synthetic catalogue plants the quadrant
+Real Ray Train (the session's `trained_musicnn`: one fold of cpu-small's MusiCNN audio branch, small clips,
+few epochs, sized for a shared 2-core machine), real Ray Data labelling, real Parquet. The synthetic catalogue plants the quadrant
 in the audio (the synth package), so a trained model's embeddings must put songs of one quadrant closer
 together than songs of different ones. The second model version compared is another retained
 training checkpoint of the fold (a real model of another epoch), labelled into the same output as a roll-back would be.
@@ -18,32 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
 
-from labeler import storage
+from tests.helpers import MUSICNN_SONGS
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(clip_seconds=4.0, musicnn_clip_seconds=3.0, epochs=2, audio_epoch_factor=2.0, patience=4, max_tokens=64, batch_size=8)
-SONGS = 80
+SONGS = MUSICNN_SONGS
 
 
 @pytest.fixture(scope="module")
-def trained(ray_local, tmp_path_factory):
-    from synth import SynthConfig, synthesise
-    from train.datasets.synth import prepare_synth
-    from train.folds import assign_folds
-    from train.run import train
-
-    root = tmp_path_factory.mktemp("mood")
-    synth = synthesise(SynthConfig(songs=SONGS, output=str(root / "synth"), seconds=5.0, formats=("wav", "flac"), seed=5))
-    manifest = assign_folds(prepare_synth(synth.output), k=4, seed=8848)
-    manifest_uri = str(root / "manifest.parquet")
-    storage.write_parquet(manifest, manifest_uri)
-    result = train(manifest_uri, str(root / "run"), branch="audio", mode="4Q", preset="cpu-small", folds="0", **SMALL)
-    return root, synth, manifest, result
+def trained(trained_musicnn):
+    """The session's MusiCNN audio run (tests/conftest.py): (root, synth, manifest, result)."""
+    return trained_musicnn
 
 
 def _other_checkpoint_bundle(result) -> str:

@@ -30,7 +30,7 @@ import yaml
 from labeler.bundle_info import read_bundle_info
 from labeler.label_job import OutputLayout
 from tests.cluster_harness import LocalCluster, job_status, start_cluster, wait_for_job
-from tests.test_pipeline import make_bundle
+from tests.helpers import make_bundle
 
 # Slow (about 7 min on two idle cores: a three-node cluster, five labelling jobs, one training job), and
 # run by default, CI included. `-m "not slow"` leaves them out of a quick local run.

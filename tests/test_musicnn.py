@@ -23,11 +23,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "musicnn_reference.npz"
 
 
 @pytest.fixture(scope="module")
-def wheel_dir() -> Path:
-    try:
-        wheel.checkpoint_prefix("MSD_musicnn")
-    except wheel.MusicnnFilesError as exc:
-        pytest.skip(str(exc))
+def wheel_dir(musicnn_available) -> Path:
     return wheel.default_dir()
 
 

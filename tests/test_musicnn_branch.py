@@ -14,18 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from labeler import storage
 from labeler.audio import FeaturizerConfig
 from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
 from labeler.musicnn import wheel
-
-
-@pytest.fixture(scope="module")
-def musicnn_available():
-    try:
-        wheel.checkpoint_prefix("MSD_musicnn")
-    except wheel.MusicnnFilesError as exc:
-        pytest.skip(str(exc))
 
 
 def _audio_config(**kw) -> ModelConfig:
@@ -143,35 +134,25 @@ def test_bundle_labels_without_the_wheel(musicnn_available, tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_wheel(
-        musicnn_available, ray_local, tmp_path, monkeypatch):
-    """`train --branch audio --preset cpu-small` (no --model) trains MusiCNN on cached embeddings; the bundle
-    then labels songs in a process where the wheel's files are absent."""
+def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_wheel(trained_musicnn, monkeypatch):
+    """`train --branch audio --preset cpu-small` (no --model; the session's `trained_musicnn`) trains MusiCNN on
+    cached embeddings; the bundle then labels songs in a process where the wheel's files are absent."""
     import pyarrow.parquet as pq
 
     from labeler.audio import Featurizer
     from labeler.predict import Predictor
-    from synth import SynthConfig, synthesise
-    from train.datasets.synth import prepare_synth
-    from train.folds import assign_folds
-    from train.run import train
 
-    synth = synthesise(SynthConfig(songs=48, output=str(tmp_path / "synth"), seconds=5.0, formats=("wav",), seed=5))
-    manifest = str(tmp_path / "manifest.parquet")
-    storage.write_parquet(assign_folds(prepare_synth(synth.output), k=4, seed=8848), manifest)
-    result = train(manifest, str(tmp_path / "out"), branch="audio", mode="4Q", preset="cpu-small", folds="0",
-                   musicnn_clip_seconds=3.0, epochs=4, audio_epoch_factor=2.0, batch_size=8)
-
+    root, synth, _, result = trained_musicnn
     config = json.loads((Path(result.bundle_uri) / "config.json").read_text())
     assert config["model"]["audio"]["arch"] == "MusiCNN" and config["model"]["audio"]["encoder"] == "MSD_musicnn"
     assert config["model"]["audio"]["tune_top"] is True  # cpu-small fine-tunes the Dense on top of the frozen trunk
     assert config["featurizer"]["frontend"] == "musicnn" and config["featurizer"]["clip_seconds"] == 3.0
-    cache = next(Path(tmp_path / "out" / "feature_cache").glob("*/"))
+    cache = next(Path(result.output_uri, "feature_cache").glob("*/"))
     assert "patch_features" in pq.read_schema(next(cache.glob("*.parquet"))).names
     f1 = next(iter(result.report["branches"]["audio"]["folds"].values()))["macro_f1"]
-    assert f1 > 0.25, f1  # above chance (4 classes) on 12 test songs
+    assert f1 > 0.25, f1  # above chance (4 classes) on 20 test songs
 
-    monkeypatch.setenv(wheel.DIR_ENV, str(tmp_path / "no-wheel-here"))
+    monkeypatch.setenv(wheel.DIR_ENV, str(root / "no-wheel-here"))
     rows = pq.read_table(synth.catalogue_uri).slice(0, 6).to_pydict()
     batch = {k: np.asarray(v, dtype=object) for k, v in rows.items() if k in ("song_id", "audio_uri", "lyrics")}
     features = Featurizer(config["featurizer"])(batch)

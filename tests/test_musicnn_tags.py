@@ -27,6 +27,7 @@ from labeler.musicnn import wheel
 from labeler.musicnn.model import PATCH_FRAMES
 from labeler.musicnn.tags import MSD_MUSICNN_TAGS, MTT_MUSICNN_TAGS, TAGS, bundle_tags
 from labeler.predict import Predictor
+from tests.helpers import tiny_featurizer
 
 CLIP_SECONDS = 6.0  # two 3-s musicnn patches
 
@@ -137,12 +138,10 @@ def test_fused_model_tags_rows_with_audio_and_leaves_lyrics_only_rows_null(tmp_p
 
 
 def test_a_bundle_without_musicnn_refuses_tags(tmp_path):
-    from tests.test_timeline import CFG
-
     torch.manual_seed(0)
     model = EmotionModel(ModelConfig(branch="audio", mode="4Q", lyrics=None,
                                      audio=AudioCnnConfig(n_mels=32, width=0.125, embedding_dim=16))).eval()
-    save_bundle(str(tmp_path / "cnn6"), model, CFG, None)
+    save_bundle(str(tmp_path / "cnn6"), model, tiny_featurizer(), None)
     with pytest.raises(ValueError, match="is Cnn6, which has no tag layer"):
         Predictor(str(tmp_path / "cnn6"), device="cpu", tags=True)
 

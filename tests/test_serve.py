@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -28,16 +27,10 @@ from labeler.label_rows import error_kind
 from labeler.schemas import LABELS
 from labeler.serve import ServeConfig, app_builder, start
 from tests.poison import sitecustomize as poison
-from tests.test_pipeline import make_bundle
+from tests.helpers import free_port, make_bundle
 
 PROBS = [f"prob_{q.lower()}" for q in QUADRANTS]
 MAX_AUDIO_SECONDS = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_song(path: Path, seconds: float, sr: int = 16000, seed: int = 0, amplitude: float = 0.3) -> str:
@@ -91,7 +84,7 @@ def batch_labels(ray_local, bundle, songs) -> dict:
 def server(ray_local, bundle, songs, batch_labels):
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     config = ServeConfig(bundle=bundle, port=port, max_upload_mb=1.0, max_audio_seconds=MAX_AUDIO_SECONDS,
                          max_batch_size=4, batch_wait_timeout_s=0.2, replica_cpus=0.5,
                          allow_uri_prefixes=songs["allowed"])

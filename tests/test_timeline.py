@@ -12,14 +12,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from labeler.audio import FeaturizerConfig
 from labeler.bundle import save_bundle
 from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
 from labeler.predict import Predictor, check_timeline
+from tests.helpers import tiny_featurizer
 from labeler.timeline import Window, axis_probs, iter_window_features, plan_windows, window_rows
 
-CFG = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, window_size=512, n_mels=32, fmax=8000.0,
-                       min_seconds=0.5, chorus_search_seconds=30.0)
+CFG = tiny_featurizer()
 
 
 def _tone(path, seconds: float, sr: int = 22050, silent_from: float | None = None) -> str:
