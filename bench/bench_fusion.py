@@ -61,6 +61,7 @@ def scored(name: str, kind: str, per_fold_probs: dict, y, folds, k, classes, wal
 def fusion_rows(prefix: str, audio: dict, lyrics: dict, y, folds, k, classes, head: dict | None = None) -> list[ModelResult]:
     """Late/gated fusion (and the chosen fusion) of two branches' calibrated logits, per fold."""
     from train import fusion
+    from train.metrics import macro_f1
 
     n = len(classes)
     probs: dict[str, dict] = {kind: {} for kind in (*fusion.LATE_KINDS, "chosen")}
@@ -73,7 +74,7 @@ def fusion_rows(prefix: str, audio: dict, lyrics: dict, y, folds, k, classes, he
         ll_test = fusion.calibrated_logprobs(lyrics["test"][test_fold], lyrics["temperature"][test_fold])
         head_val = None
         if head is not None:
-            head_val = fusion.macro_f1(y[val_idx], head["val"][test_fold], n)
+            head_val = macro_f1(y[val_idx], head["val"][test_fold], n)
         choice = fusion.choose(la_val, ll_val, y[val_idx], n, head_val)
         for kind in fusion.LATE_KINDS:
             probs[kind][test_fold] = np.exp(log_softmax(fusion.combine(kind, choice["params"][kind], la_test, ll_test), axis=1))

@@ -146,7 +146,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     `ambiguous_threshold` (chosen on the validation fold, `train.calibration.ambiguity_threshold`):
     labels whose top calibrated probability is below it are flagged `ambiguous`; None: no flag.
     `embedding_dim` is recorded from the model: the length of the `embedding` column
-    (`labeler label --embeddings`), `labeler.predict.penultimate_dim`.
+    (`labeler label --embeddings`), `labeler.models.emotion.penultimate_dim`.
 
     `lexical` (a labeler.lexical.LexicalModel with a fitted stacker) makes the stacked lyrics branch:
     its arrays go to lexical/ and are verified like every other file.
@@ -158,7 +158,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     `model_id` (default `ModelConfig.short_name()`) and the class names must be plain text
     (labeler.verified.check_names): a bundle that every reader would refuse is never written.
     """
-    from labeler.predict import penultimate_dim  # noqa: PLC0415 - predict imports this module
+    from labeler.models.emotion import penultimate_dim  # noqa: PLC0415
 
     tokenizer = _load_tokenizer(tokenizer)
     _check_compatible(model, featurizer, lyrics, tokenizer, temperature)

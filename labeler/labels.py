@@ -136,3 +136,10 @@ def class_index(label: object, classes: "list[str] | tuple[str, ...]") -> int:
         return list(classes).index(str(label))
     except ValueError:
         raise ValueError(f"label {label!r} is not one of the classes {', '.join(map(repr, classes))}") from None
+
+
+def row_classes(table) -> list[str]:
+    """Per row of a manifest table (pyarrow), its class name: 'Q1'..'Q4' from `quadrant` in a quadrant
+    dataset, the `label` in a classes dataset."""
+    labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * table.num_rows
+    return [lab if lab is not None else QUADRANTS[q - 1] for q, lab in zip(table.column("quadrant").to_pylist(), labels)]

@@ -36,6 +36,7 @@ import torch
 
 from labeler.audio.config import MAX_AUDIO_SECONDS, check_max_seconds
 from labeler.bundle import Bundle, load_bundle
+from labeler.models.emotion import penultimate_dim
 from labeler.inputs import FEATURE_COLUMNS
 from labeler.schemas import is_missing, nullable_strings
 
@@ -343,12 +344,6 @@ def penultimate_vector(model, embedding: torch.Tensor) -> torch.Tensor:
     branch heads read the branch embeddings themselves, the (joined) embedding."""
     head = getattr(model, "head", None)
     return embedding if head is None else head[:-1](embedding)
-
-
-def penultimate_dim(model) -> int:
-    """Length of `penultimate_vector`: the `embedding` column's length, recorded in the bundle."""
-    head = getattr(model, "head", None)
-    return int(model.embedding_dim if head is None else head[-1].in_features)
 
 
 def check_timeline(seconds: float | None, uses_audio: bool) -> float | None:

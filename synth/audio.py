@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
-from synth.config import FORMATS
+from synth.config import FORMATS, SECTIONS
 
 if TYPE_CHECKING:
     from synth.songs import SongSpec
 
-SECTIONS: tuple[str, ...] = ("verse", "chorus", "verse", "chorus", "chorus")
 
 # Chord roots (semitones above the key) and qualities for each mode and section.
 _TRIADS = {"maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6)}

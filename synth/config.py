@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SECTIONS: tuple[str, ...] = ("verse", "chorus", "verse", "chorus", "chorus")  # a song's sections, in order
+
 # format name (as in --formats) -> (file extension, libsndfile format, subtype)
 FORMATS: dict[str, tuple[str, str, str]] = {
     "wav": ("wav", "WAV", "PCM_16"),

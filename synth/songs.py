@@ -30,8 +30,7 @@ import numpy as np
 
 from labeler import storage
 from labeler.labels import quadrant_from_va
-from synth.audio import SECTIONS
-from synth.config import FORMATS, SynthConfig
+from synth.config import FORMATS, SECTIONS, SynthConfig
 from synth.lyrics import make_lyrics
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from labeler.schemas import MANIFEST, validate
 from train.datasets.bimodal import prepare_bimodal
-from train.datasets.common import adapter_stats, normalise_name, song_key
+from train.datasets.common import adapter_stats
+from train.datasets.names import normalise_name, song_key
 from train.datasets.deezer import prepare_deezer
 from train.datasets.fourq import prepare_4q
 from train.datasets.generic import prepare_generic

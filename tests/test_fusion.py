@@ -14,6 +14,7 @@ from transformers import AutoConfig
 
 from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
 from train import fusion
+from train.metrics import macro_f1
 
 N_CLASSES = 3
 
@@ -37,13 +38,13 @@ def test_average_weight_leans_on_the_better_branch_and_logreg_fits():
     assert 0.6 <= w <= 1.0
     params = fusion.fit("logreg", log_a, log_l, y, N_CLASSES)
     assert np.asarray(params["weight"]).shape == (N_CLASSES, 2 * N_CLASSES)
-    assert fusion.macro_f1(y, fusion.combine("logreg", params, log_a, log_l), N_CLASSES) >= 0.8
+    assert macro_f1(y, fusion.combine("logreg", params, log_a, log_l), N_CLASSES) >= 0.8
 
 
 def test_gate_trusts_the_confident_branch():
     log_a, log_l, y = branches()
     params = fusion.fit("gated", log_a, log_l, y, N_CLASSES)
-    assert fusion.macro_f1(y, fusion.combine("gated", params, log_a, log_l), N_CLASSES) >= 0.8
+    assert macro_f1(y, fusion.combine("gated", params, log_a, log_l), N_CLASSES) >= 0.8
 
 
 def test_logreg_with_a_class_absent_from_validation_never_predicts_it():

@@ -6,6 +6,8 @@
   still a dependency.
 - Command-line parsing lives in `jobs/`: no module of labeler/, train/ or synth/ imports argparse.
 - Modules have one job: every module in labeler/, train/, jobs/ and synth/ is under MAX_LINES lines.
+- No import circles among the modules of labeler/, train/, jobs/ and synth/ (lazy and type-only imports
+  count: a circle means a concept lives in the wrong module).
 - Test helpers have one home (tests/helpers.py, tests/conftest.py and the harness modules beside them):
   no test file imports another test file.
 
@@ -98,3 +100,82 @@ def test_no_test_file_imports_another():
     }
     offenders = {name: imports for name, imports in offenders.items() if imports}
     assert not offenders, f"move what these share to tests/helpers.py: {offenders}"
+
+
+def _module_graph(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """{module: modules of `packages` it imports} (any depth, relative imports resolved; a package's
+    __init__ importing its own submodules is not an edge)."""
+    paths = {}
+    for path in sorted(p for package in packages for p in (root / package).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def known(name: str) -> str | None:
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(known(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package
+                    for _ in range(node.level - 1):
+                        anchor = anchor.rpartition(".")[0]
+                    base = f"{anchor}.{base}" if base else anchor
+                targets.update(known(f"{base}.{alias.name}") or known(base) for alias in node.names)
+        graph[name] = {t for t in targets if t and t != name and not (path.name == "__init__.py" and t.startswith(name + "."))}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles():
+    circles = _circles(_module_graph(ROOT, ("labeler", "train", "jobs", "synth")))
+    assert not circles, f"import circles (move the shared concept to the module it belongs to): {circles}"
+
+
+def test_the_circle_guard_sees_lazy_relative_and_type_only_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from pkg import a\n")
+    (pkg / "a.py").write_text("def f():\n    from .b import g\n")
+    (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import f\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    assert _circles(_module_graph(tmp_path, ("pkg",))) == [["pkg.a", "pkg.b"]]

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import train.datasets
 from labeler import lyrics as L
-from train.datasets.common import normalise_name, song_key
+from train.datasets.names import normalise_name, song_key
 from tests.helpers import make_bundle
 
 MB = 1_000_000

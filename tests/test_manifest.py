@@ -60,7 +60,7 @@ def test_union_merges_the_same_song(tmp_path):
     assert moon["quadrant"] == 2  # the first dataset's label wins
     assert moon["audio_uri"].endswith("MT1.mp3") and moon["lyrics"] == "words 1"  # lyrics merged in
     assert moon["also_in"] == "generic:g1"
-    assert report.duplicates == [{"key": "norah jones|moon song", "kept": "4q:MT1", "merged": "generic:g1", "same_quadrant": False}]
+    assert report.duplicates == [{"key": "jones norah|moon song", "kept": "4q:MT1", "merged": "generic:g1", "same_quadrant": False}]
     assert report.label_conflicts == 1
     assert {r["fold"] for r in rows.values()} == {0, 1, 2}
     summary = {(r["dataset"], r["quadrant"]): r for r in report.summary}

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.step import MIN_BATCH, EarlyStopping, macro_f1, plan_batches, predict, selection_score, train_epoch, validate_epoch
+from train.metrics import macro_f1
+from train.step import MIN_BATCH, EarlyStopping, plan_batches, predict, selection_score, train_epoch, validate_epoch
 
 
 class Tiny(torch.nn.Module):
@@ -96,8 +97,8 @@ def test_training_epochs_learn_and_validation_scores_them():
 
 def test_macro_f1_counts_every_class_and_an_empty_split_is_zero():
     logits = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
-    assert macro_f1(logits, np.array([0, 1]), n_classes=3) == pytest.approx(2 / 3)  # class 2 absent: F1 0
-    assert macro_f1(np.zeros((0, 3)), np.zeros(0, dtype=np.int64), n_classes=3) == 0.0
+    assert macro_f1(np.array([0, 1]), logits, n_classes=3) == pytest.approx(2 / 3)  # class 2 absent: F1 0
+    assert macro_f1(np.zeros(0, dtype=np.int64), np.zeros((0, 3)), n_classes=3) == 0.0
     empty_logits, empty_y = predict(Tiny(), iter(()))
     assert empty_logits.shape == (0, 0) and empty_y.shape == (0,)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import librosa
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -36,11 +35,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from labeler import storage
+from labeler.audio.features import logmel_stats
 from labeler.labels import class_names
 from labeler.lyrics import clean_lyrics
-
-DELTA_WIDTH = 9  # librosa's default delta window (frames)
-
 
 @dataclass(frozen=True)
 class BaselineConfig:
@@ -51,24 +48,6 @@ class BaselineConfig:
     ngram_max: int = 2             # lyrics: word 1..ngram_max grams
     min_df: int = 2                # lyrics: a term must occur in >= min_df training songs
     seed: int = 8848
-
-
-def logmel_stats(log_mel: np.ndarray) -> np.ndarray:
-    """(n, n_frames, n_mels) log-mel clips -> (n, 3 * n_mels): band means, band stds, band delta stds.
-
-    A single clip (n_frames, n_mels) gives a (1, 3 * n_mels) row.
-    """
-    x = np.asarray(log_mel, dtype=np.float32)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3:
-        raise ValueError(f"log_mel must be (n, n_frames, n_mels) or (n_frames, n_mels), got shape {x.shape}")
-    n_frames = x.shape[1]
-    if n_frames < 3:
-        raise ValueError(f"log_mel needs at least 3 frames for deltas, got {n_frames}")
-    width = min(DELTA_WIDTH, n_frames if n_frames % 2 else n_frames - 1)
-    delta = librosa.feature.delta(x, width=width, axis=1)
-    return np.concatenate([x.mean(axis=1), x.std(axis=1), delta.std(axis=1)], axis=1)
 
 
 def _clean_texts(texts: Sequence[str | None]) -> list[str]:

@@ -16,7 +16,7 @@ A `_SUCCESS.json` written last marks a complete cache; a cache without it is reb
                                                        in the sorted class names (in _SUCCESS.json)
     log_mel float16 (n_frames, n_mels), has_audio, audio_error, [descriptors float32]
     [patch_features float32 (patches, 1506)]           the frozen musicnn trunk's output (MusiCNN runs)
-    mel_stats float32 (3 * n_mels)                     train.baselines.logmel_stats (audio baseline)
+    mel_stats float32 (3 * n_mels)                     labeler.audio.features.logmel_stats (audio baseline)
     input_ids int32, attention_mask int8 (max_tokens), has_lyrics, lyrics_error   (when tokenised)
 """
 
@@ -112,7 +112,7 @@ class CacheFeaturizer:
             self.tokenize = LyricsTokenizer(tokenizer_dir, lyrics)
 
     def __call__(self, batch: dict) -> dict:
-        from train.baselines import logmel_stats  # noqa: PLC0415
+        from labeler.audio.features import logmel_stats  # noqa: PLC0415
 
         out = self.featurize(batch)
         errors = out["audio_error"]

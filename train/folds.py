@@ -2,7 +2,7 @@
 
 Folds are stratified on the quadrant, seeded (default 8848, the seed the BECMER recipes used), and
 independent of row order (rows are sorted by song_id before splitting). They are *leak-free*: rows
-that are the same song (same normalised artist + title, see `train.datasets.common.song_key`) always
+that are the same song (same normalised artist + title, see `train.datasets.names.song_key`) always
 share a fold, so a recording never sits on both sides of a train/test split. When a table has such
 groups, `StratifiedGroupKFold` splits it; when every song is distinct, `StratifiedKFold` does, which
 keeps every quadrant's count per fold within one of the others.
@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
-from train.datasets.common import song_key
+from train.datasets.names import song_key
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +202,14 @@ def fold_summary(table: pa.Table) -> pa.Table:
 
 def _strata(table: pa.Table) -> np.ndarray:
     """The class each row is stratified on, as integer codes: its quadrant, or its label (classes datasets)."""
-    from train.manifest import row_classes  # noqa: PLC0415 - train.manifest imports this module
+    from labeler.labels import row_classes  # noqa: PLC0415
 
     return np.unique(np.array(row_classes(table), dtype=object), return_inverse=True)[1].astype(np.int64)
 
 
 def format_fold_summary(table: pa.Table) -> str:
     """Rows per dataset and fold, one column per class (Q1..Q4, or a classes dataset's own names)."""
-    from train.manifest import row_classes  # noqa: PLC0415
+    from labeler.labels import row_classes  # noqa: PLC0415
 
     cells: dict[tuple[str, int], Counter] = {}
     for name, fold, cls in zip(table.column("dataset").to_pylist(), table.column("fold").to_pylist(), row_classes(table)):

@@ -36,8 +36,9 @@ import warnings
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_softmax
-from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
+
+from train.metrics import macro_f1
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,6 @@ def fit(kind: str, log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classe
         theta = minimize(loss, np.zeros(3), method="L-BFGS-B").x
         return {"gate_weight": theta[:2].tolist(), "gate_bias": float(theta[2])}
     raise ValueError(f"unknown late fusion {kind!r}: expected one of {', '.join(LATE_KINDS)}")
-
-
-def macro_f1(y: np.ndarray, logits: np.ndarray, n_classes: int) -> float:
-    return float(f1_score(y, np.asarray(logits).argmax(1), labels=list(range(n_classes)), average="macro", zero_division=0))
 
 
 def cross_fitted_macro_f1(kind: str, log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classes: int,

@@ -7,18 +7,18 @@ the training folds reaches 0.38 (`bench/README.md`). `labeler.lexical.LexicalMod
 fitting; this module reads the source manifest once per run and keeps it clean:
 
 * any `labeler prepare` manifest with lyrics: its classes are its `label`s, or its quadrants Q1..Q4;
-* its rows that are also in the run's manifest (same `song_id`, or the same artist and title once
-  lower-cased and stripped of punctuation) are dropped: a song the run tests on must not teach the
+* its rows that are also in the run's manifest (same `song_id`, or the same `train.datasets.names.song_key`:
+  accents, case, punctuation, "feat." parts, bracketed suffixes and the artist's word order ignored) are dropped: a song the run tests on must not teach the
   lexical model its words through the back door;
 * rows without usable lyrics are skipped, as the feature cache skips them (`labeler.lyrics.prepare_lyrics`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from labeler import storage
+from train.datasets.names import song_key
 
 MIN_SONGS = 20  # fewer source songs than this cannot teach a vocabulary; a user error, said before training
 
@@ -40,16 +40,6 @@ class LexicalSource:
                 "dropped_overlap": self.dropped_overlap, "dropped_no_lyrics": self.dropped_no_lyrics}
 
 
-def song_key(artist, title) -> str | None:
-    """Artist and title folded for matching (None without a title): case, punctuation and the order of
-    the artist's words are ignored, so 'Smith, Bessie' / 'Gimme a Pigfoot!' and 'Bessie Smith' /
-    'gimme a pigfoot' are one song."""
-    if title is None or not str(title).strip():
-        return None
-    words = lambda s: re.findall(r"[^\W_]+", str(s or "").lower())  # noqa: E731
-    return f"{' '.join(sorted(words(artist)))}|{''.join(words(title))}"
-
-
 def _columns(uri: str, wanted: tuple[str, ...]):
     """The manifest's table with those of `wanted` it has."""
     names = set(storage.read_parquet_schema(uri).names)
@@ -63,7 +53,8 @@ def load_source(source_uri: str, run_manifest_uri: str) -> LexicalSource:
     `lyrics`, or with fewer than MIN_SONGS usable songs in at least two classes.
     """
     from labeler.lyrics import prepare_lyrics  # noqa: PLC0415
-    from train.manifest import label_kind, row_classes  # noqa: PLC0415
+    from labeler.labels import row_classes  # noqa: PLC0415
+    from train.manifest import label_kind  # noqa: PLC0415
 
     source_uri = storage.absolute_uri(source_uri)
     where = f"--lexical-source {storage.describe(source_uri)}"

@@ -5,7 +5,7 @@ found in several datasets into one row, assigns the cross-validation folds once 
 returns the table with a report. `labeler prepare` (jobs/commands/prepare.py) is its command line; it writes Parquet locally or
 to S3.
 
-Same song across datasets: rows whose normalised artist + title match (`common.song_key`) are one
+Same song across datasets: rows whose normalised artist + title match (`names.song_key`) are one
 song. The row of the dataset listed *first* is kept, with its label; it takes the duplicate's audio
 (with its chorus times) or lyrics when it has none, and lists the duplicates' song ids in `also_in`.
 Valence/arousal are never merged: each dataset rates on its own scale. Duplicates, and those whose
@@ -27,10 +27,11 @@ import pyarrow as pa
 
 from labeler import storage
 from labeler.display import check_plain
-from labeler.labels import QUADRANTS
+from labeler.labels import QUADRANTS, row_classes
 from labeler.schemas import MANIFEST, check_unique_ids, conform, validate
 from train.datasets.bimodal import prepare_bimodal
-from train.datasets.common import adapter_stats, song_key
+from train.datasets.common import adapter_stats
+from train.datasets.names import song_key
 from train.datasets.deezer import prepare_deezer
 from train.datasets.fourq import prepare_4q
 from train.datasets.generic import prepare_generic
@@ -124,12 +125,6 @@ def _merge_duplicates(table: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
         )
     merged = pa.Table.from_pylist(kept, schema=table.schema) if kept else table.slice(0, 0)
     return merged, duplicates
-
-
-def row_classes(table: pa.Table) -> list[str]:
-    """Per row, its class name: 'Q1'..'Q4' in a quadrant dataset, the `label` in a classes dataset."""
-    labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * table.num_rows
-    return [lab if lab is not None else QUADRANTS[q - 1] for q, lab in zip(table.column("quadrant").to_pylist(), labels)]
 
 
 def label_kind(table: pa.Table, where: str = "manifest") -> tuple[str, list[str]]:

@@ -31,6 +31,16 @@ ECE_BINS = 15
 SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "ece")
 
 
+def macro_f1(y: np.ndarray, logits: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 of the argmax of `logits` (n, n_classes; scores, log-probabilities or probabilities) against the
+    integer targets `y`, over all `n_classes` classes (a class never predicted nor present scores 0); 0.0 for
+    an empty split. Arguments in scikit-learn's order: targets first."""
+    if len(y) == 0:
+        return 0.0
+    return float(f1_score(y, np.asarray(logits).argmax(1), labels=list(range(n_classes)), average="macro",
+                          zero_division=0))
+
+
 def _check_probs(y_true: np.ndarray, y_prob: np.ndarray, n_classes: int | None = None) -> None:
     if y_prob.ndim != 2:
         raise ValueError(f"y_prob must be 2-D (n, n_classes), got shape {y_prob.shape}")

@@ -127,8 +127,7 @@ def stack_and_calibrate(lexical, val: tuple, test: tuple, names: list[str], equa
         expected_calibration_error,
         fit_temperature,
     )
-    from train.fusion import macro_f1  # noqa: PLC0415
-    from train.metrics import classification_metrics  # noqa: PLC0415
+    from train.metrics import classification_metrics, macro_f1  # noqa: PLC0415
 
     (val_logits, val_y, val_texts), (test_logits, test_y, test_texts) = val, test
     if lexical is not None and equal_share is not None:

@@ -27,7 +27,8 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
+
+from train.metrics import macro_f1
 
 MIN_BATCH = 2  # BatchNorm cannot train on a batch of one
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -84,18 +85,11 @@ def predict(model, batches: Iterable[Batch], device: torch.device | None = None,
     return np.concatenate(logits), np.concatenate(targets)
 
 
-def macro_f1(logits: np.ndarray, y: np.ndarray, n_classes: int) -> float:
-    """Macro-F1 of the argmax over all `n_classes` classes; 0 for an empty split."""
-    if len(y) == 0:
-        return 0.0
-    return float(f1_score(y, logits.argmax(1), labels=list(range(n_classes)), average="macro", zero_division=0))
-
-
 def validate_epoch(model, batches: Iterable[Batch], n_classes: int, device: torch.device | None = None,
                    amp: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
     """(validation macro-F1, logits, targets) over `batches`."""
     logits, y = predict(model, batches, device, amp)
-    return macro_f1(logits, y, n_classes), logits, y
+    return macro_f1(y, logits, n_classes), logits, y
 
 
 def selection_score(val_macro_f1: float, epoch: int) -> float:

@@ -128,3 +128,23 @@ def descriptors_from(samples: np.ndarray, power: np.ndarray, mel_db: np.ndarray,
         raise ValueError(f"descriptor vector has {vector.shape[0]} entries, expected {DESCRIPTOR_DIM}")
     return np.nan_to_num(vector, nan=0.0, posinf=0.0, neginf=0.0)
 
+
+DELTA_WIDTH = 9  # librosa's default delta window (frames)
+
+
+def logmel_stats(log_mel: np.ndarray) -> np.ndarray:
+    """(n, n_frames, n_mels) log-mel clips -> (n, 3 * n_mels): band means, band stds, band delta stds.
+
+    A single clip (n_frames, n_mels) gives a (1, 3 * n_mels) row.
+    """
+    x = np.asarray(log_mel, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"log_mel must be (n, n_frames, n_mels) or (n_frames, n_mels), got shape {x.shape}")
+    n_frames = x.shape[1]
+    if n_frames < 3:
+        raise ValueError(f"log_mel needs at least 3 frames for deltas, got {n_frames}")
+    width = min(DELTA_WIDTH, n_frames if n_frames % 2 else n_frames - 1)
+    delta = librosa.feature.delta(x, width=width, axis=1)
+    return np.concatenate([x.mean(axis=1), x.std(axis=1), delta.std(axis=1)], axis=1)

@@ -276,3 +276,10 @@ def _flags(flags: torch.Tensor | None, present: bool, batch: int, device) -> tor
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def penultimate_dim(model) -> int:
+    """Length of the model's penultimate vector (its embedding, or the input of its head's last layer): the
+    `embedding` column's length that labelling writes and the bundle records."""
+    head = getattr(model, "head", None)
+    return int(model.embedding_dim if head is None else head[-1].in_features)

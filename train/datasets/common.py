@@ -1,4 +1,4 @@
-"""What every dataset adapter shares: reading tables and lyrics files, skip accounting, the song key.
+"""What every dataset adapter shares: reading tables and lyrics files, skip accounting.
 
 Each adapter turns one corpus in its own layout into rows of the training manifest. The rules they
 must agree on live here, once:
@@ -8,8 +8,7 @@ must agree on live here, once:
 * a layout assumption that does not hold (missing column, unknown label, no header row) is a
   `ValueError` naming the file and the column or value;
 * a row ends up with neither audio nor lyrics is dropped and counted: it cannot train anything;
-* the song key used to find the same recording in two datasets (`song_key`) is one function, used by
-  the Deezer join, the manifest's de-duplication and the leak-free folds.
+* the song key used to find the same recording in two datasets is one function (`train.datasets.names`).
 
 Adapters return a `pyarrow.Table` in the manifest schema with `fold = -1`; their counts travel in the
 table's schema metadata (`adapter_stats(table)`), so the function keeps its simple signature.
@@ -23,8 +22,6 @@ import json
 import logging
 import math
 import os
-import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,78 +246,6 @@ def index_files(folder: Path | None, suffixes: Iterable[str] | None = None) -> d
         if p.is_file() and (wanted is None or p.suffix.lower() in wanted):
             found.setdefault(p.stem, p)
     return found
-
-
-# --------------------------------------------------------------------------- song key
-
-
-# Names are untrusted text (dataset files, users' tables): every pattern here matches a bounded stretch
-# wherever it is tried, so it runs in linear time. The two rules that reach back or far ahead are a search
-# plus string work: as one backtracking pattern (spaces, a bracket, spaces, "feat") each is cubic on spaces.
-_FEAT = re.compile(r"\b(?:feat\.?|ft\.?|featuring)\s", re.IGNORECASE)
-_OPEN = re.compile(r"[\(\[]")
-_CLOSE = re.compile(r"[\)\]]")
-_NON_WORD = re.compile(r"[^\w\s]|_")
-_SPACES = re.compile(r"\s+")
-
-
-def _drop_featuring(value: str) -> str:
-    """Cut from a "feat." / "ft." / "featuring" word (followed by a space) to the end of the text, with the
-    spaces and one opening bracket before it: "Song (feat. X)" -> "Song". Only a word whose following
-    space lies on the last line counts, and a final newline is kept."""
-    body = len(value) - 1 if value.endswith("\n") else len(value)
-    last_line = value.rfind("\n", 0, body)  # the space after the word must be this newline or later
-    pos = max(0, last_line - 10)  # the longest word and its space ("featuring ") start within 10 of it
-    while (match := _FEAT.search(value, pos)) is not None and match.end() - 1 < last_line:
-        pos = match.start() + 1
-    if match is None:
-        return value
-    head = value[:match.start()].rstrip()
-    if head.endswith(("(", "[")):
-        head = head[:-1].rstrip()
-    return head + value[max(body, match.end()):]
-
-
-def _drop_bracketed(value: str) -> str:
-    """Drop every bracketed part, from an opening bracket to the first closing one after it, with the
-    spaces before it: "Halo (Remastered 2011)" -> "Halo". An opening bracket never closed is kept."""
-    parts, pos = [], 0
-    while (opening := _OPEN.search(value, pos)) is not None:
-        closing = _CLOSE.search(value, opening.end())
-        if closing is None:
-            break  # nothing after this bracket closes: no later one can close either
-        start = opening.start()
-        while start > pos and value[start - 1].isspace():
-            start -= 1
-        parts.append(value[pos:start])
-        pos = closing.end()
-    parts.append(value[pos:])
-    return "".join(parts)
-
-
-def normalise_name(text: object) -> str:
-    """Lowercase, accents and punctuation stripped, "feat. X" parts and (bracketed) suffixes dropped.
-
-    "Beyoncé - Halo (Remastered 2011)" and "beyonce halo" give the same string; used for matching only.
-    Linear in the text's length whatever it holds (names are untrusted: see the patterns above).
-    """
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return ""
-    value = unicodedata.normalize("NFKD", str(text))
-    value = "".join(ch for ch in value if not unicodedata.combining(ch))
-    value = value.replace("&", " and ")
-    value = _drop_featuring(value)
-    value = _drop_bracketed(value)
-    value = _NON_WORD.sub(" ", value.lower())
-    return _SPACES.sub(" ", value).strip()
-
-
-def song_key(artist: object, title: object) -> str | None:
-    """'artist|title' normalised, or None when either is unknown (such rows are never merged)."""
-    a, t = normalise_name(artist), normalise_name(title)
-    if not a or not t:
-        return None
-    return f"{a}|{t}"
 
 
 # --------------------------------------------------------------------------- building the table

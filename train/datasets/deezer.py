@@ -8,7 +8,7 @@ Layout::
 Valence and arousal are already centred (midpoint 0) and are kept as they are. The dataset has no
 audio and no lyrics: they come from a user-given *join table* (CSV or Parquet) with `lyrics` and/or
 `audio_uri`, matched by `dzr_sng_id` where the join table has that column, and otherwise (or for
-rows the id did not match) by normalised artist + title (`common.song_key`: lowercase, no accents or
+rows the id did not match) by normalised artist + title (`names.song_key`: lowercase, no accents or
 punctuation, no "feat." parts, no bracketed suffixes). The join table's artist/title columns may be
 called `artist`/`title` or `artist_name`/`track_name`. Relative `audio_uri` values are resolved
 against the join table's folder.
@@ -36,9 +36,9 @@ from train.datasets.common import (
     read_any_table,
     read_csv,
     require_columns,
-    song_key,
     text_or_none,
 )
+from train.datasets.names import song_key
 
 log = logging.getLogger(__name__)
 
