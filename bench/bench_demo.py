@@ -25,8 +25,8 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", default="0,1", help="CPU list for taskset (default %(default)s)")
-    parser.add_argument("--workdir", default="/tmp/bench_demo")
-    parser.add_argument("--out", default="/tmp/bench_demo.json")
+    parser.add_argument("--workdir", default="bench/results/bench_demo")
+    parser.add_argument("--out", default="bench/results/bench_demo.json")
     parser.add_argument("demo_args", nargs="*", help="extra `labeler demo` flags (after --)")
     args = parser.parse_args(argv)
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True)  # noqa: S603 - this venv's labeler, fixed argv
     seconds = time.perf_counter() - started
     out = result.stdout + result.stderr
     stages = {k: float(v) for k, v in re.findall(r"(synthesise|train|label) (\d+) s", out.split("time:")[-1])}

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -67,7 +67,7 @@ def build(workdir: Path, rows: int, todo: int) -> dict:
     layout = OutputLayout(str(workdir / "labels"), info.model_version)
     os.makedirs(layout.partition_uri)
     rng = np.random.default_rng(0)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     done = rows - todo
     for n, start in enumerate(range(0, done, PART_ROWS)):
         ids = _ids(start, min(done, start + PART_ROWS))
@@ -89,7 +89,8 @@ def run(meta: dict) -> dict:
     """In a fresh process: label the missing songs, timing each driver step; returns the figures."""
     import ray
 
-    from labeler.label_job import driver, summary as summary_module
+    from labeler.label_job import driver
+    from labeler.label_job import summary as summary_module
 
     for part in Path(meta["partition"]).glob("*.parquet"):
         if not part.name.startswith("part-bench-"):  # parts a previous --run committed
@@ -127,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--todo", type=int, default=1000)
-    parser.add_argument("--workdir", default="/tmp/bench-driver-scale")
+    parser.add_argument("--workdir", default="bench/results/bench-driver-scale")
     parser.add_argument("--run-only", action="store_true", help=argparse.SUPPRESS)  # the fresh driver process
     args = parser.parse_args()
     workdir = Path(args.workdir)
@@ -137,7 +138,7 @@ def main() -> None:
     t0 = time.perf_counter()
     meta = build(workdir, args.rows, args.todo)
     print(f"data ready in {time.perf_counter() - t0:.0f} s: {meta['rows']} catalogue rows, {meta['parts']} parts", flush=True)
-    out = subprocess.run([sys.executable, __file__, "--run-only", "--workdir", str(workdir)], check=True,
+    out = subprocess.run([sys.executable, __file__, "--run-only", "--workdir", str(workdir)], check=True,  # noqa: S603 - this script
                          capture_output=True, text=True)
     print(out.stdout.strip().splitlines()[-1])
 

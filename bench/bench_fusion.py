@@ -146,7 +146,7 @@ def run_rows(run: Path, folds: np.ndarray, k: int, branch_runs: dict[str, Path] 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA", "../shared/data"))
-    parser.add_argument("--cache", default="/tmp/fusion", help="folder for cached features and per-fold logits")
+    parser.add_argument("--cache", default="bench/results/fusion", help="folder for cached features and per-fold logits")
     parser.add_argument("--clip-seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--run", default=None,

@@ -80,8 +80,8 @@ def make_bundle(workdir: Path, audio_model: str | None = None) -> str:
     from labeler.bundle import save_bundle
     from labeler.models import EmotionModel, ModelConfig
     from labeler.pretrained import load_tokenizer
-    from train.presets import get_preset
     from train.configs import featurizer_config, lyrics_config, model_config
+    from train.presets import get_preset
 
     p = get_preset("cpu-small", **({"audio_arch": audio_model} if audio_model else {}))
     uri = workdir / f"bundle-cpu-small-{p.audio_arch.lower()}-untrained"
@@ -129,11 +129,11 @@ def plain_loop(catalogue: str, bundle: str, limit: int) -> dict:
     """The seed's way: one process, one song after another (batch of one), same components."""
     import pyarrow.parquet as pq
 
+    from labeler import storage
     from labeler.audio import Featurizer
     from labeler.bundle import read_bundle_config
     from labeler.lyrics import LyricsTokenizer
     from labeler.predict import Predictor
-    from labeler import storage
 
     rows = pq.read_table(catalogue).slice(0, limit).to_pylist()
     config = read_bundle_config(bundle)
@@ -181,7 +181,7 @@ class TreeMemorySampler:
             self.peak = max(self.peak, self._sample())
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "TreeMemorySampler":
+    def __enter__(self) -> TreeMemorySampler:
         self._thread.start()
         return self
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop-songs", type=int, default=None, help="songs timed in the plain loop (default: all)")
     parser.add_argument("--skip-loop", action="store_true")
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--workdir", default="/tmp/bench_label")
+    parser.add_argument("--workdir", default="bench/results/bench_label")
     parser.add_argument("--bundle", default=None, help="a trained bundle (default: untrained cpu-small architecture)")
     parser.add_argument("--audio-model", default=None, help="the untrained bundle's audio model (default: cpu-small's)")
     parser.add_argument("--stage-songs", type=int, default=0, help="also time each stage on this many songs (stage-sum limit)")

@@ -53,7 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from bench.realdata_cv import cv_baseline, cv_network, markdown_table, preset_summary, report_results  # noqa: E402
 from labeler.labels import class_names  # noqa: E402
 
-
 MODELS = ("cnn6_scratch", "hybrid", "logmel_stats_lr", "descriptors_lr", "musicnn", "musicnn_tuned", "musicnn_hybrid",
           "musicnn_stats_lr")
 

@@ -140,8 +140,9 @@ class CachedEncoder(torch.nn.Module):
 
 
 def head_model(vectors: np.ndarray, dropout: float):
-    from labeler.models import EmotionModel, LyricsEncoderConfig, ModelConfig
     from transformers import BertConfig
+
+    from labeler.models import EmotionModel, LyricsEncoderConfig, ModelConfig
 
     tiny = BertConfig(vocab_size=8, hidden_size=vectors.shape[1], num_hidden_layers=1, num_attention_heads=1,
                       intermediate_size=8)
@@ -154,7 +155,7 @@ def head_model(vectors: np.ndarray, dropout: float):
 
 def cv_stacked(texts, vectors, y, folds, k, classes, preset, lexical_grid, log=print) -> list[ModelResult]:
     """The branch's parts and the stacked branch, with every choice on the validation fold."""
-    from labeler.lexical import LexicalConfig, LexicalModel
+    from labeler.lexical import LexicalModel
     from train.calibration import apply_temperature, expected_calibration_error, fit_temperature
     from train.metrics import classification_metrics
 
@@ -233,7 +234,7 @@ def labelling_cost(texts: list[str], windows: int, n: int = 64) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA", "../shared/data"))
-    parser.add_argument("--cache", default="/tmp/lyrics", help="folder of the cached frozen window vectors")
+    parser.add_argument("--cache", default="bench/results/lyrics", help="folder of the cached frozen window vectors")
     parser.add_argument("--windows", type=int, default=8, help="window cap per song (LyricsConfig.max_windows)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--cost", action="store_true", help="also time the frozen encoder per song (labelling cost)")

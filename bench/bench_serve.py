@@ -51,7 +51,6 @@ def load_songs(workdir: Path, count: int) -> list[tuple[str, bytes, str]]:
     paths = sorted(Path(data, "4q").rglob("*.mp3"))[:count] if data and Path(data, "4q").is_dir() else []
     if not paths:
         import pyarrow.parquet as pq
-
         from bench_label import make_catalogue
 
         catalogue = pq.read_table(make_catalogue(workdir, max(count, 8), 30.0)).to_pylist()
@@ -181,7 +180,7 @@ def upload_memory(url: str, audio: bytes, clients: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default=None, help="a bundle (default: untrained cpu-small architecture)")
-    parser.add_argument("--workdir", default="/tmp/bench_serve")
+    parser.add_argument("--workdir", default="bench/results/bench_serve")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--requests", type=int, default=48, help="most requests per client count")
@@ -198,9 +197,9 @@ def main() -> int:
     args = parser.parse_args()
 
     import ray
+    from bench_label import make_bundle
     from ray import serve
 
-    from bench_label import make_bundle
     from labeler.serve import ServeConfig, start
 
     workdir = Path(args.workdir)
@@ -220,7 +219,8 @@ def main() -> int:
         start(config, name="bench")
         result["startup_s"] = round(time.perf_counter() - t0, 1)
         warm = run_level(url, songs, 1, 2, 120.0)  # loads lazily-initialised kernels and caches
-        assert warm["statuses"] == {200: 2}, warm
+        if warm["statuses"] != {200: 2}:
+            raise RuntimeError(f"the server did not answer the warm-up: {warm}")
         if args.upload_memory:
             level = upload_memory(url, max_size_wav(workdir, config.max_upload_mb), args.upload_memory)
             result["upload_memory"] = level

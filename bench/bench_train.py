@@ -30,10 +30,10 @@ def encoder_config(preset):
 
 def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch_size: int | None) -> dict:
     from labeler.models import EmotionModel, ModelConfig
-    from train.loop import forward_kwargs, freeze_lyrics_layers, make_optimizer, param_groups
-    from train.step import train_epoch
-    from train.presets import get_preset
     from train.configs import featurizer_config, model_config
+    from train.loop import forward_kwargs, freeze_lyrics_layers, make_optimizer, param_groups
+    from train.presets import get_preset
+    from train.step import train_epoch
 
     preset = get_preset(preset_name, **({"batch_size": batch_size} if batch_size else {}))
     model = EmotionModel(ModelConfig.from_dict(model_config(preset, branch, "4Q")),

@@ -20,18 +20,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from train.calibration import apply_temperature, fit_temperature
-from train.metrics import classification_metrics, summarise_folds
 from train.folds import split_for
 from train.loop import class_weights_from_counts, freeze_lyrics_layers, make_optimizer, make_scheduler, param_groups
-from train.step import EarlyStopping, plan_batches, predict, train_epoch, validate_epoch
+from train.metrics import classification_metrics, summarise_folds
 from train.presets import TrainPreset
+from train.step import EarlyStopping, plan_batches, predict, train_epoch, validate_epoch
 
 TENSOR_DTYPES = {"log_mel": torch.float32, "patch_features": torch.float32, "descriptors": torch.float32,
                  "input_ids": torch.long, "attention_mask": torch.long}

@@ -85,8 +85,8 @@ def _fusion_test_f1(report: dict) -> float | None:
 def run_demo(config: DemoConfig, console=None) -> DemoResult:
     """Synthesise, train, label; return where everything is and how it went (progress on `console`)."""
     from labeler.console import Console  # noqa: PLC0415
-    from labeler.session import ensure_ray  # noqa: PLC0415
     from labeler.label_job import LabelJobConfig, label_catalogue  # noqa: PLC0415
+    from labeler.session import ensure_ray  # noqa: PLC0415
     from synth import SynthConfig, synthesise  # noqa: PLC0415
     from train.datasets.synth import prepare_synth  # noqa: PLC0415
     from train.folds import assign_folds  # noqa: PLC0415

@@ -51,7 +51,7 @@ class BundleInfo:
         return TokenizerSource(self.uri, self.model_version) if self.uses_lyrics else None
 
     @classmethod
-    def from_verified(cls, bundle: VerifiedBundle) -> "BundleInfo":
+    def from_verified(cls, bundle: VerifiedBundle) -> BundleInfo:
         """From the config labeler.verified.read_config checked: its values as written, no defaults added
         (a branch without audio or lyrics writes null for that section, read here as an empty dict)."""
         config = bundle.config

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -30,7 +30,7 @@ NONE_WORDS = ("", "none", "null")
 _EXPECTS = {bool: "true or false", int: "an integer", float: "a number"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _adapter(kind: Any) -> TypeAdapter:
     return TypeAdapter(kind)
 
@@ -40,7 +40,7 @@ def _optional(annotation: Any) -> tuple[bool, Any]:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         rest = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(rest) < len(typing.get_args(annotation)):
-            return True, rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]
+            return True, rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]  # noqa: UP007 - a Union built at run time
     return False, annotation
 
 
@@ -64,7 +64,7 @@ def coerce(name: str, raw: Any, annotation: Any) -> Any:
         raise ValueError(f"{name} expects {expects}, got {raw!r}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_types(owner: Any) -> dict[str, Any]:
     """A dataclass's or a function's resolved annotations, for `coerce` (string annotations resolved once)."""
     return typing.get_type_hints(owner)

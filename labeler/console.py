@@ -23,8 +23,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
 
 from labeler.display import plain_text
 
@@ -87,7 +88,7 @@ class Console:
         self._lock = threading.RLock()
 
     @classmethod
-    def silent(cls) -> "Console":
+    def silent(cls) -> Console:
         """A console that shows nothing and asks workers for nothing (library calls without a CLI)."""
         return cls(out=_Null(), err=_Null(), tty=False, silent=True)
 
@@ -107,7 +108,7 @@ class Console:
             self.err.write(text + "\n")
             self.err.flush()
 
-    def stage(self, label: str, total: int | None, unit: str = "songs", remote: bool = False) -> "Stage":
+    def stage(self, label: str, total: int | None, unit: str = "songs", remote: bool = False) -> Stage:
         """A live progress line; with remote=True, `stage.sink` is an actor that Ray tasks report to."""
         return Stage(self, label, total, unit, remote and not self.silent)
 
@@ -191,7 +192,7 @@ class Stage:
         if summary:
             self.console.print(summary)
 
-    def __enter__(self) -> "Stage":
+    def __enter__(self) -> Stage:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -223,13 +224,13 @@ class Stage:
             self._show()  # a terminal's line keeps its elapsed time fresh; elsewhere, one line per interval
 
 
-def report(sink: "ProgressSink | None", n: int) -> None:
+def report(sink: ProgressSink | None, n: int) -> None:
     """From a Ray task or actor: `n` more songs are done in the sink's stage (no-op for None)."""
     if sink is not None and n:
         sink.add(int(n))
 
 
-def report_event(sink: "ProgressSink | None", text: str) -> None:
+def report_event(sink: ProgressSink | None, text: str) -> None:
     """From a Ray task or actor: print `text` as a whole line above the sink's stage (no-op for None)."""
     if sink is not None:
         sink.event(text)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from labeler import schemas, storage
 from labeler.audio import DEFAULT_STFT_BACKEND, STFT_BACKENDS, FeaturizerConfig

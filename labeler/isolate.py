@@ -33,8 +33,9 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class ChildProcess:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=_child_pythonpath())
         # -P: no working directory (or script folder) on the child's path; it imports only what the parent's path has
-        self._proc = subprocess.Popen([sys.executable, "-P", "-m", "labeler.isolate", str(child_sock.fileno())],
+        self._proc = subprocess.Popen([sys.executable, "-P", "-m", "labeler.isolate", str(child_sock.fileno())],  # noqa: S603 - fixed argv
                                       pass_fds=(child_sock.fileno(),), env=env, stdin=subprocess.DEVNULL)
         child_sock.close()
         self._conn = Connection(parent_sock.detach())

@@ -39,7 +39,7 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def check_classes(classes: "list[str] | tuple[str, ...] | None") -> list[str]:
+def check_classes(classes: list[str] | tuple[str, ...] | None) -> list[str]:
     """A `classes`-mode taxonomy: at least two distinct, non-empty names (their order is the logit order)."""
     names = [str(c) for c in (classes or [])]
     if len(names) < 2:
@@ -51,7 +51,7 @@ def check_classes(classes: "list[str] | tuple[str, ...] | None") -> list[str]:
     return names
 
 
-def class_names(mode: str, classes: "list[str] | tuple[str, ...] | None" = None) -> list[str]:
+def class_names(mode: str, classes: list[str] | tuple[str, ...] | None = None) -> list[str]:
     """The output classes of a model trained in `mode`, in logit order (`classes` only for mode 'classes')."""
     check_mode(mode)
     if mode == CLASSES_MODE:
@@ -59,7 +59,7 @@ def class_names(mode: str, classes: "list[str] | tuple[str, ...] | None" = None)
     return list(QUADRANTS) if mode == "4Q" else list(AXIS_CLASSES)
 
 
-def num_classes(mode: str, classes: "list[str] | tuple[str, ...] | None" = None) -> int:
+def num_classes(mode: str, classes: list[str] | tuple[str, ...] | None = None) -> int:
     return len(class_names(mode, classes))
 
 
@@ -117,7 +117,7 @@ def target_for_mode(quadrant: int, mode: str) -> int:
     return int(high)
 
 
-def quadrant_probs_to_axes(probs: "list[float] | tuple[float, ...]") -> tuple[float, float]:
+def quadrant_probs_to_axes(probs: list[float] | tuple[float, ...]) -> tuple[float, float]:
     """(P(arousal high), P(valence high)) from the four quadrant probabilities Q1..Q4, within [0, 1]: float32
     softmax outputs of a confident model can sum to 1.0000001, which is not a probability."""
     if len(probs) != 4:
@@ -130,7 +130,7 @@ def quadrant_name(quadrant: int) -> str:
     return QUADRANTS[check_quadrant(quadrant) - 1]
 
 
-def class_index(label: object, classes: "list[str] | tuple[str, ...]") -> int:
+def class_index(label: object, classes: list[str] | tuple[str, ...]) -> int:
     """The logit index of a `classes`-mode label; a ValueError naming the known classes otherwise."""
     try:
         return list(classes).index(str(label))

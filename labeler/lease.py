@@ -44,9 +44,9 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from labeler import storage
 
@@ -75,7 +75,7 @@ class LeaseLostError(RuntimeError):
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _generation(uri: str) -> int | None:
@@ -183,7 +183,7 @@ class Lease:
             return True
         return datetime.fromisoformat(record["expires_at"]) <= self.clock()
 
-    def acquire(self) -> "Lease":
+    def acquire(self) -> Lease:
         """Take the lease or raise LeaseHeldError; starts renewing it in the background."""
         latest, record = self._latest()
         if not self._is_free(record):
@@ -269,7 +269,7 @@ class Lease:
         except Exception as exc:  # noqa: BLE001 - the lease then simply expires; the run's own error matters more
             log.warning("could not release lease %s (%s); it expires by itself", storage.describe(self.uri), type(exc).__name__)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

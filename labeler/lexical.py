@@ -21,9 +21,9 @@ import copy
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class LexicalConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LexicalConfig":
+    def from_dict(cls, d: dict) -> LexicalConfig:
         from labeler.lyrics import config_from_dict  # noqa: PLC0415
 
         return config_from_dict(cls, d)
@@ -200,7 +200,7 @@ class LexicalModel:
 
     @classmethod
     def fit(cls, texts: Sequence[str | None], y: Sequence[int], n_classes: int,
-            config: LexicalConfig | None = None, seed: int = 8848) -> "LexicalModel":
+            config: LexicalConfig | None = None, seed: int = 8848) -> LexicalModel:
         """TF-IDF on the training texts, then a balanced logistic regression; only arrays are kept."""
         from scipy.sparse import hstack  # noqa: PLC0415
         from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415
@@ -229,7 +229,7 @@ class LexicalModel:
     @classmethod
     def fit_transfer(cls, source_texts: Sequence[str | None], source_y: Sequence[int], n_source: int,
                      texts: Sequence[str | None], y: Sequence[int], n_classes: int,
-                     config: LexicalConfig | None = None, seed: int = 8848, C_map: float = 1.0) -> "LexicalModel":
+                     config: LexicalConfig | None = None, seed: int = 8848, C_map: float = 1.0) -> LexicalModel:
         """A lexical model that learnt its words on a larger labelled corpus (`source_*`, its own classes,
         e.g. MoodyLyrics4Q's quadrants) and maps that corpus's class logits to this run's classes.
 
@@ -273,13 +273,13 @@ class LexicalModel:
         return [VOCAB_FILE, WEIGHTS_FILE]
 
     @classmethod
-    def load(cls, directory: str | Path) -> "LexicalModel":
+    def load(cls, directory: str | Path) -> LexicalModel:
         """Read a model saved by `save`."""
         directory = Path(directory)
         return cls.from_bytes((directory / VOCAB_FILE).read_bytes(), (directory / WEIGHTS_FILE).read_bytes())
 
     @classmethod
-    def from_bytes(cls, vocab: bytes, weights: bytes) -> "LexicalModel":
+    def from_bytes(cls, vocab: bytes, weights: bytes) -> LexicalModel:
         """The model from the two files' bytes (the bundle passes bytes it has checked against their sha256)."""
         from safetensors.numpy import load as load_arrays  # noqa: PLC0415
 

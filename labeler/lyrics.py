@@ -88,7 +88,7 @@ class LyricsConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LyricsConfig":
+    def from_dict(cls, d: dict) -> LyricsConfig:
         return config_from_dict(cls, d)
 
 

@@ -36,8 +36,8 @@ import torch
 
 from labeler.audio.config import MAX_AUDIO_SECONDS, check_max_seconds
 from labeler.bundle import Bundle, load_bundle
-from labeler.models.emotion import penultimate_dim
 from labeler.inputs import FEATURE_COLUMNS
+from labeler.models.emotion import penultimate_dim
 from labeler.schemas import is_missing, nullable_strings
 
 log = logging.getLogger(__name__)

@@ -28,10 +28,11 @@ import io
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from labeler.console import Console
 from labeler.private_dir import open_private, private_dir, state_home

@@ -13,9 +13,10 @@ import logging
 import os
 import posixpath
 import shutil
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO
 
 import fsspec
 import pyarrow as pa
@@ -156,7 +157,7 @@ def tree_size(uri: str) -> int:
 def modified(uri: str) -> datetime:
     """The modification time of a file, in UTC (lease files that cannot be read expire by it)."""
     value = fsspec_filesystem(uri).modified(strip_scheme(uri))
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_bert_dir
 from transformers import AutoConfig, AutoTokenizer
 
 from labeler import storage
@@ -16,6 +15,7 @@ from labeler.audio import DESCRIPTOR_DIM, FeaturizerConfig
 from labeler.bundle import BundleError, load_bundle, read_bundle_config, save_bundle
 from labeler.lyrics import LyricsConfig
 from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
+from tiny_models import tiny_bert_dir
 
 FRAMES, MELS = 48, 64
 

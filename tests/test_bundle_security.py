@@ -174,12 +174,12 @@ def test_cli_refuses_a_bad_bundle_in_one_line_before_any_work(bundle, tmp_path):
 
 def test_reexport_with_new_provenance_keeps_the_version_and_a_prediction_change_does_not(tmp_path):
     import torch
-    from tiny_models import tiny_bert_dir
     from transformers import AutoConfig, AutoTokenizer
 
     from labeler.audio import FeaturizerConfig
     from labeler.lyrics import LyricsConfig
     from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
+    from tiny_models import tiny_bert_dir
 
     bert = tiny_bert_dir(tmp_path / "enc")
     torch.manual_seed(0)

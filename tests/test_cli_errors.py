@@ -131,9 +131,9 @@ def test_expected_failure_is_one_line(case, files, tmp_path, capsys):
 
 
 def test_busy_output_names_the_run_holding_it(files, tmp_path, capsys):
-    from labeler.lease import Lease
     from labeler.bundle_info import read_bundle_info
     from labeler.label_job import OutputLayout
+    from labeler.lease import Lease
 
     out = tmp_path / "labels"
     layout = OutputLayout(str(out), read_bundle_info(files["bundle"]).model_version)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from jobs import cli
-from labeler.compare import compare_versions, resolve_version
 from labeler.bundle_info import BundleInfo
+from labeler.compare import compare_versions, resolve_version
 from labeler.label_rows import label_rows
 
 QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
@@ -28,7 +28,7 @@ def _write_version(output, version: str, probs: np.ndarray, errors: list, mode: 
              "probs": np.asarray(probs, np.float32), "error": np.array(errors, dtype=object)}
     part = output / f"version={version}"
     part.mkdir(parents=True)
-    pq.write_table(label_rows(batch, info, datetime.now(timezone.utc)), part / "part-0.parquet")
+    pq.write_table(label_rows(batch, info, datetime.now(UTC)), part / "part-0.parquet")
     if success:
         (part / "_SUCCESS.json").write_text("{}")
 

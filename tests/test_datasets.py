@@ -13,11 +13,11 @@ import pytest
 from labeler.schemas import MANIFEST, validate
 from train.datasets.bimodal import prepare_bimodal
 from train.datasets.common import adapter_stats
-from train.datasets.names import normalise_name, song_key
 from train.datasets.deezer import prepare_deezer
 from train.datasets.fourq import prepare_4q
 from train.datasets.generic import prepare_generic
 from train.datasets.moodylyrics4q import prepare_moodylyrics4q
+from train.datasets.names import normalise_name, song_key
 from train.datasets.pmemo import prepare_pmemo
 
 

@@ -18,8 +18,8 @@ def small_manifest(tmp_path_factory) -> str:
     import pyarrow as pa
 
     from synth import SynthConfig, synthesise
-    from train.datasets.synth import prepare_synth
     from tests.poison import sitecustomize as poison
+    from train.datasets.synth import prepare_synth
     from train.folds import assign_folds
 
     root = tmp_path_factory.mktemp("fc")
@@ -36,10 +36,9 @@ def small_manifest(tmp_path_factory) -> str:
 
 
 def test_cache_is_built_once_and_split_reads_filter_rows(small_manifest, ray_local, tmp_path):
-    from tiny_models import tiny_bert_dir
-
     from labeler.audio import FeaturizerConfig
     from labeler.lyrics import LyricsConfig
+    from tiny_models import tiny_bert_dir
     from train.feature_cache import SUCCESS, build_feature_cache, in_memory, read_split, scalar_columns, split_folds
 
     fz = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, window_size=512, hop_size=320, fmax=8000.0)

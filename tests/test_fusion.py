@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import log_softmax
-from tiny_models import tiny_bert_dir
 from transformers import AutoConfig
 
 from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
+from tiny_models import tiny_bert_dir
 from train import fusion
 from train.metrics import macro_f1
 

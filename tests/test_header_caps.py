@@ -264,7 +264,7 @@ def test_serve_with_a_timeline_answers_the_attack_uploads_with_4xx(labelled, att
     url = f"http://127.0.0.1:{port}"
     try:
         expected = {"unsupported_format": 422, "too_long": 413}
-        for name, (path, kind) in attacks.items():
+        for path, kind in attacks.values():
             response = requests.post(f"{url}/label", files={"audio": (Path(path).name, Path(path).read_bytes())},
                                      timeout=300)
             assert response.status_code == expected[kind] and error_kind(response.json()["error"]) == kind, response.text

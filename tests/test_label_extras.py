@@ -4,7 +4,7 @@ contract they follow: readable by pyarrow, pandas and DuckDB without custom code
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +34,10 @@ def _batch(**extra) -> dict:
 
 
 def test_ambiguous_is_always_written_and_null_where_it_cannot_be_known():
-    table = label_rows(_batch(), _info(), datetime.now(timezone.utc))
+    table = label_rows(_batch(), _info(), datetime.now(UTC))
     assert table.column_names == LABELS.schema.names  # no optional column unless asked for
     assert table.column("ambiguous").to_pylist() == [True, False, None]
-    assert label_rows(_batch(), _info(None), datetime.now(timezone.utc)).column("ambiguous").null_count == 3
+    assert label_rows(_batch(), _info(None), datetime.now(UTC)).column("ambiguous").null_count == 3
 
 
 def test_embedding_and_timeline_columns(tmp_path):
@@ -45,7 +45,7 @@ def test_embedding_and_timeline_columns(tmp_path):
     timelines = np.array([json.dumps([WINDOW, {**WINDOW, "start": 10.0, "end": 12.5, "label": None,
                                                "label_prob": None, "arousal_prob": None, "valence_prob": None}]),
                           "", ""], dtype=object)
-    table = label_rows(_batch(embedding=emb, timeline=timelines), _info(), datetime.now(timezone.utc))
+    table = label_rows(_batch(embedding=emb, timeline=timelines), _info(), datetime.now(UTC))
     validate(table.schema, labels_contract(embeddings=True, timeline=True))
     assert table.column_names[-2:] == ["embedding", "timeline"]
     assert table.column("embedding").to_pylist()[:2] == [pytest.approx([0.6, 0.8, 0.0]), [1.0, 0.0, 0.0]]
@@ -70,7 +70,7 @@ def test_a_version_keeps_one_set_of_optional_columns(tmp_path):
     check_same_optional_columns(layout, LabelJobConfig(embeddings=True))  # nothing committed yet: anything goes
     emb = np.eye(3, dtype=np.float32)
     (tmp_path / "version=0123456789abcdef").mkdir()
-    pq.write_table(label_rows(_batch(embedding=emb), _info(), datetime.now(timezone.utc)),
+    pq.write_table(label_rows(_batch(embedding=emb), _info(), datetime.now(UTC)),
                    tmp_path / "version=0123456789abcdef" / "part-x.parquet")
     check_same_optional_columns(layout, LabelJobConfig(embeddings=True))
     with pytest.raises(ValueError, match="labelled with --embeddings; this run asks for none of --embeddings, --timeline, --tags"):

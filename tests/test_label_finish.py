@@ -7,7 +7,7 @@ catalogue id present among exactly as many rows), so each way a partition can be
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,7 +24,7 @@ VERSION = "0123456789abcdef"
 def _partition(tmp_path: Path, parts: list[list[str]]) -> OutputLayout:
     layout = OutputLayout(str(tmp_path / "labels"), VERSION)
     Path(layout.partition_uri).mkdir(parents=True)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for n, ids in enumerate(parts):
         k = len(ids)
         cols = {"song_id": pa.array(ids, pa.string()), "quadrant": pa.array(["Q1"] * k, pa.string()),
@@ -39,7 +39,7 @@ def _finish(layout: OutputLayout, catalogue: list[str]) -> LabelSummary:
     summary = LabelSummary(catalogue_uri="catalogue.parquet", output_uri=layout.output_uri,
                            partition_uri=layout.partition_uri, model_id="m", model_version=VERSION, run_id="r",
                            catalogue_rows=len(catalogue), already_labelled=0)
-    return finish(layout, summary, pa.array(catalogue, pa.string()), datetime.now(timezone.utc), None, lease=None)
+    return finish(layout, summary, pa.array(catalogue, pa.string()), datetime.now(UTC), None, lease=None)
 
 
 CATALOGUE = [f"s{i}" for i in range(6)]

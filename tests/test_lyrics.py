@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from labeler import storage
-from labeler.lyrics import MAX_CHARS, LyricsConfig, LyricsError, LyricsTokenizer, clean_lyrics, decode_lyrics, tokenize, window_starts
+from labeler.lyrics import (
+    MAX_CHARS,
+    LyricsConfig,
+    LyricsError,
+    LyricsTokenizer,
+    clean_lyrics,
+    decode_lyrics,
+    tokenize,
+    window_starts,
+)
 from tiny_models import tiny_tokenizer_dir
 
 

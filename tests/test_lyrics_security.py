@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 import train.datasets
 from labeler import lyrics as L
-from train.datasets.names import normalise_name, song_key
 from tests.helpers import make_bundle
+from train.datasets.names import normalise_name, song_key
 
 MB = 1_000_000
 ADVERSARIAL = {

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_albert_dir, tiny_bert_dir
 from transformers import AutoConfig
 
 from labeler.models import (
@@ -20,6 +19,7 @@ from labeler.models import (
     load_panns_checkpoint,
     spec_augment,
 )
+from tiny_models import tiny_albert_dir, tiny_bert_dir
 
 FRAMES = 64
 MELS = 64

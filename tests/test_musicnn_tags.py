@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -167,7 +167,7 @@ def test_tags_column_is_a_map_readable_without_custom_code(tmp_path):
     batch = {"song_id": np.array(["a", "b", "c"], dtype=object),
              "probs": np.array([[0.4, 0.3, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1], [np.nan] * 4], np.float32),
              "error": np.array([None, None, "no_audio: x; no_lyrics: y"], dtype=object), "tags": tags}
-    table = label_rows(batch, _info(), datetime.now(timezone.utc))
+    table = label_rows(batch, _info(), datetime.now(UTC))
     validate(table.schema, labels_contract(tags=True))
     assert table.column_names[-1] == "tags" and table.schema.field("tags").type == TAGS_COLUMN.type
     first, second, third = table.column("tags").to_pylist()
@@ -185,7 +185,7 @@ def test_tags_column_is_a_map_readable_without_custom_code(tmp_path):
     with pytest.raises(ValueError, match="labelled with --tags; this run asks for none of"):
         check_same_optional_columns(layout, LabelJobConfig())
     with pytest.raises(ValueError, match="no tag layer"):  # the column's keys come from the bundle's encoder
-        label_rows(batch, replace(_info(), audio_model={"arch": "Cnn6"}), datetime.now(timezone.utc))
+        label_rows(batch, replace(_info(), audio_model={"arch": "Cnn6"}), datetime.now(UTC))
 
 
 def _wav(path, seconds: float, freq: float, sr: int = 22050) -> str:
@@ -235,7 +235,7 @@ def test_serve_answers_with_tags(musicnn_bundle, tmp_path):
     audio = open(_wav(tmp_path / "up.wav", 7.0, 440.0), "rb").read()
     batch = SongFeaturiser(info, config)(song_from_fields({"song_id": "up"}, audio=audio, audio_name="up.wav"))
     predictor = Predictor(musicnn_bundle, device="cpu", batch_size=4, tags=True)
-    row = row_to_json(label_rows(predictor(batch), info, datetime.now(timezone.utc)).to_pylist()[0])
+    row = row_to_json(label_rows(predictor(batch), info, datetime.now(UTC)).to_pylist()[0])
     assert row["error"] is None and list(row["tags"]) == list(MSD_MUSICNN_TAGS)
     assert all(0.0 <= p <= 1.0 for p in row["tags"].values())
     json.dumps(row)

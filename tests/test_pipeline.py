@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +25,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from labeler import storage
-from labeler.labels import QUADRANTS, quadrant_probs_to_axes
-from labeler.lease import Lease, LeaseHeldError
+from labeler.audio.config import uses_musicnn_frontend
 from labeler.bundle_info import BundleInfo
 from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue, resolve_resources
-from labeler.audio.config import uses_musicnn_frontend
 from labeler.label_job.resume import infrastructure_failure
 from labeler.label_rows import error_kind, label_rows
+from labeler.labels import QUADRANTS, quadrant_probs_to_axes
+from labeler.lease import Lease, LeaseHeldError
 from labeler.schemas import LABELS, SchemaError, validate
 from labeler.verified import open_bundle
-from tests.poison import sitecustomize as poison
 from tests.helpers import bundle_info, make_bundle
+from tests.poison import sitecustomize as poison
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = LabelJobConfig(featurise_batch_size=4, predict_batch_size=8, rows_per_part=8, max_actors=1)
@@ -101,7 +101,7 @@ def test_label_rows_4q_fills_quadrant_axes_and_leaves_error_rows_empty():
         "error": np.array([None, None, "no_audio: null; no_lyrics: null"], dtype=object),
         "valence_score": np.full(3, np.nan, np.float32), "arousal_score": np.full(3, np.nan, np.float32),
     }
-    table = label_rows(batch, bundle_info("4Q"), datetime.now(timezone.utc))
+    table = label_rows(batch, bundle_info("4Q"), datetime.now(UTC))
     validate(table.schema, LABELS)
     rows = table.to_pylist()
     assert [r["quadrant"] for r in rows] == ["Q3", "Q1", None]
@@ -118,7 +118,7 @@ def test_label_rows_4q_fills_quadrant_axes_and_leaves_error_rows_empty():
 def test_label_rows_axis_bundle_fills_only_its_axis():
     batch = {"song_id": np.array(["a"], dtype=object), "probs": np.array([[0.2, 0.8]], np.float32),
              "error": np.array([None], dtype=object)}
-    row = label_rows(batch, bundle_info("Ar"), datetime.now(timezone.utc)).to_pylist()[0]
+    row = label_rows(batch, bundle_info("Ar"), datetime.now(UTC)).to_pylist()[0]
     assert row["arousal"] == "high" and row["arousal_prob"] == pytest.approx(0.8)
     assert row["quadrant"] is None and row["valence"] is None and row["prob_q1"] is None
 
@@ -134,7 +134,7 @@ def test_label_rows_classes_bundle_fills_label_columns_and_leaves_quadrants_null
     batch = {"song_id": np.array(["a", "b", "c"], dtype=object),
              "probs": np.array([[0.1, 0.7, 0.2], [np.nan] * 3, [0.5, 0.2, 0.3]], np.float32),
              "error": np.array([None, "no_audio: null; no_lyrics: null", None], dtype=object)}
-    table = label_rows(batch, info, datetime.now(timezone.utc))
+    table = label_rows(batch, info, datetime.now(UTC))
     validate(table.schema, LABELS)
     rows = table.to_pylist()
     assert [r["label"] for r in rows] == ["Cluster 2", None, "Cluster 1"]
@@ -155,7 +155,7 @@ def test_label_rows_classes_bundle_fills_label_columns_and_leaves_quadrants_null
 def test_label_rows_4q_also_fills_label_and_class_probs():
     batch = {"song_id": np.array(["a"], dtype=object), "probs": np.array([[0.1, 0.2, 0.6, 0.1]], np.float32),
              "error": np.array([None], dtype=object)}
-    row = label_rows(batch, bundle_info("4Q"), datetime.now(timezone.utc)).to_pylist()[0]
+    row = label_rows(batch, bundle_info("4Q"), datetime.now(UTC)).to_pylist()[0]
     assert row["label"] == row["quadrant"] == "Q3" and row["label_prob"] == pytest.approx(0.6)
     assert [k for k, _ in row["class_probs"]] == ["Q1", "Q2", "Q3", "Q4"]
 
@@ -440,10 +440,10 @@ def test_killed_run_resumes_to_exactly_one_row_per_song(ray_local, bundle, synth
     # The killed driver never released its lease: the output stays closed to other runs until it expires.
     killed_lease = json.loads(storage.read_text(storage.listdir(layout.lease_dir)[-1]))
     assert killed_lease["released"] is False
-    if datetime.fromisoformat(killed_lease["expires_at"]) > datetime.now(timezone.utc) + timedelta(seconds=0.5):
+    if datetime.fromisoformat(killed_lease["expires_at"]) > datetime.now(UTC) + timedelta(seconds=0.5):
         with pytest.raises(LeaseHeldError, match=killed_lease["run_id"]):
             label_catalogue(catalogue, bundle, output, SMALL)
-    time.sleep(max(0.0, (datetime.fromisoformat(killed_lease["expires_at"]) - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+    time.sleep(max(0.0, (datetime.fromisoformat(killed_lease["expires_at"]) - datetime.now(UTC)).total_seconds()) + 0.2)
     summary = label_catalogue(catalogue, bundle, output, SMALL)
     assert summary.already_labelled == committed and summary.written == table.num_rows - committed
     labels = _read_version(output, version)

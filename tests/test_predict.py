@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tiny_models import tiny_bert_dir
 from transformers import AutoConfig, AutoTokenizer
 
 from labeler.audio import Featurizer, FeaturizerConfig
 from labeler.bundle import load_bundle, save_bundle
+from labeler.inputs import FEATURE_COLUMNS
 from labeler.lyrics import LyricsConfig, LyricsTokenizer
 from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
-from labeler.inputs import FEATURE_COLUMNS
 from labeler.predict import Predictor, configure_torch_threads
+from tiny_models import tiny_bert_dir
 
 FEATURIZER = FeaturizerConfig(clip_seconds=1.5, min_seconds=0.5)
 LYRICS = LyricsConfig(max_tokens=24)

@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +171,7 @@ def _write_classes_version(output: Path, version: str, classes: list[str], top: 
 
     part = output / f"version={version}"
     part.mkdir(parents=True)
-    pq.write_table(label_rows(batch, info, datetime.now(timezone.utc)), part / "part-0.parquet")
+    pq.write_table(label_rows(batch, info, datetime.now(UTC)), part / "part-0.parquet")
     (part / "_SUCCESS.json").write_text("{}")
 
 
@@ -353,7 +353,7 @@ def test_a_labels_plot_that_fails_does_not_fail_the_labelling_run(tmp_path, monk
     ids = ["s0", "s1"]
     cols = {"song_id": pa.array(ids), "quadrant": pa.array(["Q1", "Q2"]), "model_id": pa.array(["m"] * 2),
             "model_version": pa.array([version] * 2),
-            "labelled_at": pa.array([datetime.now(timezone.utc)] * 2, pa.timestamp("us", tz="UTC"))}
+            "labelled_at": pa.array([datetime.now(UTC)] * 2, pa.timestamp("us", tz="UTC"))}
     table = pa.table({f.name: cols.get(f.name, pa.nulls(2, f.type)) for f in LABELS.schema})
     pq.write_table(conform(table, LABELS), str(Path(layout.partition_uri) / "part-test-0000.parquet"))
 
@@ -364,6 +364,6 @@ def test_a_labels_plot_that_fails_does_not_fail_the_labelling_run(tmp_path, monk
     summary = summary_mod.LabelSummary(catalogue_uri="c.parquet", output_uri=layout.output_uri,
                                        partition_uri=layout.partition_uri, model_id="m", model_version=version,
                                        run_id="r", catalogue_rows=2, already_labelled=0)
-    done = summary_mod.finish(layout, summary, pa.array(ids), datetime.now(timezone.utc), str(tmp_path / "p.png"), None)
+    done = summary_mod.finish(layout, summary, pa.array(ids), datetime.now(UTC), str(tmp_path / "p.png"), None)
     assert done.plot is None and "ValueError" in done.plot_error and "\x1b" not in done.plot_error
     assert "plot: not drawn" in done.to_text()

@@ -20,14 +20,14 @@ import pytest
 import requests
 import soundfile as sf
 
-from labeler.labels import QUADRANTS
 from labeler.bundle_info import read_bundle_info
 from labeler.label_job import LabelJobConfig, label_catalogue
 from labeler.label_rows import error_kind
+from labeler.labels import QUADRANTS
 from labeler.schemas import LABELS
 from labeler.serve import ServeConfig, app_builder, start
-from tests.poison import sitecustomize as poison
 from tests.helpers import free_port, make_bundle
+from tests.poison import sitecustomize as poison
 
 PROBS = [f"prob_{q.lower()}" for q in QUADRANTS]
 MAX_AUDIO_SECONDS = 60.0

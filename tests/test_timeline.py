@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from datetime import UTC
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ import torch
 from labeler.bundle import save_bundle
 from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
 from labeler.predict import Predictor, check_timeline
-from tests.helpers import tiny_featurizer
 from labeler.timeline import Window, axis_probs, iter_window_features, plan_windows, window_rows
+from tests.helpers import tiny_featurizer
 
 CFG = tiny_featurizer()
 
@@ -124,11 +125,11 @@ def test_serve_answers_with_the_same_columns_from_an_upload(audio_bundle, tmp_pa
     """`labeler serve --embeddings --timeline S`: the replica's own stages (SongFeaturiser -> Predictor ->
     label_rows) on uploaded bytes, without starting Serve; and the flags reach ServeConfig."""
     import argparse
-    from datetime import datetime, timezone
+    from datetime import datetime
 
+    from jobs.commands.serve import config_from_args, configure_parser
     from labeler.bundle_info import read_bundle_info
     from labeler.label_rows import label_rows
-    from jobs.commands.serve import config_from_args, configure_parser
     from labeler.serve import ServeConfig, SongFeaturiser, row_to_json, song_from_fields
 
     parser = argparse.ArgumentParser()
@@ -142,7 +143,7 @@ def test_serve_answers_with_the_same_columns_from_an_upload(audio_bundle, tmp_pa
     audio = open(_tone(tmp_path / "up.wav", 5.0), "rb").read()
     batch = SongFeaturiser(info, config)(song_from_fields({"song_id": "up"}, audio=audio, audio_name="up.wav"))
     predictor = Predictor(audio_bundle, batch_size=4, embeddings=True, timeline_seconds=2.0)
-    row = row_to_json(label_rows(predictor(batch), info, datetime.now(timezone.utc)).to_pylist()[0])
+    row = row_to_json(label_rows(predictor(batch), info, datetime.now(UTC)).to_pylist()[0])
     assert len(row["embedding"]) == info.embedding_dim == 16
     assert [w["start"] for w in row["timeline"]] == [0.0, 2.0, 4.0] and row["ambiguous"] in (True, False)
     json.dumps(row)  # the answer is plain JSON

@@ -25,8 +25,8 @@ lacks (its column is 0), so they line up with the networks' probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -38,6 +38,7 @@ from labeler import storage
 from labeler.audio.features import logmel_stats
 from labeler.labels import class_names
 from labeler.lyrics import clean_lyrics
+
 
 @dataclass(frozen=True)
 class BaselineConfig:
@@ -137,10 +138,10 @@ def run_baselines(manifest_uri: str, cache_uri: str, folds: list[int], k: int, m
     """Audio and lyrics baselines on the same train/test folds (fitted on the training part only)."""
     import pyarrow.compute as pc  # noqa: PLC0415
 
-    from train.metrics import classification_metrics  # noqa: PLC0415
     from labeler.labels import class_index  # noqa: PLC0415
     from train.feature_cache import iter_numpy, split_folds, target_column  # noqa: PLC0415
     from train.loop import targets_for_mode  # noqa: PLC0415
+    from train.metrics import classification_metrics  # noqa: PLC0415
 
     names = class_names(mode, classes)
     n_classes = len(names)

@@ -22,6 +22,7 @@ from train.finalise import choose_fusion, finalise_fold
 from train.presets import TrainPreset
 from train.trial import SEARCH_KEYS, run_trials
 
+
 def _split_stats(cache_uri: str, scalars, train_folds: list[int], require: str | None, mode: str,
                  descriptors: bool, n_classes: int) -> tuple[int, np.ndarray, dict | None]:
     """(rows, class counts, descriptor mean/std) of a training part (descriptors streamed from the cache)."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _manifest_rows(manifest_uri: str, fold: int | None) -> "pa.Table":
+def _manifest_rows(manifest_uri: str, fold: int | None) -> pa.Table:
     import pyarrow.compute as pc  # noqa: PLC0415
 
     from labeler.schemas import MANIFEST, validate  # noqa: PLC0415
@@ -41,7 +41,7 @@ def _manifest_rows(manifest_uri: str, fold: int | None) -> "pa.Table":
     return table
 
 
-def _batch_columns(table: "pa.Table", start: int, stop: int) -> dict[str, np.ndarray]:
+def _batch_columns(table: pa.Table, start: int, stop: int) -> dict[str, np.ndarray]:
     """Manifest rows [start, stop) as the numpy batch the Featurizer and LyricsTokenizer take."""
     part = table.slice(start, stop - start)
     batch: dict[str, np.ndarray] = {}
@@ -53,7 +53,7 @@ def _batch_columns(table: "pa.Table", start: int, stop: int) -> dict[str, np.nda
     return batch
 
 
-def _targets(table: "pa.Table", mode: str, classes: list[str], manifest_uri: str) -> list[int]:
+def _targets(table: pa.Table, mode: str, classes: list[str], manifest_uri: str) -> list[int]:
     """Each row's class index for a bundle of `mode`: from `label` in mode classes, else from the quadrant."""
     from labeler.labels import class_index, target_for_mode  # noqa: PLC0415
     from train.manifest import label_kind  # noqa: PLC0415

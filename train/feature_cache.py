@@ -161,7 +161,6 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     import ray  # noqa: PLC0415
 
     from labeler.console import Console  # noqa: PLC0415
-
     from labeler.schemas import MANIFEST, validate  # noqa: PLC0415
 
     manifest_uri = storage.absolute_uri(manifest_uri)
@@ -311,7 +310,7 @@ def branch_requirement(branch: str) -> str | None:
     return {"audio": "audio", "lyrics": "lyrics"}.get(branch)
 
 
-def scalar_columns(cache_uri: str, mode: str = "4Q") -> "pa.Table":  # noqa: F821
+def scalar_columns(cache_uri: str, mode: str = "4Q") -> pa.Table:  # noqa: F821
     """fold, the target column, has_audio, has_lyrics of every cached row (a few bytes a row; read with pyarrow)."""
     return storage.read_parquet(cache_uri, columns=["fold", target_column(mode), "has_audio", "has_lyrics"])
 

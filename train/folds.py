@@ -175,7 +175,7 @@ def _unify_groups(folds: np.ndarray, groups: np.ndarray, song_ids: np.ndarray) -
     return unified
 
 
-def split_for(folds: "pa.Array | pa.ChunkedArray | np.ndarray | list[int]", test_fold: int, k: int) -> np.ndarray:
+def split_for(folds: pa.Array | pa.ChunkedArray | np.ndarray | list[int], test_fold: int, k: int) -> np.ndarray:
     """'train' / 'val' / 'test' per row for the run that tests on `test_fold`: val = (test_fold + 1) % k."""
     k = check_k(k)
     if not 0 <= int(test_fold) < k:

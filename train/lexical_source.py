@@ -52,8 +52,8 @@ def load_source(source_uri: str, run_manifest_uri: str) -> LexicalSource:
     ValueError (one line, said before any training) when the source cannot serve: unreadable, without
     `lyrics`, or with fewer than MIN_SONGS usable songs in at least two classes.
     """
-    from labeler.lyrics import prepare_lyrics  # noqa: PLC0415
     from labeler.labels import row_classes  # noqa: PLC0415
+    from labeler.lyrics import prepare_lyrics  # noqa: PLC0415
     from train.manifest import label_kind  # noqa: PLC0415
 
     source_uri = storage.absolute_uri(source_uri)

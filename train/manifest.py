@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -31,12 +32,12 @@ from labeler.labels import QUADRANTS, row_classes
 from labeler.schemas import MANIFEST, check_unique_ids, conform, validate
 from train.datasets.bimodal import prepare_bimodal
 from train.datasets.common import adapter_stats
-from train.datasets.names import song_key
 from train.datasets.deezer import prepare_deezer
 from train.datasets.fourq import prepare_4q
 from train.datasets.generic import prepare_generic
 from train.datasets.mirex import prepare_mirex
 from train.datasets.moodylyrics4q import prepare_moodylyrics4q
+from train.datasets.names import song_key
 from train.datasets.pmemo import prepare_pmemo
 from train.datasets.synth import prepare_synth
 from train.folds import assign_folds, check_k, format_fold_summary, parse_cv

@@ -17,13 +17,13 @@ None with a single fold (a spread of one number is undefined, not zero).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from train.calibration import expected_calibration_error  # one ECE definition, shared with calibration
-
 
 ECE_BINS = 15
 

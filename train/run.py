@@ -141,9 +141,8 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     and every epoch of every fold one line of metrics.
     """
     from labeler.console import Console  # noqa: PLC0415
-    from labeler.session import ensure_ray  # noqa: PLC0415
-
     from labeler.pretrained import resolve_encoder  # noqa: PLC0415
+    from labeler.session import ensure_ray  # noqa: PLC0415
     from train.feature_cache import build_feature_cache  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -180,7 +179,7 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     cache = build_feature_cache(manifest_uri, cache_root, featurizer, tokenizer_dir, lyrics,
                                 concurrency=p.featurise_concurrency, console=console,
                                 audio_encoder=p.musicnn_encoder if p.uses_musicnn and branch != "lyrics" else None)
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     provenance = {"manifest": storage.describe(manifest_uri), "preset": p.name, "preset_values": p.to_dict(),
                   "mode": mode, "folds": fold_list, "k": k, "created_at": created, "feature_cache": storage.describe(cache),
                   "selection": "checkpoint and exported fold chosen on validation macro-F1 (val = fold (test+1) % k)"}

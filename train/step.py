@@ -22,8 +22,8 @@ turns its own data (feature-cache shards, in-memory arrays) into those.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ import argparse
 import json
 
 from labeler import storage
-from labeler.compare import fmt_value, compare_versions
+from labeler.compare import compare_versions, fmt_value
 from labeler.display import plain_text
 
 

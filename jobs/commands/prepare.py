@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from labeler import storage
 from labeler.coerce import coerce, field_types

@@ -11,7 +11,6 @@ the configuration names at once, the signal-processing ones on first use (PEP 56
 
 from __future__ import annotations
 
-from labeler.lazy import lazy_getattr
 from labeler.audio.config import (
     DEFAULT_STFT_BACKEND,
     DESCRIPTOR_DIM,
@@ -29,6 +28,7 @@ from labeler.audio.config import (
     check_max_seconds,
     descriptor_names,
 )
+from labeler.lazy import lazy_getattr
 
 # signal-processing name -> the module defining it (imported on first use: these need librosa and
 # numba, which a driver that only reads a config - train.presets, the CLI - should not load)

@@ -102,7 +102,7 @@ class FeaturizerConfig:
             raise ValueError("invalid FeaturizerConfig: " + "; ".join(problems))
 
     @classmethod
-    def musicnn(cls, clip_seconds: float = 30.0, **kwargs) -> "FeaturizerConfig":
+    def musicnn(cls, clip_seconds: float = 30.0, **kwargs) -> FeaturizerConfig:
         """The musicnn front end's config: its fixed geometry, `clip_seconds` of chorus (3-s patches)."""
         return cls(clip_seconds=clip_seconds, frontend="musicnn", **MUSICNN_GEOMETRY, **kwargs)
 
@@ -115,7 +115,7 @@ class FeaturizerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeaturizerConfig":
+    def from_dict(cls, d: dict) -> FeaturizerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -20,8 +20,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -134,7 +135,7 @@ class _FfmpegReader(_Reader):
         if duration_s is not None:
             cmd += ["-t", f"{duration_s:.6f}"]
         cmd += ["-i", self._path, "-vn", "-ac", "1", "-ar", str(sr), "-f", "f32le", "-"]
-        proc = subprocess.run(cmd, capture_output=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, check=False)  # noqa: S603 - an argument list, no shell; -i takes the path as data
         if proc.returncode != 0:
             detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             raise AudioError("corrupt", f"{self._name}: ffmpeg failed: {detail[-1] if detail else proc.returncode}")

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -187,7 +187,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
 
     console = console or Console.silent()
     config = config or LabelJobConfig()
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     catalogue_uri = storage.absolute_uri(catalogue_uri)
     output_uri = storage.absolute_uri(output_uri)
     # The whole bundle is verified first: a bad bundle fails here, before a lease, a file or Ray.

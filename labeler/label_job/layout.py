@@ -49,7 +49,7 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -149,7 +149,7 @@ def commit_part(batch: dict[str, np.ndarray], info: BundleInfo, staging_uri: str
     With a `fence` (the run's lease generation) the commit first checks that the run still holds
     the lease, and raises LeaseLostError (writing nothing into the partition) when it does not.
     """
-    table = label_rows(batch, info, datetime.now(timezone.utc))
+    table = label_rows(batch, info, datetime.now(UTC))
     ids = table.column("song_id").to_pylist()
     name = part_name(ids)
     staged, final = storage.join(staging_uri, name), storage.join(partition_uri, name)

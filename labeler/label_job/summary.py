@@ -11,7 +11,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -143,7 +143,7 @@ def finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_a
             "written_this_run": summary.written,
             "resumes_this_run": summary.resumes,
             "started_at": started_at.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
             "files": sorted(basename(u) for u in layout.part_uris()),
         }
         text = json.dumps(record, indent=2, sort_keys=True)

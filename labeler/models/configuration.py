@@ -13,7 +13,6 @@ from typing import Any
 
 from labeler.labels import CLASSES_MODE, check_mode, class_names
 
-
 AUDIO_ARCHS: tuple[str, ...] = ("Cnn6", "Cnn10", "MusiCNN")
 PANNS_ARCHS: tuple[str, ...] = ("Cnn6", "Cnn10")
 BRANCHES: tuple[str, ...] = ("audio", "lyrics", "fusion")
@@ -175,7 +174,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

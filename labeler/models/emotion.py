@@ -62,7 +62,7 @@ class EmotionModel(nn.Module):
     Encoders run only on the rows that have their modality (BatchNorm never sees padding rows).
     """
 
-    def __init__(self, config: ModelConfig, encoder_config: "PretrainedConfig | None" = None,
+    def __init__(self, config: ModelConfig, encoder_config: PretrainedConfig | None = None,
                  _pretrained_lyrics: bool = False) -> None:
         super().__init__()
         if isinstance(config, dict):
@@ -102,7 +102,7 @@ class EmotionModel(nn.Module):
     # ---- construction helpers
 
     @classmethod
-    def from_pretrained_branches(cls, config: ModelConfig) -> "EmotionModel":
+    def from_pretrained_branches(cls, config: ModelConfig) -> EmotionModel:
         """A new model whose lyrics encoder starts from pretrained weights (alias, HF id, directory or S3).
 
         A MusiCNN audio branch gets the musicnn wheel's weights (labeler.musicnn); a Cnn6/Cnn10 starts
@@ -114,8 +114,8 @@ class EmotionModel(nn.Module):
         return model
 
     @classmethod
-    def fusion_from_branches(cls, audio_model: "EmotionModel", lyrics_model: "EmotionModel",
-                             config: ModelConfig) -> "EmotionModel":
+    def fusion_from_branches(cls, audio_model: EmotionModel, lyrics_model: EmotionModel,
+                             config: ModelConfig) -> EmotionModel:
         """A fusion model whose encoders are copies of two trained single-branch models of the same fold.
 
         The branch architectures come from the branch models (they win over `config.audio`/`config.lyrics`);
@@ -137,8 +137,8 @@ class EmotionModel(nn.Module):
         return model
 
     @classmethod
-    def late_from_branches(cls, audio_model: "EmotionModel", lyrics_model: "EmotionModel", config: ModelConfig,
-                           audio_temperature: float = 1.0, lyrics_temperature: float = 1.0) -> "EmotionModel":
+    def late_from_branches(cls, audio_model: EmotionModel, lyrics_model: EmotionModel, config: ModelConfig,
+                           audio_temperature: float = 1.0, lyrics_temperature: float = 1.0) -> EmotionModel:
         """A late or gated fusion model holding two trained branch models of the same fold, whole.
 
         Encoders and heads are copied unchanged with the branches' calibration temperatures, so the
@@ -155,7 +155,7 @@ class EmotionModel(nn.Module):
         return model
 
     @property
-    def encoder_config(self) -> "PretrainedConfig | None":
+    def encoder_config(self) -> PretrainedConfig | None:
         return self.lyrics_encoder.encoder_config if self.lyrics_encoder is not None else None
 
     def branch_encoders(self) -> list[nn.Module]:
@@ -168,7 +168,7 @@ class EmotionModel(nn.Module):
             encoder.requires_grad_(False)
             encoder.eval()
 
-    def train(self, mode: bool = True) -> "EmotionModel":
+    def train(self, mode: bool = True) -> EmotionModel:
         super().train(mode)
         if self.config.freeze_branches:
             for encoder in self.branch_encoders():

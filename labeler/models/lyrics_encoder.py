@@ -28,7 +28,7 @@ class LyricsEncoder(nn.Module):
     an untrained, gradient-less parameter set under DDP.
     """
 
-    def __init__(self, config: LyricsEncoderConfig, encoder_config: "PretrainedConfig | None" = None,
+    def __init__(self, config: LyricsEncoderConfig, encoder_config: PretrainedConfig | None = None,
                  pretrained: bool = False) -> None:
         super().__init__()
         from transformers import AutoModel  # noqa: PLC0415 - heavy import only when a lyrics branch exists
@@ -48,7 +48,7 @@ class LyricsEncoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     @property
-    def encoder_config(self) -> "PretrainedConfig":
+    def encoder_config(self) -> PretrainedConfig:
         return self.encoder.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

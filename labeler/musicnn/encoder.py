@@ -36,7 +36,6 @@ from torch import nn
 
 from labeler.musicnn.model import EMBEDDING_DIM, N_MELS, PATCH_FRAMES, TRUNK_DIM, MusiCNN
 
-
 # Patches per trunk forward: songs share the work (speed), but a 32-song batch of 30-s clips is 320 patches
 # and ~3 GB of activations in one forward (bench/bench_label.py peaked at 8.4 GB on 2 CPUs); 32 keep it <0.3 GB.
 PATCH_CHUNK = 32
@@ -66,7 +65,7 @@ class MusicnnEncoder(nn.Module):
         if self.top_dense is not None:
             self.top_dense.load_state_dict(self.backbone.dense.state_dict())
 
-    def train(self, mode: bool = True) -> "MusicnnEncoder":
+    def train(self, mode: bool = True) -> MusicnnEncoder:
         super().train(mode)
         self.backbone.eval()  # frozen statistics: its BatchNorms keep the pretrained ones
         return self

@@ -50,7 +50,7 @@ import asyncio
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -151,7 +151,7 @@ class LabelService:
         merged = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
         loop = asyncio.get_running_loop()
         out = await loop.run_in_executor(self._model_pool, self.predictor, merged)
-        table = label_rows(out, self.info, datetime.now(timezone.utc))
+        table = label_rows(out, self.info, datetime.now(UTC))
         return [row_to_json(r) for r in table.to_pylist()]
 
 

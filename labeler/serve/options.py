@@ -71,7 +71,7 @@ class ServeConfig:
         return int(self.max_json_kb * 1024)
 
     @classmethod
-    def from_mapping(cls, args: dict[str, Any]) -> "ServeConfig":
+    def from_mapping(cls, args: dict[str, Any]) -> ServeConfig:
         """From `serve run labeler.serve:app_builder bundle=URI max_batch_size=16 ...` (values may be strings)."""
         hints = field_types(cls)
         names = [f.name for f in dataclasses.fields(cls)]

@@ -80,7 +80,7 @@ def prepare_generic(
     skips = Skips(dataset)
     rows = []
     for line, record in enumerate(df.to_dict("records"), start=1):
-        def cell(name: str) -> object:
+        def cell(name: str, record: dict = record) -> object:
             column = mapping[name]
             return None if column is None or blank(record[column]) else record[column]
 

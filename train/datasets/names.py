@@ -12,7 +12,6 @@ import math
 import re
 import unicodedata
 
-
 # Names are untrusted text (dataset files, users' tables): every pattern here matches a bounded stretch
 # wherever it is tried, so it runs in linear time. The two rules that reach back or far ahead are a search
 # plus string work: as one backtracking pattern (spaces, a bracket, spaces, "feat") each is cubic on spaces.
