@@ -6,6 +6,9 @@
   plumbing, contracts and security, not accuracy.
 - `bundle_info(mode)`: a `BundleInfo` for pure functions that only read its mode and classes.
 - `tiny_featurizer()`: the small featuriser configuration the timeline and tag tests save into bundles.
+- `make_audio_bundle(root, featurizer)`: an audio-only quarter-width Cnn6 bundle with random weights.
+- `hang_guard(seconds, what)`: fails a block that runs past `seconds` (SIGALRM): a guard against a hang or a
+  super-linear algorithm, not a timing assertion.
 
 Trained artefacts (a 4Q run, a MusiCNN run, a `classes` run) are session fixtures in `tests/conftest.py`,
 built through the product's own commands.
@@ -14,9 +17,11 @@ built through the product's own commands.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,3 +93,33 @@ def bundle_info(mode: str):
     classes = ("Q1", "Q2", "Q3", "Q4") if mode == "4Q" else ("low", "high")
     return BundleInfo(uri="/b", model_id="m", model_version="0123456789abcdef", mode=mode, classes=classes,
                       branch="fusion", featurizer={}, lyrics={})
+
+
+def make_audio_bundle(root: Path, featurizer, **save_kwargs) -> str:
+    """An audio-only 4Q bundle (quarter-width Cnn6, 32 mels, random weights, seed 0) at `root`/bundle."""
+    import torch
+
+    from labeler.bundle import save_bundle
+    from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
+
+    torch.manual_seed(0)
+    model = EmotionModel(ModelConfig(branch="audio", mode="4Q", lyrics=None,
+                                     audio=AudioCnnConfig(n_mels=32, width=0.125, embedding_dim=16))).eval()
+    uri = str(Path(root) / "bundle")
+    save_bundle(uri, model, featurizer, None, **save_kwargs)
+    return uri
+
+
+@contextmanager
+def hang_guard(seconds: int, what: str):
+    """Raise TimeoutError in the block once it has run `seconds` (SIGALRM, main thread): `what` says what a hang means."""
+    def fail(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: {what}")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import tempfile
 import tracemalloc
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ import soundfile as sf
 from labeler.audio import AudioError, FeaturizerConfig, featurise_track, open_audio
 from labeler.label_rows import error_kind
 from labeler.timeline import iter_window_features, plan_windows
+from tests import helpers
 from tests.helpers import free_port, make_bundle
 
 ALL_SAMPLES = 2**36 - 1  # the largest total a FLAC STREAMINFO can hold
@@ -35,18 +34,8 @@ CFG = FeaturizerConfig(sample_rate=16000, clip_seconds=4.0, window_size=512, n_m
                        chorus_search_seconds=30.0)  # make_bundle's featuriser
 
 
-@contextmanager
 def hang_guard(seconds: int = 60):
-    def fail(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: work sized by a header")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    return helpers.hang_guard(seconds, "work sized by a header")
 
 
 def flac_claiming(sample_rate: int, total_samples: int) -> bytes:
@@ -80,17 +69,7 @@ def wav_at(path: Path, sample_rate: int, seconds: float, seed: int = 0) -> str:
 @pytest.fixture(scope="module")
 def audio_bundle(tmp_path_factory) -> str:
     """An audio-only bundle with random weights and CFG as its featuriser (the pure tests need no lyrics)."""
-    import torch
-
-    from labeler.bundle import save_bundle
-    from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
-
-    torch.manual_seed(0)
-    model = EmotionModel(ModelConfig(branch="audio", mode="4Q", lyrics=None,
-                                     audio=AudioCnnConfig(n_mels=32, width=0.125, embedding_dim=16))).eval()
-    uri = str(tmp_path_factory.mktemp("caps-bundle") / "bundle")
-    save_bundle(uri, model, CFG, None)
-    return uri
+    return helpers.make_audio_bundle(tmp_path_factory.mktemp("caps-bundle"), CFG)
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,7 @@ import importlib
 import json
 import pkgutil
 import re
-import signal
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -29,6 +27,7 @@ from hypothesis import strategies as st
 
 import train.datasets
 from labeler import lyrics as L
+from tests import helpers
 from tests.helpers import make_bundle
 from train.datasets.names import normalise_name, song_key
 
@@ -54,18 +53,8 @@ ADAPTER_PATTERNS = list({id(v): v for mod in ADAPTERS for v in vars(mod).values(
 PATTERNS = [v for v in vars(L).values() if isinstance(v, re.Pattern)] + ADAPTER_PATTERNS
 
 
-@contextmanager
 def hang_guard(seconds: int = 20):
-    def fail(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a super-linear pattern")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    return helpers.hang_guard(seconds, "a super-linear pattern")
 
 
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))

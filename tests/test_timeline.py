@@ -11,13 +11,10 @@ from datetime import UTC
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
-from labeler.bundle import save_bundle
-from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
 from labeler.predict import Predictor, check_timeline
 from labeler.timeline import Window, axis_probs, iter_window_features, plan_windows, window_rows
-from tests.helpers import tiny_featurizer
+from tests.helpers import make_audio_bundle, tiny_featurizer
 
 CFG = tiny_featurizer()
 
@@ -80,12 +77,7 @@ def test_axis_probs_per_mode():
 
 @pytest.fixture(scope="module")
 def audio_bundle(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model = EmotionModel(ModelConfig(branch="audio", mode="4Q", lyrics=None,
-                                     audio=AudioCnnConfig(n_mels=32, width=0.125, embedding_dim=16))).eval()
-    uri = str(tmp_path_factory.mktemp("tl") / "bundle")
-    save_bundle(uri, model, CFG, None, ambiguous_threshold=0.4)
-    return uri
+    return make_audio_bundle(tmp_path_factory.mktemp("tl"), CFG, ambiguous_threshold=0.4)
 
 
 def test_predictor_writes_normalised_embeddings_and_timelines(audio_bundle, tmp_path):
