@@ -46,7 +46,7 @@ from scipy.special import log_softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
 
-from bench.realdata_cv import ModelResult, cv_baseline, markdown_table, splits  # noqa: E402
+from bench.realdata_cv import ModelResult, cv_baseline, results_table, splits  # noqa: E402
 
 
 def scored(name: str, kind: str, per_fold_probs: dict, y, folds, k, classes, wall: float, cpu: float, note: str = "") -> ModelResult:
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"## MIREX development slice, {k}-fold CV ({len(y)} songs, torch threads {args.threads}, total {total:.0f} s)")
     print()
-    print(markdown_table(results))
+    print(results_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps({r.name: {"kind": r.kind, "summary": r.summary, "wall": r.seconds,
                                                          "cpu": r.cpu_seconds, "note": r.note} for r in results}, indent=2))

@@ -50,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
 
-from bench.realdata_cv import cv_baseline, cv_network, markdown_table, preset_summary, report_results  # noqa: E402
+from bench.realdata_cv import cv_baseline, cv_network, preset_summary, report_results, results_table  # noqa: E402
 from labeler.labels import class_names  # noqa: E402
 
 MODELS = ("cnn6_scratch", "hybrid", "logmel_stats_lr", "descriptors_lr", "musicnn", "musicnn_tuned", "musicnn_hybrid",
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## 4Q audio, {k}-fold CV ({len(y)} clips, torch threads {args.threads}, total {total:.0f} s, "
           f"featurising {feat_seconds:.0f} s wall / {time.process_time() - c0:.0f} s CPU in the main process)")
     print()
-    print(markdown_table(results))
+    print(results_table(results))
     if args.report_dir:
         from train.report import write_report
 

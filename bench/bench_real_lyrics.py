@@ -48,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
 
-from bench.realdata_cv import ModelResult, cv_baseline, ece_floor, markdown_table, splits, train_network  # noqa: E402
+from bench.realdata_cv import ModelResult, cv_baseline, ece_floor, results_table, splits, train_network  # noqa: E402
 from labeler.labels import class_names  # noqa: E402
 
 WINDOW_TOKENS, OVERLAP, ALL_WINDOWS = 128, 16, 32
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"## MoodyLyrics4Q, {k}-fold CV ({len(y)} songs, total {time.perf_counter() - started:.0f} s)")
     print()
-    print(markdown_table(results))
+    print(results_table(results))
     branch = results[0].summary["macro_f1"]["mean"]
     print("\nthe stacked branch's lead in mean macro-F1 (target >= 0.03 over each baseline): " + ", ".join(
         f"{r.name} {branch - r.summary['macro_f1']['mean']:+.4f}" for r in results if r.kind == "baseline"))

@@ -196,14 +196,14 @@ def _pm(stat: dict) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat.get("std") is not None else f"{stat['mean']:.3f}"
 
 
-def markdown_table(results: list[ModelResult]) -> str:
-    lines = ["| model | kind | folds | macro-F1 (mean ± std) | accuracy | ECE | wall (s) | CPU (s) | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        s = r.summary
-        lines.append(f"| {r.name} | {r.kind} | {s['n_folds']} | {_pm(s['macro_f1'])} | {_pm(s['accuracy'])} | "
-                     f"{_pm(s['ece'])} | {r.seconds:.0f} | {r.cpu_seconds:.0f} | {r.note} |")
-    return "\n".join(lines)
+def results_table(results: list[ModelResult]) -> str:
+    """One Markdown row per model: its cross-validated scores and costs."""
+    from labeler.display import markdown_table
+
+    return markdown_table(
+        ["model", "kind", "folds", "macro-F1 (mean ± std)", "accuracy", "ECE", "wall (s)", "CPU (s)", "notes"],
+        [[r.name, r.kind, r.summary["n_folds"], _pm(r.summary["macro_f1"]), _pm(r.summary["accuracy"]),
+          _pm(r.summary["ece"]), f"{r.seconds:.0f}", f"{r.cpu_seconds:.0f}", r.note] for r in results])
 
 
 def report_results(results: list[ModelResult], classes: list[str], provenance: dict) -> dict:

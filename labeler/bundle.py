@@ -328,9 +328,9 @@ def load_bundle(uri: str, device: str | torch.device = "cpu", expect_version: st
 
     tokenizer = None
     if model_config.uses_lyrics:
-        from labeler.verified import load_tokenizer  # noqa: PLC0415
+        from labeler.verified import load_bundle_tokenizer  # noqa: PLC0415
 
-        tokenizer = load_tokenizer(uri, bundle.model_version)
+        tokenizer = load_bundle_tokenizer(uri, bundle.model_version)
     lexical = None
     if config.get("lexical") is not None:
         from labeler.lexical import LexicalModel  # noqa: PLC0415

@@ -78,6 +78,14 @@ def plot_label(value: object) -> str:
     return plain_text(value).replace("$", "\\$")
 
 
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table: `header` and `rows` (cells already formatted for Markdown: wrap untrusted text in
+    `markdown_cell` first; a cell is `str()`-ed), one line per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def check_plain(value: object, what: str, max_chars: int = MAX_NAME_CHARS) -> str:
     """`value` when it is a string of 1 to `max_chars` characters with no unsafe character; else ValueError.
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from labeler.display import markdown_table
 from labeler.labels import QUADRANTS
 
 
@@ -257,9 +258,8 @@ def nullable_strings(values: Any, n: int) -> list[str | None]:
     return [None if is_missing(v) else str(v) for v in values]
 
 
-def markdown_table(contract: Contract) -> str:
+def contract_table(contract: Contract) -> str:
     """The contract as a Markdown table, for the README."""
-    lines = ["| column | type | required | nullable | meaning |", "|---|---|---|---|---|"]
-    for c in contract.columns:
-        lines.append(f"| `{c.name}` | {c.type} | {'yes' if c.required else 'no'} | {'yes' if c.nullable else 'no'} | {c.doc} |")
-    return "\n".join(lines)
+    return markdown_table(["column", "type", "required", "nullable", "meaning"],
+                          [[f"`{c.name}`", c.type, "yes" if c.required else "no", "yes" if c.nullable else "no", c.doc]
+                           for c in contract.columns])

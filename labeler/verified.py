@@ -257,10 +257,10 @@ class TokenizerSource:
     model_version: str
 
     def load(self):
-        return load_tokenizer(self.bundle_uri, self.model_version)
+        return load_bundle_tokenizer(self.bundle_uri, self.model_version)
 
 
-def load_tokenizer(uri: str, expect_version: str):
+def load_bundle_tokenizer(uri: str, expect_version: str):
     """The bundle's tokenizer, loaded only from its verified files (no remote code, no hub)."""
     from transformers import AutoTokenizer  # noqa: PLC0415 - heavy import, only where a tokenizer is loaded
 

@@ -16,7 +16,7 @@ from labeler.bundle_info import BundleInfo
 from labeler.label_job import LabelJobConfig, OutputLayout
 from labeler.label_job.layout import check_same_optional_columns
 from labeler.label_rows import label_rows
-from labeler.schemas import LABELS, labels_contract, markdown_table, validate
+from labeler.schemas import LABELS, contract_table, labels_contract, validate
 
 WINDOW = {"start": 0.0, "end": 10.0, "label": "Q2", "label_prob": 0.6, "arousal_prob": 0.8, "valence_prob": 0.3}
 
@@ -80,7 +80,7 @@ def test_a_version_keeps_one_set_of_optional_columns(tmp_path):
 
 
 def test_contract_tables_name_the_new_columns():
-    text = markdown_table(labels_contract(embeddings=True, timeline=True, tags=True))
+    text = contract_table(labels_contract(embeddings=True, timeline=True, tags=True))
     for name in ("`ambiguous`", "`embedding`", "`timeline`", "`tags`"):
         assert name in text
     assert "embedding" not in LABELS.schema.names and "tags" not in LABELS.schema.names

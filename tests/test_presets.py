@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from train.presets import PRESETS, get_preset, markdown_table, parse_overrides
+from train.presets import PRESETS, get_preset, parse_overrides, presets_table
 
 
 def test_cli_overrides_arrive_as_strings_and_take_the_fields_types():
@@ -45,8 +45,8 @@ def test_unknown_preset_and_malformed_override():
         parse_overrides(["epochs"])
 
 
-def test_markdown_table_lists_every_preset():
-    table = markdown_table()
+def test_presets_table_lists_every_preset():
+    table = presets_table()
     assert table.splitlines()[0] == "| field | becmer | cpu-small |"
     assert "| `audio_width` | 1.0 | 0.25 |" in table
 

@@ -18,8 +18,8 @@ from labeler.schemas import (
     SchemaError,
     check_unique_ids,
     conform,
+    contract_table,
     is_missing,
-    markdown_table,
     nullable_strings,
     validate,
 )
@@ -148,9 +148,9 @@ def test_validating_a_directory_of_parquet_files(tmp_path):
     assert storage.read_parquet(str(folder)).num_rows == 4
 
 
-def test_markdown_table_lists_every_column():
+def test_contract_table_lists_every_column():
     for contract in CONTRACTS.values():
-        text = markdown_table(contract)
+        text = contract_table(contract)
         assert len(text.splitlines()) == len(contract.columns) + 2
         for column in contract.columns:
             assert f"`{column.name}`" in text

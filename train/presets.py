@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from labeler.audio.config import FeaturizerConfig as _F
 from labeler.coerce import coerce, field_types
+from labeler.display import markdown_table
 from labeler.labels import check_mode
 from labeler.lexical import LexicalConfig as _X
 from labeler.lyrics import LyricsConfig as _Ly
@@ -233,15 +234,12 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def markdown_table() -> str:
+def presets_table() -> str:
     """The presets as a Markdown table (the module docstring's table is this, edited for prose)."""
     keys = ["sample_rate", "clip_seconds", "hop_size", "n_mels", "audio_arch", "audio_width", "lyrics_encoder",
             "max_tokens", "freeze_lower_layers", "lr_audio", "lr_encoder", "lr_head", "lr_fusion", "batch_size",
             "epochs", "patience", "folds", "seed", "num_workers", "use_gpu"]
-    lines = ["| field | " + " | ".join(PRESETS) + " |", "|---|" + "---|" * len(PRESETS)]
-    for k in keys:
-        lines.append(f"| `{k}` | " + " | ".join(str(getattr(p, k)) for p in PRESETS.values()) + " |")
-    return "\n".join(lines)
+    return markdown_table(["field", *PRESETS], [[f"`{k}`", *(getattr(p, k) for p in PRESETS.values())] for k in keys])
 
 
 def check_branch_mode(branch: str, mode: str) -> None:
