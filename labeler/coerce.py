@@ -19,6 +19,7 @@ expects and what it got: the CLIs turn that into their one-line error.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from functools import cache
@@ -68,3 +69,13 @@ def coerce(name: str, raw: Any, annotation: Any) -> Any:
 def field_types(owner: Any) -> dict[str, Any]:
     """A dataclass's or a function's resolved annotations, for `coerce` (string annotations resolved once)."""
     return typing.get_type_hints(owner)
+
+
+def config_from_dict(cls, d: dict):
+    """A configuration dataclass from a bundle's or a run's JSON, refusing unknown keys (ValueError naming
+    them: a newer bundle's settings must not be silently dropped). Values are passed as they are; the
+    dataclass's own checks (`__post_init__`) judge them."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
+    return cls(**d)

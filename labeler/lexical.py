@@ -67,7 +67,7 @@ class LexicalConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LexicalConfig:
-        from labeler.lyrics import config_from_dict  # noqa: PLC0415
+        from labeler.coerce import config_from_dict  # noqa: PLC0415
 
         return config_from_dict(cls, d)
 

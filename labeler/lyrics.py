@@ -30,7 +30,7 @@ import codecs
 import math
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -50,15 +50,6 @@ class LyricsError(ValueError):
 
     def __init__(self, detail: str):
         super().__init__(f"{self.kind}: {detail}")
-
-
-def config_from_dict(cls, d: dict):
-    """A config dataclass from a bundle's JSON, refusing unknown keys (a newer bundle's settings must not
-    be silently dropped)."""
-    unknown = sorted(set(d) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
-    return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -89,6 +80,8 @@ class LyricsConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LyricsConfig:
+        from labeler.coerce import config_from_dict  # noqa: PLC0415
+
         return config_from_dict(cls, d)
 
 

@@ -58,7 +58,7 @@ def test_config_round_trip_fingerprint_and_frames():
         FeaturizerConfig(fmax=20000.0)
     with pytest.raises(ValueError, match="hop_size=0"):
         FeaturizerConfig(hop_size=0)
-    with pytest.raises(ValueError, match="unknown FeaturizerConfig field.*bogus"):
+    with pytest.raises(ValueError, match="unknown FeaturizerConfig key.*bogus"):
         FeaturizerConfig.from_dict({"bogus": 1})
 
 

@@ -116,11 +116,9 @@ class FeaturizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeaturizerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown FeaturizerConfig field(s): {', '.join(unknown)}")
-        return cls(**d)
+        from labeler.coerce import config_from_dict  # noqa: PLC0415
+
+        return config_from_dict(cls, d)
 
     def fingerprint(self) -> str:
         """16 hex chars of sha256 over the canonical JSON: feature caches are keyed by it."""

@@ -8,7 +8,7 @@ construction on a value the model could not be built from.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from labeler.labels import CLASSES_MODE, check_mode, class_names
@@ -175,11 +175,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig key(s): {', '.join(unknown)}")
-        return cls(**d)
+        from labeler.coerce import config_from_dict  # noqa: PLC0415
+
+        return config_from_dict(cls, d)
 
     def short_name(self) -> str:
         """Human-readable model id part, e.g. 'mood-4q-fusion-cnn6-minilm'."""
