@@ -197,6 +197,28 @@ def test_resources_follow_the_cluster_and_flags():
         LabelJobConfig(lease_seconds=1)
 
 
+def test_every_actor_of_the_plan_fits_one_node():
+    """Three one-CPU nodes (3 CPUs in all): the MusiCNN Predictor would ask for 2 CPUs, which no node has (Ray keeps
+    such an actor pending for good); it gets one node's CPU and as many threads. GPU actors are sized by the GPU
+    nodes, however many CPUs the CPU nodes add."""
+    small = [{"CPU": 1.0}] * 3
+    whole = resolve_resources(LabelJobConfig(), {"CPU": 3}, heavy_predictor=True)
+    assert whole.actor_cpus == 2.0  # what the cluster's total alone gave
+    fitted = resolve_resources(LabelJobConfig(), {"CPU": 3}, heavy_predictor=True, nodes=small)
+    assert (fitted.max_actors, fitted.actor_cpus, fitted.predictor_threads) == (1, 1.0, 1)
+    assert "1 CPU each (1 threads)" in fitted.describe()
+    # GPU nodes of one CPU beside a large CPU node: the GPU actor asks for what a GPU node has
+    gpu_nodes = [{"CPU": 16.0}, {"CPU": 0.5, "GPU": 1.0}, {"CPU": 0.5, "GPU": 1.0}]
+    gpu = resolve_resources(LabelJobConfig(), {"CPU": 17, "GPU": 2}, nodes=gpu_nodes)
+    assert (gpu.use_gpu, gpu.max_actors, gpu.actor_cpus) == (True, 2, 0.5)
+    assert resolve_resources(LabelJobConfig(), {"CPU": 16, "GPU": 1}, nodes=[{"CPU": 16.0}, {"GPU": 1.0}]).actor_cpus == 0
+    # one node of the whole cluster: the plan is the one the totals give
+    assert resolve_resources(LabelJobConfig(), {"CPU": 16}, heavy_predictor=True, nodes=[{"CPU": 16.0}]) == \
+        resolve_resources(LabelJobConfig(), {"CPU": 16}, heavy_predictor=True)
+    with pytest.raises(ValueError, match="fit no node of this cluster \\(the largest has 1 CPU\\): lower --featurise-cpus"):
+        resolve_resources(LabelJobConfig(featurise_cpus=2.0), {"CPU": 3}, nodes=small)
+
+
 # ---------------------------------------------------------------------------------------- with Ray
 
 

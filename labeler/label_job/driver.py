@@ -222,10 +222,19 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
             from labeler.session import ensure_ray as start_ray  # noqa: PLC0415
 
             start_ray(config.address)
-            res = resolve_resources(config, ray.cluster_resources(),
-                                    heavy_predictor=info.uses_audio and uses_musicnn_frontend(info.featurizer))
-            log.info("resources: %s", res)
-            summary.plan = res.describe()
+            heavy = info.uses_audio and uses_musicnn_frontend(info.featurizer)
+
+            def plan() -> Resources:
+                """The plan for the cluster as it is now (at the start and again at every resume)."""
+                alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+                res = resolve_resources(config, ray.cluster_resources(), heavy_predictor=heavy, nodes=alive)
+                log.info("resources on %d node(s): %s", len(alive), res)
+                if summary.plan and res.describe() != summary.plan:
+                    summary.replans += 1
+                summary.plan = res.describe()
+                return res
+
+            res = plan()
             report_stale_staging(layout)
             storage.remove(layout.success_uri)  # the version is incomplete until this run finishes
             staging = layout.staging_uri(run_id)
@@ -249,7 +258,8 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
                         for uri in sorted(set(layout.part_uris()) - parts_before - set(summary.files)):
                             add(read_part_record(uri).to_pylist()[0])  # committed, but its record was lost with the plan
                         filter_now = still_to_label(layout, ids)[1]
-                    records = build_dataset(catalogue_uri, columns, filter_now, info, res, config.rows_per_part, staging,
+                    records = build_dataset(catalogue_uri, columns, filter_now, info, plan() if number else res,
+                                            config.rows_per_part, staging,
                                             layout.partition_uri, config.embeddings, config.timeline_seconds,
                                             fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries,
                                             tags=config.tags, max_audio_seconds=config.max_audio_seconds)

@@ -41,8 +41,22 @@ HEAVY_PREDICTOR_SHARE = 0.75
 MAX_ACTOR_THREADS = 4  # a bigger share is split over more actors: intra-op threads scale poorly past a few
 
 
-def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_predictor: bool = False) -> Resources:
-    """Fill unset knobs from `ray.cluster_resources()`.
+def largest_nodes(nodes: list[dict[str, float]]) -> tuple[float, float]:
+    """(CPUs of the largest node, CPUs of the largest GPU node) among `nodes` (each alive node's resources, as
+    `ray.nodes()` gives them); 0 where there is no such node."""
+    cpu = max((float(n.get("CPU", 0)) for n in nodes), default=0.0)
+    gpu_cpu = max((float(n.get("CPU", 0)) for n in nodes if n.get("GPU", 0) >= 1), default=0.0)
+    return cpu, gpu_cpu
+
+
+def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_predictor: bool = False,
+                      nodes: list[dict[str, float]] | None = None) -> Resources:
+    """Fill unset knobs from `ray.cluster_resources()`, in a plan whose every actor fits one node.
+
+    `nodes` (each alive node's resources; None: one node holding the whole `cluster`): an actor never asks
+    for more CPUs than the largest node has (a GPU actor: than the largest GPU node has), and a Predictor
+    that wants more threads than its node has gets what the node has. Ray would otherwise keep such an
+    actor pending for good.
 
     With GPUs: one Predictor actor per GPU (the pool grows from one), batches of 64, and one CPU per
     featurise task. CPU only, with a light network (Cnn6, lyrics only): featurising dominates (decoding
@@ -90,6 +104,15 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_p
         # are a third of the work and mostly idle.
         actor_cpus = round(min(share, cpus - 1) / max_actors, 2)
         featurise_cpus = max(0.25, round((cpus - actor_cpus * max_actors) / cpus, 2))
+    node_cpus, gpu_node_cpus = largest_nodes(nodes) if nodes else (float(cpus), float(cpus) if gpus else 0.0)
+    fit = gpu_node_cpus if use_gpu else node_cpus
+    if actor_cpus > fit and (use_gpu or fit > 0):  # a GPU node without CPUs still hosts a 0-CPU GPU actor
+        actor_cpus = fit
+        if predictor_threads is not None:
+            predictor_threads = max(1, min(predictor_threads, int(fit)))
+    if featurise_cpus > node_cpus > 0:
+        raise ValueError(f"featurise tasks of {featurise_cpus:g} CPU fit no node of this cluster (the largest has "
+                         f"{node_cpus:g} CPU): lower --featurise-cpus")
     if cpus >= 2 and min_actors * actor_cpus > cpus - 1:
         raise ValueError(f"{min_actors} Predictor actor(s) of {actor_cpus:g} CPU would hold {min_actors * actor_cpus:g} of "
                          f"the cluster's {cpus} CPUs from the start; Ray Data's own tasks need a whole CPU beside them, "

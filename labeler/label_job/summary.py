@@ -53,6 +53,7 @@ class LabelSummary:
     plot_error: str | None = None  # why the --plot PNG was not drawn (the run still succeeds)
     plan: str = ""  # Resources.describe() of the run ("" when nothing needed labelling)
     resumes: int = 0  # times the run picked up after the cluster failed its plan (label_job.resume)
+    replans: int = 0  # times a resume found another cluster and planned again (the plan above is the last)
 
     @property
     def nothing_new(self) -> bool:
@@ -85,7 +86,8 @@ class LabelSummary:
             if self.plan:
                 lines.append(f"plan: {self.plan}")
             if self.resumes:
-                lines.append(f"resumed {self.resumes} time(s) after the cluster failed the run's plan (see the log file)")
+                lines.append(f"resumed {self.resumes} time(s) after the cluster failed the run's plan (see the log file)"
+                             + (f"; planned again {self.replans} time(s) for the nodes left" if self.replans else ""))
         if self.quadrants:
             total = sum(self.quadrants.values())
             dist = ", ".join(f"{q}={self.quadrants.get(q, 0)} ({100 * self.quadrants.get(q, 0) / total:.0f}%)" for q in QUADRANTS)
@@ -142,6 +144,8 @@ def finish(layout: OutputLayout, summary: LabelSummary, ids: pa.Array, started_a
             "run_id": summary.run_id,
             "written_this_run": summary.written,
             "resumes_this_run": summary.resumes,
+            "plan": summary.plan,
+            "replans_this_run": summary.replans,
             "started_at": started_at.isoformat(),
             "finished_at": datetime.now(UTC).isoformat(),
             "files": sorted(basename(u) for u in layout.part_uris()),
