@@ -1,10 +1,10 @@
-"""Benchmark (not a test): one fold's training with its feature-cache splits read once per trial
-(materialised in Ray's object store, the default under `materialize_mb`) against read once per epoch
-(streamed from storage, `materialize_mb=0`), in the same run on the same cache.
+"""Benchmark (not a test): one fold's training with its feature-cache splits read whole, once (pyarrow, handed
+to Ray as in-memory blocks: the default under `materialize_mb`, train.feature_cache.read_split) against read
+through Ray Data every time (streamed from storage, `materialize_mb=0`), in the same run on the same cache.
 
-Why: each epoch's iteration over a streamed split is a new Ray Data execution with seconds of fixed
-cost, which on small corpora outweighed the training steps (train/trial.py `in_memory`). The ratio
-streamed / materialised is the figure to track; absolute seconds depend on the machine.
+Why: each Ray Data read is a new execution with seconds of fixed cost (listing, footer readers, read tasks),
+which on small corpora outweighed the training steps (train.feature_cache.in_memory). The ratio
+streamed / in-memory is the figure to track; absolute seconds depend on the machine.
 
     .venv/bin/python bench/bench_trial_io.py --songs 80 --epochs 4 --json
 """
