@@ -56,6 +56,7 @@ def _group(item) -> str:
     return SHARED_GROUPS.get(module, module)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if STARTS_RAY & set(getattr(item, "fixturenames", ())):
