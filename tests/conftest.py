@@ -43,7 +43,8 @@ STARTS_RAY = {"ray_local", "trained_4q", "trained_musicnn"}
 # The whole suite runs in two pytest-xdist workers (`-n 2 --dist loadgroup` in pyproject.toml): much of its time is
 # spent waiting on Ray (process starts, scheduling), so two streams of tests fill the two cores. Tests that share
 # a module or session fixture run in one worker, so each expensive fixture is built once: one group per module,
-# and the modules that read one trained session artefact in one group. Groups are handed out longest first.
+# and the modules that read one trained session artefact in one group. Groups are handed out longest first
+# (this order; `--no-loadscope-reorder` stops xdist from re-sorting them by their number of tests).
 SHARED_GROUPS = {"test_mood_outputs": "trained_musicnn", "test_musicnn_branch": "trained_musicnn"}
 # Seconds each group took alone on an idle 2-core machine (--durations), for the longest-first order.
 GROUP_SECONDS = {"test_train": 446, "test_multinode": 373, "test_classes_e2e": 320, "trained_musicnn": 181,
