@@ -40,31 +40,23 @@ def pytest_configure(config):
 STARTS_RAY = {"ray_local", "trained_4q", "trained_musicnn"}
 
 
-# The whole suite runs in two pytest-xdist workers (`-n 2 --dist loadgroup` in pyproject.toml): much of its time is
-# spent waiting on Ray (process starts, scheduling), so two streams of tests fill the two cores. Tests that share
-# a module or session fixture run in one worker, so each expensive fixture is built once: one group per module,
-# and the modules that read one trained session artefact in one group. Groups are handed out longest first
-# (this order; `--no-loadscope-reorder` stops xdist from re-sorting them by their number of tests).
-SHARED_GROUPS = {"test_mood_outputs": "trained_musicnn", "test_musicnn_branch": "trained_musicnn"}
-# Seconds each group took alone on an idle 2-core machine (--durations), for the longest-first order.
-GROUP_SECONDS = {"test_train": 446, "test_multinode": 373, "test_classes_e2e": 320, "trained_musicnn": 181,
-                 "test_pipeline": 150, "test_recipe": 141, "test_demo": 128, "test_header_caps": 60, "test_jit_cache": 33,
-                 "test_serve": 29}
+# The whole suite runs in two pytest-xdist workers (`-n 2 --dist loadfile` in pyproject.toml): much of its time is
+# spent waiting on Ray (process starts, scheduling), so two streams of tests fill the two cores. A module's tests
+# run in one worker, so each module fixture is built once; a session artefact (`trained_4q`, `trained_musicnn`)
+# is read by one module only, so it is built once too. Modules are handed out longest first (this order;
+# `--no-loadscope-reorder` stops xdist from re-sorting them by their number of tests).
+# Seconds each module took alone on an idle 2-core machine (--durations), for the longest-first order.
+MODULE_SECONDS = {"test_train": 446, "test_multinode": 373, "test_classes_e2e": 320, "test_mood_outputs": 181,
+                  "test_pipeline": 150, "test_recipe": 141, "test_demo": 128, "test_header_caps": 60,
+                  "test_jit_cache": 33, "test_serve": 29}
 
 
-def _group(item) -> str:
-    module = item.module.__name__.rsplit(".", 1)[-1]
-    return SHARED_GROUPS.get(module, module)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if STARTS_RAY & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    # Stable: within a group the order stays the file's.
-    items.sort(key=lambda item: -GROUP_SECONDS.get(_group(item), 0.0))
+    # Stable: within a module the order stays the file's.
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.module.__name__.rsplit(".", 1)[-1], 0.0))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,10 @@
 read the new columns with pandas, pyarrow and DuckDB, and compare two model versions.
 
 Real Ray Train (the session's `trained_musicnn`: one fold of cpu-small's MusiCNN audio branch, small clips,
-few epochs, sized for a shared 2-core machine), real Ray Data labelling, real Parquet. The synthetic catalogue plants the quadrant
+few epochs, sized for a shared 2-core machine), real Ray Data labelling, real Parquet. The module also checks what
+that run is (`train --branch audio --preset cpu-small` trains MusiCNN with its Dense fine-tuned, on cached
+trunk features) and that its bundle labels without the wheel's files: the module that reads a session
+artefact is its only reader, so the two pytest-xdist workers never build it twice. The synthetic catalogue plants the quadrant
 in the audio (the synth package), so a trained model's embeddings must put songs of one quadrant closer
 together than songs of different ones. The second model version compared is another retained
 training checkpoint of the fold (a real model of another epoch), labelled into the same output as a roll-back would be.
@@ -20,6 +23,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
+from labeler.musicnn import wheel
 from tests.helpers import MUSICNN_SONGS
 
 pytestmark = pytest.mark.slow
@@ -152,3 +156,31 @@ def test_compare_two_versions_from_the_command_line(labelled, tmp_path):
     assert 0.0 <= result["agreement"] <= 1.0
     assert (report / "transitions.png").stat().st_size > 5_000
     assert "## Transitions" in (report / "report.md").read_text()
+
+
+def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_wheel(trained_musicnn, monkeypatch):
+    """`train --branch audio --preset cpu-small` (no --model; the session's `trained_musicnn`) trains MusiCNN on
+    cached embeddings; the bundle then labels songs in a process where the wheel's files are absent."""
+    import pyarrow.parquet as pq
+
+    from labeler.audio import Featurizer
+    from labeler.predict import Predictor
+
+    root, synth, _, result = trained_musicnn
+    config = json.loads((Path(result.bundle_uri) / "config.json").read_text())
+    assert config["model"]["audio"]["arch"] == "MusiCNN" and config["model"]["audio"]["encoder"] == "MSD_musicnn"
+    assert config["model"]["audio"]["tune_top"] is True  # cpu-small fine-tunes the Dense on top of the frozen trunk
+    assert config["featurizer"]["frontend"] == "musicnn" and config["featurizer"]["clip_seconds"] == 3.0
+    cache = next(Path(result.output_uri, "feature_cache").glob("*/"))
+    assert "patch_features" in pq.read_schema(next(cache.glob("*.parquet"))).names
+    f1 = next(iter(result.report["branches"]["audio"]["folds"].values()))["macro_f1"]
+    assert f1 > 0.25, f1  # above chance (4 classes) on 20 test songs
+
+    monkeypatch.setenv(wheel.DIR_ENV, str(root / "no-wheel-here"))
+    rows = pq.read_table(synth.catalogue_uri).slice(0, 6).to_pydict()
+    batch = {k: np.asarray(v, dtype=object) for k, v in rows.items() if k in ("song_id", "audio_uri", "lyrics")}
+    features = Featurizer(config["featurizer"])(batch)
+    out = Predictor(result.bundle_uri)(features)
+    labelled = [e is None for e in out["error"]]
+    assert sum(labelled) >= 5, out["error"]
+    assert np.allclose(out["probs"][labelled].sum(axis=1), 1.0, atol=1e-4)

@@ -7,10 +7,6 @@ on few and short clips, to keep CI cheap.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
@@ -131,32 +127,3 @@ def test_bundle_labels_without_the_wheel(musicnn_available, tmp_path, monkeypatc
     bundle = load_bundle(str(tmp_path / "bundle"))
     with torch.inference_mode():
         assert torch.allclose(bundle.model(log_mel=log_mel).logits, expected)
-
-
-@pytest.mark.slow
-def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_wheel(trained_musicnn, monkeypatch):
-    """`train --branch audio --preset cpu-small` (no --model; the session's `trained_musicnn`) trains MusiCNN on
-    cached embeddings; the bundle then labels songs in a process where the wheel's files are absent."""
-    import pyarrow.parquet as pq
-
-    from labeler.audio import Featurizer
-    from labeler.predict import Predictor
-
-    root, synth, _, result = trained_musicnn
-    config = json.loads((Path(result.bundle_uri) / "config.json").read_text())
-    assert config["model"]["audio"]["arch"] == "MusiCNN" and config["model"]["audio"]["encoder"] == "MSD_musicnn"
-    assert config["model"]["audio"]["tune_top"] is True  # cpu-small fine-tunes the Dense on top of the frozen trunk
-    assert config["featurizer"]["frontend"] == "musicnn" and config["featurizer"]["clip_seconds"] == 3.0
-    cache = next(Path(result.output_uri, "feature_cache").glob("*/"))
-    assert "patch_features" in pq.read_schema(next(cache.glob("*.parquet"))).names
-    f1 = next(iter(result.report["branches"]["audio"]["folds"].values()))["macro_f1"]
-    assert f1 > 0.25, f1  # above chance (4 classes) on 20 test songs
-
-    monkeypatch.setenv(wheel.DIR_ENV, str(root / "no-wheel-here"))
-    rows = pq.read_table(synth.catalogue_uri).slice(0, 6).to_pydict()
-    batch = {k: np.asarray(v, dtype=object) for k, v in rows.items() if k in ("song_id", "audio_uri", "lyrics")}
-    features = Featurizer(config["featurizer"])(batch)
-    out = Predictor(result.bundle_uri)(features)
-    labelled = [e is None for e in out["error"]]
-    assert sum(labelled) >= 5, out["error"]
-    assert np.allclose(out["probs"][labelled].sum(axis=1), 1.0, atol=1e-4)
