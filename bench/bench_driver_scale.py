@@ -44,9 +44,9 @@ def build(workdir: Path, rows: int, todo: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from labeler.bundle_info import read_bundle_info
+    from labeler.bundle.info import read_bundle_info
+    from labeler.contracts.schemas import LABELS, conform
     from labeler.label_job import OutputLayout
-    from labeler.schemas import LABELS, conform
     from tests.test_pipeline import make_bundle
 
     meta_path = workdir / "meta.json"

@@ -1,7 +1,7 @@
 """Fusion benchmark: 5-fold CV on the 200 MIREX development songs (audio + lyrics, 5 mood clusters).
 
-Data: ../shared/data/mirex, read by the project's adapter (train.datasets.mirex, mode `classes`),
-folds by train.folds.assign_folds (k=5, seed 8848, stratified by cluster). Each test fold is scored
+Data: ../shared/data/mirex, read by the project's adapter (train.data.datasets.mirex, mode `classes`),
+folds by train.data.folds.assign_folds (k=5, seed 8848, stratified by cluster). Each test fold is scored
 once; the next fold is the validation fold (early stopping, checkpoint choice, temperatures, and the
 fitting and choice of late/gated fusion); the other three (120 songs) train.
 
@@ -14,7 +14,7 @@ Rows (all on the same splits):
       labeler train --manifest M --branch all --mode classes --preset cpu-small --folds all --output R
 
   read back from `R/report.json`: the audio branch (frozen MusiCNN + head), the stacked lyrics branch,
-  the fusion head and the late and gated fusions fitted on validation (`train.fusion`), the fusion the
+  the fusion head and the late and gated fusions fitted on validation (`train.select.fusion`), the fusion the
   run kept (the simplest within one standard error of the best validation score) and, for comparison,
   the fusion the plain best validation score would have kept, each scored on the test folds (a run
   of `--branch fusion` alone over `--audio-run R --lyrics-run R` works too: the branches' test
@@ -50,7 +50,7 @@ from bench.realdata_cv import ModelResult, cv_baseline, results_table, splits  #
 
 
 def scored(name: str, kind: str, per_fold_probs: dict, y, folds, k, classes, wall: float, cpu: float, note: str = "") -> ModelResult:
-    from train.metrics import classification_metrics
+    from train.score.metrics import classification_metrics
 
     result = ModelResult(name, kind, seconds=wall, cpu_seconds=cpu, note=note)
     for test_fold, _, _, test_idx in splits(folds, k):
@@ -60,8 +60,8 @@ def scored(name: str, kind: str, per_fold_probs: dict, y, folds, k, classes, wal
 
 def fusion_rows(prefix: str, audio: dict, lyrics: dict, y, folds, k, classes, head: dict | None = None) -> list[ModelResult]:
     """Late/gated fusion (and the chosen fusion) of two branches' calibrated logits, per fold."""
-    from train import fusion
-    from train.metrics import macro_f1
+    from train.score.metrics import macro_f1
+    from train.select import fusion
 
     n = len(classes)
     probs: dict[str, dict] = {kind: {} for kind in (*fusion.LATE_KINDS, "chosen")}
@@ -106,7 +106,7 @@ def run_rows(run: Path, folds: np.ndarray, k: int, branch_runs: dict[str, Path] 
     The run must have trained every fold on this slice's folds (checked: the same test songs per fold).
     `branch_runs`: where a `--branch fusion` run's audio and lyrics runs are (default: inside `run`).
     """
-    from train import fusion
+    from train.select import fusion
 
     report = json.loads((run / "report.json").read_text())
     branches, selection = report["branches"], report["selection"]["fusion"]
@@ -158,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.bench_real_audio import cached_features, featurizer_config
     from bench.bench_real_lyrics import head_tail_vectors
-    from labeler.lyrics import clean_lyrics
-    from train.baselines import audio_baseline, lyrics_baseline, vector_baseline
-    from train.calibration import fit_temperature
-    from train.datasets.mirex import prepare_mirex
-    from train.folds import assign_folds
-    from train.manifest import label_kind
-    from train.presets import get_preset
+    from labeler.lyrics.text import clean_lyrics
+    from train.data.datasets.mirex import prepare_mirex
+    from train.data.folds import assign_folds
+    from train.data.manifest import label_kind
+    from train.fit.presets import get_preset
+    from train.score.baselines import audio_baseline, lyrics_baseline, vector_baseline
+    from train.select.calibration import fit_temperature
 
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)

@@ -2,7 +2,7 @@
 
 One song = a 30-s chorus clip at 32 kHz, hop 320 -> 3001 frames x 64 mels, plus 512 lyric tokens
 (the worst case: a full window of lyrics). Models are randomly initialised apart from the lyrics
-encoder (MiniLM from labeler.pretrained when installed, else a tiny BERT): speed does not depend on
+encoder (MiniLM from labeler.lyrics.pretrained when installed, else a tiny BERT): speed does not depend on
 the weights. Runs the model exactly as the Predictor does (eval, inference_mode, bf16 autocast on
 CUDA), on a fixed batch, after one warm-up batch.
 
@@ -28,7 +28,7 @@ SIZES = [("Cnn6", 0.25), ("Cnn6", 1.0), ("Cnn10", 1.0)]
 def lyrics_encoder_config() -> tuple[LyricsEncoderConfig, str]:
     """MiniLM when the offline package is there, else a tiny BERT built on the spot."""
     try:
-        from labeler.pretrained import resolve_encoder
+        from labeler.lyrics.pretrained import resolve_encoder
 
         resolve_encoder("MiniLM")
         return LyricsEncoderConfig(name_or_path="MiniLM"), "MiniLM-L6"

@@ -77,11 +77,11 @@ def make_catalogue(workdir: Path, songs: int, seconds: float, distinct: int | No
 def make_bundle(workdir: Path, audio_model: str | None = None) -> str:
     """A fused bundle with the cpu-small architecture (its audio model, or `audio_model`: MusiCNN, Cnn6, ...)
     and MiniLM from the offline package; untrained heads (MusiCNN's encoder has its pretrained weights)."""
-    from labeler.bundle import save_bundle
+    from labeler.bundle.store import save_bundle
+    from labeler.lyrics.pretrained import load_tokenizer
     from labeler.models import EmotionModel, ModelConfig
-    from labeler.pretrained import load_tokenizer
-    from train.configs import featurizer_config, lyrics_config, model_config
-    from train.presets import get_preset
+    from train.fit.configs import featurizer_config, lyrics_config, model_config
+    from train.fit.presets import get_preset
 
     p = get_preset("cpu-small", **({"audio_arch": audio_model} if audio_model else {}))
     uri = workdir / f"bundle-cpu-small-{p.audio_arch.lower()}-untrained"
@@ -100,11 +100,11 @@ def stage_sums(catalogue: str, bundle: str, limit: int, batch_size: int = 8) -> 
     import numpy as np
     import pyarrow.parquet as pq
 
-    from labeler import storage
     from labeler.audio import Featurizer
-    from labeler.bundle import read_bundle_config
-    from labeler.lyrics import LyricsTokenizer
-    from labeler.predict import Predictor
+    from labeler.bundle.store import read_bundle_config
+    from labeler.inference.predict import Predictor
+    from labeler.io import storage
+    from labeler.lyrics.text import LyricsTokenizer
 
     rows = pq.read_table(catalogue).slice(0, limit).to_pydict()
     config = read_bundle_config(bundle)
@@ -129,11 +129,11 @@ def plain_loop(catalogue: str, bundle: str, limit: int) -> dict:
     """The seed's way: one process, one song after another (batch of one), same components."""
     import pyarrow.parquet as pq
 
-    from labeler import storage
     from labeler.audio import Featurizer
-    from labeler.bundle import read_bundle_config
-    from labeler.lyrics import LyricsTokenizer
-    from labeler.predict import Predictor
+    from labeler.bundle.store import read_bundle_config
+    from labeler.inference.predict import Predictor
+    from labeler.io import storage
+    from labeler.lyrics.text import LyricsTokenizer
 
     rows = pq.read_table(catalogue).slice(0, limit).to_pylist()
     config = read_bundle_config(bundle)

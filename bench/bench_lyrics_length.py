@@ -1,7 +1,7 @@
 """How long are real lyrics in encoder tokens? Backs the choice of max_tokens and the long policy.
 
 Reads the Genius pages of MoodyLyrics4Q (../shared/data/moodylyrics4q/lyrics/*.json), cleans them
-with labeler.lyrics.clean_lyrics and counts MiniLM (BERT uncased WordPiece) tokens without
+with labeler.lyrics.text.clean_lyrics and counts MiniLM (BERT uncased WordPiece) tokens without
 truncation, special tokens included. Reports the distribution, the share of songs over 256 and 512
 tokens and the mean share of a song's tokens each window keeps. Not a test.
 
@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labeler.lyrics import clean_lyrics  # noqa: E402
-from labeler.pretrained import load_tokenizer  # noqa: E402
+from labeler.lyrics.pretrained import load_tokenizer  # noqa: E402
+from labeler.lyrics.text import clean_lyrics  # noqa: E402
 
 
 def token_lengths(files: list[Path], tokenizer) -> np.ndarray:

@@ -79,11 +79,11 @@ def predictor_overhead(catalogue: str, bundle: str, batch: int, repeats: int) ->
     import numpy as np
     import pyarrow.parquet as pq
 
-    from labeler import storage
     from labeler.audio import Featurizer
-    from labeler.bundle import read_bundle_config
-    from labeler.lyrics import LyricsTokenizer
-    from labeler.predict import Predictor
+    from labeler.bundle.store import read_bundle_config
+    from labeler.inference.predict import Predictor
+    from labeler.io import storage
+    from labeler.lyrics.text import LyricsTokenizer
 
     config = read_bundle_config(bundle)
     rows = pq.read_table(catalogue).slice(0, batch).to_pydict()
@@ -127,7 +127,7 @@ def long_track(path: Path, minutes: float) -> str:
 def timeline_cost(bundle: str, workdir: Path, timeline: float, minutes: list[float]) -> dict:
     import torch
 
-    from labeler.predict import Predictor
+    from labeler.inference.predict import Predictor
 
     predictor = Predictor(bundle, batch_size=32, timeline_seconds=timeline)
     out = {"torch_threads": torch.get_num_threads()}

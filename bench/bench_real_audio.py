@@ -1,7 +1,7 @@
 """Real-data audio benchmark: 5-fold CV on the 160 4Q clips: MusiCNN, Cnn6 from scratch, Hybrid, log-mel stats + LR.
 
 Data: the 4Q slice in ../shared/data/4q (160 30-s MP3 clips, 40 a quadrant), read by the project's
-adapter (train.datasets.fourq), folds by train.folds.assign_folds (k=5, seed 8848, stratified). Each
+adapter (train.data.datasets.fourq), folds by train.data.folds.assign_folds (k=5, seed 8848, stratified). Each
 test fold is scored once; the next fold is the validation fold (early stopping, checkpoint choice
 and temperature); the other three (96 clips) train.
 
@@ -11,8 +11,8 @@ Hybrid branch, computed once for all models (2 processes). Networks follow `cpu-
 Cnn6, embedding 128, AdamW 1e-3, warmup + cosine, SpecAugment, class weights) with 12 epochs,
 patience 4 by default (about 1.2 CPU-seconds per 16-clip step). The Hybrid branch is the same Cnn6
 plus the descriptor vector, standardised with the training rows' mean and std. The baseline
-(train.baselines.audio_baseline) is fitted on the same training rows, and so is a second one, the
-same logistic regression on the descriptors alone (train.baselines.vector_baseline), which shows how
+(train.score.baselines.audio_baseline) is fitted on the same training rows, and so is a second one, the
+same logistic regression on the descriptors alone (train.score.baselines.vector_baseline), which shows how
 much of the Hybrid branch's gain the descriptors make.
 
     MOOD_LABELER_DATA=../shared/data .venv/bin/python bench/bench_real_audio.py
@@ -51,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
 
 from bench.realdata_cv import cv_baseline, cv_network, preset_summary, report_results, results_table  # noqa: E402
-from labeler.labels import class_names  # noqa: E402
+from labeler.contracts.labels import class_names  # noqa: E402
 
 MODELS = ("cnn6_scratch", "hybrid", "logmel_stats_lr", "descriptors_lr", "musicnn", "musicnn_tuned", "musicnn_hybrid",
           "musicnn_stats_lr")
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
     parser.add_argument("--features-cache", default=None,
                         help="an .npz to reuse the featurised clips from (written when absent; keyed by the featurizer fingerprint)")
-    parser.add_argument("--report-dir", default=None, help="also write train.report's report (JSON, Markdown, plots) here")
+    parser.add_argument("--report-dir", default=None, help="also write train.score.report's report (JSON, Markdown, plots) here")
     parser.add_argument("--musicnn-clips", default="30", help="chorus clip lengths (s) of the musicnn models, e.g. 10,20,30")
     parser.add_argument("--musicnn-model", default="MSD_musicnn", help="MSD_musicnn or MTT_musicnn")
     parser.add_argument("--seeds", type=int, default=1,
@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from labeler.audio import DESCRIPTOR_DIM
     from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
-    from train.baselines import audio_baseline, vector_baseline
-    from train.datasets.fourq import prepare_4q
-    from train.folds import assign_folds
-    from train.presets import get_preset
+    from train.data.datasets.fourq import prepare_4q
+    from train.data.folds import assign_folds
+    from train.fit.presets import get_preset
+    from train.score.baselines import audio_baseline, vector_baseline
 
     torch.set_num_threads(args.threads)
     preset = get_preset("cpu-small", epochs=args.epochs, patience=args.patience, clip_seconds=args.clip_seconds)
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(results_table(results))
     if args.report_dir:
-        from train.report import write_report
+        from train.score.report import write_report
 
         provenance = {"benchmark": "bench/bench_real_audio.py", "clips": len(y), "k": k, "seconds": round(total, 1),
                       "featurise_seconds": round(feat_seconds, 1), "featurizer": config.to_dict(),

@@ -2,33 +2,33 @@
 the simple baselines.
 
 Data: the MoodyLyrics4Q slice in ../shared/data/moodylyrics4q (1,354 songs with lyrics), read by the
-project's adapter, folds by train.folds.assign_folds (k=5, seed 8848, stratified). For each test
+project's adapter, folds by train.data.folds.assign_folds (k=5, seed 8848, stratified). For each test
 fold the next fold is the validation fold (every choice: C of the logistic regressions, head epoch,
 stacker, temperature); the other three train. The test fold is scored once.
 
 Models (all on the same split):
 
-- `tfidf_lr` (baseline): train.baselines.lyrics_baseline, word 1-2 grams, C=1.
+- `tfidf_lr` (baseline): train.score.baselines.lyrics_baseline, word 1-2 grams, C=1.
 - `minilm_frozen_head128_lr` (baseline): frozen all-MiniLM-L6-v2, masked mean over the first
-  128-token window, + train.baselines.vector_baseline (C=1).
+  128-token window, + train.score.baselines.vector_baseline (C=1).
 - `minilm_frozen_windows_lr` (baseline): the same on whole-lyric windows (mean of window vectors).
 - `minilm_frozen_head_tail{128,256,512}_lr`: the same on one window truncated head+tail (the first and
   last halves) to 128, 256 or 512 tokens, the policy whole-lyric windows replace.
-- `lexical` (branch part): labeler.lexical.LexicalModel (word 1-2 + char_wb 2-5 TF-IDF), C on validation.
+- `lexical` (branch part): labeler.lyrics.lexical.LexicalModel (word 1-2 + char_wb 2-5 TF-IDF), C on validation.
 - `encoder_windows` (branch part): the frozen windowed encoder + the branch's linear head trained by
   the training code (AdamW, class weights, warmup + cosine, early stopping on validation macro-F1;
   bench.realdata_cv.train_network) on the cached song vectors, which is what the Ray Train loop does
   with a frozen encoder in eval mode, minus the repeated encoder passes.
 - `stacked` (the branch): LexicalModel.fit_stack on the validation fold's logits of the two parts,
-  then the temperature on the validation fold's cross-fitted stacked logits (train.stacking's order).
+  then the temperature on the validation fold's cross-fitted stacked logits (train.select.stacking's order).
 
 Calibration: besides each fold's ECE (271 test songs), the ECE of all 1,354 out-of-fold predictions
 pooled, and beside each its floor (`realdata_cv.ece_floor`: the ECE a perfectly calibrated model with
 the same probabilities shows on that many songs, from finite-sample noise alone).
 
 The frozen encoder's window vectors are computed once with the product's tokenisation
-(labeler.lyrics.tokenize with max_windows) and encoder (LyricsEncoder pooling) and cached under
---cache; the window cap (--windows) is applied to the cached list with labeler.lyrics.window_starts.
+(labeler.lyrics.text.tokenize with max_windows) and encoder (LyricsEncoder pooling) and cached under
+--cache; the window cap (--windows) is applied to the cached list with labeler.lyrics.text.window_starts.
 Labelling cost: songs/s of the frozen encoder on one thread, whole-lyric windows vs one 128-token
 window (`--cost`).
 
@@ -49,21 +49,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the checkout
 
 from bench.realdata_cv import ModelResult, cv_baseline, ece_floor, results_table, splits, train_network  # noqa: E402
-from labeler.labels import class_names  # noqa: E402
+from labeler.contracts.labels import class_names  # noqa: E402
 
 WINDOW_TOKENS, OVERLAP, ALL_WINDOWS = 128, 16, 32
 
 
 def load(data: Path, seed: int):
-    from train.datasets.moodylyrics4q import prepare_moodylyrics4q
-    from train.folds import assign_folds
+    from train.data.datasets.moodylyrics4q import prepare_moodylyrics4q
+    from train.data.folds import assign_folds
 
     return assign_folds(prepare_moodylyrics4q(data / "moodylyrics4q"), k=5, seed=seed)
 
 
 def encoder_and_tokenizer():
+    from labeler.lyrics.pretrained import load_tokenizer
     from labeler.models import LyricsEncoder, LyricsEncoderConfig
-    from labeler.pretrained import load_tokenizer
 
     return LyricsEncoder(LyricsEncoderConfig(name_or_path="MiniLM"), pretrained=True).eval(), load_tokenizer("MiniLM")
 
@@ -78,7 +78,7 @@ def pooled(encoder, ids: np.ndarray, mask: np.ndarray, batch: int) -> np.ndarray
 
 def window_vectors(texts: list[str], cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (n_windows, hidden), owner song index (n_windows,)) of every window of every song, cached."""
-    from labeler.lyrics import LyricsConfig, tokenize
+    from labeler.lyrics.text import LyricsConfig, tokenize
 
     path = cache / f"windows{WINDOW_TOKENS}_overlap{OVERLAP}.npz"
     if path.exists():
@@ -101,7 +101,7 @@ def window_vectors(texts: list[str], cache: Path) -> tuple[np.ndarray, np.ndarra
 
 def head_tail_vectors(texts: list[str], cache: Path, tokens: int) -> np.ndarray:
     """One vector per song from the head+tail truncation at `tokens` (the one-window policy), cached."""
-    from labeler.lyrics import LyricsConfig, tokenize
+    from labeler.lyrics.text import LyricsConfig, tokenize
 
     path = cache / f"head_tail{tokens}.npy"
     if path.exists():
@@ -155,9 +155,9 @@ def head_model(vectors: np.ndarray, dropout: float):
 
 def cv_stacked(texts, vectors, y, folds, k, classes, preset, lexical_grid, log=print) -> list[ModelResult]:
     """The branch's parts and the stacked branch, with every choice on the validation fold."""
-    from labeler.lexical import LexicalModel
-    from train.calibration import apply_temperature, expected_calibration_error, fit_temperature
-    from train.metrics import classification_metrics
+    from labeler.lyrics.lexical import LexicalModel
+    from train.score.metrics import classification_metrics
+    from train.select.calibration import apply_temperature, expected_calibration_error, fit_temperature
 
     results = {name: ModelResult(name, "branch") for name in ("stacked", "lexical", "encoder_windows")}
     pooled = {name: ([], []) for name in results}  # out-of-fold test probabilities and targets, every fold
@@ -212,7 +212,7 @@ def cv_stacked(texts, vectors, y, folds, k, classes, preset, lexical_grid, log=p
 
 def labelling_cost(texts: list[str], windows: int, n: int = 64) -> dict:
     """Frozen-encoder songs/s on one thread: one 128-token window vs whole-lyric windows (cap `windows`)."""
-    from labeler.lyrics import LyricsConfig, tokenize
+    from labeler.lyrics.text import LyricsConfig, tokenize
     from labeler.models import LyricsEncoder, LyricsEncoderConfig
 
     torch.set_num_threads(1)
@@ -240,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost", action="store_true", help="also time the frozen encoder per song (labelling cost)")
     args = parser.parse_args(argv)
 
-    from labeler.lyrics import clean_lyrics
-    from train.baselines import lyrics_baseline, vector_baseline
-    from train.presets import get_preset
+    from labeler.lyrics.text import clean_lyrics
+    from train.fit.presets import get_preset
+    from train.score.baselines import lyrics_baseline, vector_baseline
 
     torch.set_num_threads(args.threads)
     preset = get_preset("cpu-small")
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     emb, owner = window_vectors(texts, Path(args.cache))
     head = song_vectors(emb, owner, len(y), 1)
     whole = song_vectors(emb, owner, len(y), args.windows)
-    from labeler.lexical import LexicalConfig
+    from labeler.lyrics.lexical import LexicalConfig
 
     grid = [LexicalConfig(char_max=0, C=c) for c in (3.0, 10.0)] + [LexicalConfig(C=c) for c in (3.0, 10.0, 30.0)]
     results = cv_stacked(texts, whole, y, folds, k, classes, preset, grid)

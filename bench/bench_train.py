@@ -1,6 +1,6 @@
 """Training throughput per worker (samples/s) for each branch under the cpu-small and becmer presets.
 
-Not a test. Times a few optimizer steps of the exact models and optimizers `train.loop` builds
+Not a test. Times a few optimizer steps of the exact models and optimizers `train.fit.loop` builds
 (class-weighted loss, per-branch learning rates, frozen lower encoder layers, bf16 autocast on GPU),
 on random inputs shaped as the preset's features, without Ray: this is the per-worker cost that the
 cluster multiplies. Encoders are built from their configs (BERT-base-sized for becmer, MiniLM-L6 for
@@ -22,7 +22,7 @@ def encoder_config(preset):
     from transformers import AutoConfig, BertConfig
 
     if preset.lyrics_encoder == "MiniLM":
-        from labeler.pretrained import resolve_encoder
+        from labeler.lyrics.pretrained import resolve_encoder
 
         return AutoConfig.from_pretrained(resolve_encoder("MiniLM"))
     return BertConfig()  # bert-base-uncased geometry (12 x 768)
@@ -30,10 +30,10 @@ def encoder_config(preset):
 
 def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch_size: int | None) -> dict:
     from labeler.models import EmotionModel, ModelConfig
-    from train.configs import featurizer_config, model_config
-    from train.loop import forward_kwargs, freeze_lyrics_layers, make_optimizer, param_groups
-    from train.presets import get_preset
-    from train.step import train_epoch
+    from train.fit.configs import featurizer_config, model_config
+    from train.fit.loop import forward_kwargs, freeze_lyrics_layers, make_optimizer, param_groups
+    from train.fit.presets import get_preset
+    from train.fit.step import train_epoch
 
     preset = get_preset(preset_name, **({"batch_size": batch_size} if batch_size else {}))
     model = EmotionModel(ModelConfig.from_dict(model_config(preset, branch, "4Q")),
@@ -54,7 +54,7 @@ def bench(preset_name: str, branch: str, steps: int, device: torch.device, batch
 
     constant = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
-    def run(n: int) -> None:  # the production step (train.step), on the same synthetic batch n times
+    def run(n: int) -> None:  # the production step (train.fit.step), on the same synthetic batch n times
         train_epoch(model, ((forward_kwargs(batch, branch, device), y) for _ in range(n)), opt, constant,
                     grad_clip=preset.grad_clip, device=device, amp=amp)
 

@@ -1,9 +1,9 @@
 """Benchmark (not a test): one fold's training with its feature-cache splits read whole, once (pyarrow, handed
-to Ray as in-memory blocks: the default under `materialize_mb`, train.feature_cache.read_split) against read
+to Ray as in-memory blocks: the default under `materialize_mb`, train.cache.feature_cache.read_split) against read
 through Ray Data every time (streamed from storage, `materialize_mb=0`), in the same run on the same cache.
 
 Why: each Ray Data read is a new execution with seconds of fixed cost (listing, footer readers, read tasks),
-which on small corpora outweighed the training steps (train.feature_cache.in_memory). The ratio
+which on small corpora outweighed the training steps (train.cache.feature_cache.in_memory). The ratio
 streamed / in-memory is the figure to track; absolute seconds depend on the machine.
 
     .venv/bin/python bench/bench_trial_io.py --songs 80 --epochs 4 --json
@@ -31,11 +31,11 @@ def main() -> int:
 
     import ray
 
-    from labeler import storage
+    from labeler.io import storage
     from synth import SynthConfig, synthesise
-    from train.datasets.synth import prepare_synth
-    from train.folds import assign_folds
-    from train.run import train
+    from train.data.datasets.synth import prepare_synth
+    from train.data.folds import assign_folds
+    from train.fit.run import train
 
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     root = Path(tempfile.mkdtemp(prefix="bench_trial_io-"))

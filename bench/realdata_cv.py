@@ -1,13 +1,13 @@
 """Shared k-fold cross-validation for the real-data benchmarks (bench_real_lyrics.py, bench_real_audio.py).
 
-Why an in-process loop instead of `train.run` (Ray Train): on two shared CPU cores the benchmarks
+Why an in-process loop instead of `train.fit.run` (Ray Train): on two shared CPU cores the benchmarks
 must finish in minutes, and Ray Train's per-trial start-up and the feature cache would dominate a
 160-clip run. The parts that decide what is learnt are the training code's own: the preset
-(`train.presets`), folds (`train.folds.assign_folds`, `split_for`: val = fold (test+1) % k), parameter
+(`train.fit.presets`), folds (`train.data.folds.assign_folds`, `split_for`: val = fold (test+1) % k), parameter
 groups and learning rates, AdamW, warmup + cosine schedule, encoder freezing, balanced class weights
-(`train.loop`), the training step itself (`train.step`: batches and step count, clipping, the
+(`train.fit.loop`), the training step itself (`train.fit.step`: batches and step count, clipping, the
 epoch of training and of validation, early stopping), temperature scaling on the validation fold
-(`train.calibration`), scoring and fold summaries (`train.metrics`). What is left here is only the
+(`train.select.calibration`), scoring and fold summaries (`train.score.metrics`). What is left here is only the
 data: in-memory arrays instead of feature-cache shards. Checkpoint selection and early stopping use the validation fold
 only; the test fold is scored once, with the selected weights.
 
@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from train.calibration import apply_temperature, fit_temperature
-from train.folds import split_for
-from train.loop import class_weights_from_counts, freeze_lyrics_layers, make_optimizer, make_scheduler, param_groups
-from train.metrics import classification_metrics, summarise_folds
-from train.presets import TrainPreset
-from train.step import EarlyStopping, plan_batches, predict, train_epoch, validate_epoch
+from train.data.folds import split_for
+from train.fit.loop import class_weights_from_counts, freeze_lyrics_layers, make_optimizer, make_scheduler, param_groups
+from train.fit.presets import TrainPreset
+from train.fit.step import EarlyStopping, plan_batches, predict, train_epoch, validate_epoch
+from train.score.metrics import classification_metrics, summarise_folds
+from train.select.calibration import apply_temperature, fit_temperature
 
 TENSOR_DTYPES = {"log_mel": torch.float32, "patch_features": torch.float32, "descriptors": torch.float32,
                  "input_ids": torch.long, "attention_mask": torch.long}
@@ -68,7 +68,7 @@ def _tensors(inputs: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, torch.
 
 def _batches(inputs: dict[str, np.ndarray], y: np.ndarray | None, rows: np.ndarray, batch_size: int,
              drop_last: bool = False):
-    """In-memory rows as the (forward kwargs, targets) pairs `train.step` takes (y None: prediction only)."""
+    """In-memory rows as the (forward kwargs, targets) pairs `train.fit.step` takes (y None: prediction only)."""
     stop = len(rows) - len(rows) % batch_size if drop_last else len(rows)
     for start in range(0, stop, batch_size):
         part = rows[start:start + batch_size]
@@ -180,7 +180,7 @@ def ece_floor(probs: np.ndarray, draws: int = 200, seed: int = 0) -> float:
     ECE of each draw is averaged: what finite-sample noise alone adds, the floor under any measured
     ECE on a test fold of this size (about 0.05 on 271 songs of four classes at ~0.57 accuracy).
     """
-    from train.calibration import expected_calibration_error
+    from train.select.calibration import expected_calibration_error
 
     probs = np.asarray(probs, dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -198,7 +198,7 @@ def _pm(stat: dict) -> str:
 
 def results_table(results: list[ModelResult]) -> str:
     """One Markdown row per model: its cross-validated scores and costs."""
-    from labeler.display import markdown_table
+    from labeler.runtime.display import markdown_table
 
     return markdown_table(
         ["model", "kind", "folds", "macro-F1 (mean ± std)", "accuracy", "ECE", "wall (s)", "CPU (s)", "notes"],
@@ -207,7 +207,7 @@ def results_table(results: list[ModelResult]) -> str:
 
 
 def report_results(results: list[ModelResult], classes: list[str], provenance: dict) -> dict:
-    """The `results` dict train.report.write_report takes (see its docstring)."""
+    """The `results` dict train.score.report.write_report takes (see its docstring)."""
     def entry(r: ModelResult) -> dict:
         return {"folds": r.folds, "summary": r.summary, "curves": r.curves}
 

@@ -8,9 +8,9 @@ dependencies (torch, Ray) load only when needed. The command line lives here, ou
 so that `labeler/` (the runtime that labels) never depends on `train/` or on argument parsing
 (tests/test_layout.py checks it).
 
-Every command runs in a `labeler.session.session`: Ray's and the libraries' output goes to a log file
+Every command runs in a `labeler.runtime.session.session`: Ray's and the libraries' output goes to a log file
 whose path is printed first; a command that takes a `console` talks to the person through it, and the
-`print()`s of one that does not still reach the person. Failures end as one line (labeler.errors):
+`print()`s of one that does not still reach the person. Failures end as one line (labeler.runtime.errors):
 an expected one (bad flags or input, credentials, a bad bundle, a busy output) exits 2, a bug exits
 1 and names the log holding its traceback; `--debug` also prints the traceback.
 """
@@ -79,8 +79,8 @@ def _run(module, args: argparse.Namespace, console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from labeler import session as session_mod  # noqa: PLC0415
-    from labeler.errors import explain  # noqa: PLC0415
+    from labeler.runtime import session as session_mod  # noqa: PLC0415
+    from labeler.runtime.errors import explain  # noqa: PLC0415
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         try:
             console = stack.enter_context(session_mod.session(session_mod.SessionOptions(args.command, verbose=verbose)))
-        except OSError as exc:  # no safe log file (labeler/private_dir.py): nothing ran yet, say why in one line
+        except OSError as exc:  # no safe log file (labeler/runtime/private_dir.py): nothing ran yet, say why in one line
             print(f"{prog}: error: {explain(exc) or exc}", file=sys.stderr)
             return 2
-        from labeler.storage import quiet_credential_loggers  # noqa: PLC0415
+        from labeler.io.storage import quiet_credential_loggers  # noqa: PLC0415
 
         quiet_credential_loggers()  # botocore and friends log credentials at DEBUG, even under -v
         # evaluate's stdout is its metrics (JSON by default, for scripts): nothing else may go there.

@@ -2,15 +2,15 @@
 
 1. Synthesise a catalogue whose emotion is planted in audio and lyrics (the `synth` package), with a
    few broken rows, so the labelling summary has errors to report; its manifest comes from the
-   corpus's dataset adapter (train.datasets.synth).
-2. Assign folds and train the `cpu-small` audio, lyrics and fused models on it (train.run, Ray Train),
+   corpus's dataset adapter (train.data.datasets.synth).
+2. Assign folds and train the `cpu-small` audio, lyrics and fused models on it (train.fit.run, Ray Train),
    on one cross-validation fold by default so that it stays within minutes on two CPU cores.
 3. Label the catalogue with the fused bundle (labeler.label_job, Ray Data) and print the summary, the
    agreement with the planted quadrants, and where every file is.
 
 What it leaves in the work directory:
 
-    catalogue.parquet   the catalogue (labeler.schemas.CATALOGUE) with audio/ beside it
+    catalogue.parquet   the catalogue (labeler.contracts.schemas.CATALOGUE) with audio/ beside it
     manifest.parquet    the labelled training manifest with folds
     training/           the training run: per-branch fold bundles, report.md/json and plots, caches
     bundle/             the fused model bundle (a copy of training/bundle)
@@ -30,8 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from labeler import storage
-from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS
+from labeler.contracts.labels import QUADRANT_DESCRIPTIONS, QUADRANTS
+from labeler.io import storage
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,14 @@ def _fusion_test_f1(report: dict) -> float | None:
 
 def run_demo(config: DemoConfig, console=None) -> DemoResult:
     """Synthesise, train, label; return where everything is and how it went (progress on `console`)."""
-    from labeler.console import Console  # noqa: PLC0415
     from labeler.label_job import LabelJobConfig, label_catalogue  # noqa: PLC0415
-    from labeler.session import ensure_ray  # noqa: PLC0415
+    from labeler.runtime.console import Console  # noqa: PLC0415
+    from labeler.runtime.session import ensure_ray  # noqa: PLC0415
     from synth import SynthConfig, synthesise  # noqa: PLC0415
-    from train.datasets.synth import prepare_synth  # noqa: PLC0415
-    from train.folds import assign_folds  # noqa: PLC0415
-    from train.presets import get_preset  # noqa: PLC0415
-    from train.run import train  # noqa: PLC0415
+    from train.data.datasets.synth import prepare_synth  # noqa: PLC0415
+    from train.data.folds import assign_folds  # noqa: PLC0415
+    from train.fit.presets import get_preset  # noqa: PLC0415
+    from train.fit.run import train  # noqa: PLC0415
 
     console = console or Console.silent()
     workdir = Path(config.workdir).expanduser().resolve()
@@ -177,7 +177,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, console=None) -> int:
-    from labeler.console import Console  # noqa: PLC0415
+    from labeler.runtime.console import Console  # noqa: PLC0415
 
     console = console or Console()
     config = DemoConfig(workdir=args.workdir, songs=args.songs, seconds=args.seconds, folds=args.folds,

@@ -1,4 +1,4 @@
-"""A catalogue (labeler.schemas.CATALOGUE) from a folder of audio files and, optionally, one of lyrics.
+"""A catalogue (labeler.contracts.schemas.CATALOGUE) from a folder of audio files and, optionally, one of lyrics.
 
     python scripts/folder_catalogue.py --audio music/ [--lyrics lyrics/] --output catalogue.parquet
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from labeler import storage
-from labeler.schemas import CATALOGUE, check_unique_ids, conform
+from labeler.contracts.schemas import CATALOGUE, check_unique_ids, conform
+from labeler.io import storage
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".m4a", ".aac", ".opus"}
 LYRICS_SUFFIXES = (".txt", ".lrc")

@@ -7,7 +7,7 @@ by the noise, not by music.
 
 This is development tooling, so it is its own package beside the runtime library (`labeler/` never
 imports it), and the way it reaches training is the way every corpus does: a dataset adapter,
-`train.datasets.synth.prepare_synth`. The stages, in the order a song is made:
+`train.data.datasets.synth.prepare_synth`. The stages, in the order a song is made:
 
     synth.config      SynthConfig: how many songs, formats, distribution and noise fractions
     synth.songs       each song's truth (valence, arousal, quadrant), its noise, its catalogue fields

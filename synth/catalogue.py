@@ -1,18 +1,18 @@
 """Write a synthetic catalogue: the audio files, the catalogue a labelling job reads, and the truth.
 
-What is written under OUTPUT (a local directory, or an s3:// / memory:// prefix via labeler.storage):
+What is written under OUTPUT (a local directory, or an s3:// / memory:// prefix via labeler.io.storage):
 
     audio/synth-00000.wav ...   one file per song, formats cycling through `formats` (WAV PCM-16,
                                 FLAC, OGG Vorbis, MP3 through libsndfile), sample rates drawn from
                                 22050 and 32000 Hz, mono, `seconds` long (default 12 s)
-    catalogue.parquet           labeler.schemas.CATALOGUE: song_id, audio_uri (absolute), lyrics,
+    catalogue.parquet           labeler.contracts.schemas.CATALOGUE: song_id, audio_uri (absolute), lyrics,
                                 chorus_start_s, chorus_end_s (what a labelling job gets: no truth)
     songs.parquet               every song's truth and noise (the fields of synth.songs.SongSpec),
                                 this corpus's own annotation file
     synth.json                  the config, counts and the ids of every noisy or broken row
 
 The training manifest is not written here: like every other corpus, the synthetic one becomes
-manifest rows through its dataset adapter, `train.datasets.synth.prepare_synth(OUTPUT)` (or
+manifest rows through its dataset adapter, `train.data.datasets.synth.prepare_synth(OUTPUT)` (or
 `labeler prepare --dataset synth=OUTPUT`); `labeler synth` writes it as OUTPUT/manifest.parquet.
 """
 
@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from labeler import storage
-from labeler.labels import QUADRANTS
-from labeler.schemas import CATALOGUE, check_unique_ids, conform
+from labeler.contracts.labels import QUADRANTS
+from labeler.contracts.schemas import CATALOGUE, check_unique_ids, conform
+from labeler.io import storage
 from synth.audio import encode, render_song
 from synth.config import SynthConfig
 from synth.songs import SongSpec, make_song

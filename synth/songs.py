@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labeler import storage
-from labeler.labels import quadrant_from_va
+from labeler.contracts.labels import quadrant_from_va
+from labeler.io import storage
 from synth.config import FORMATS, SECTIONS, SynthConfig
 from synth.lyrics import make_lyrics
 

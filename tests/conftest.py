@@ -119,14 +119,14 @@ def shared_data() -> Path:
 # ------------------------------------------------------------------ trained artefacts, built once per session
 #
 # A test trains only when training itself is what it tests; every other test that needs a trained model
-# takes one of these, made through the product's own `train.run.train` on the session's Ray.
+# takes one of these, made through the product's own `train.fit.run.train` on the session's Ray.
 
 def _synth_manifest(root: Path, songs: int, seed: int) -> tuple[object, object, str]:
     """`songs` synthetic 5-s songs (WAV and FLAC) and their 4-fold manifest: (synth result, manifest, its URI)."""
-    from labeler import storage
+    from labeler.io import storage
     from synth import SynthConfig, synthesise
-    from train.datasets.synth import prepare_synth
-    from train.folds import assign_folds
+    from train.data.datasets.synth import prepare_synth
+    from train.data.folds import assign_folds
 
     synth = synthesise(SynthConfig(songs=songs, output=str(root / "synth"), seconds=5.0, formats=("wav", "flac"),
                                    seed=seed))
@@ -163,7 +163,7 @@ def trained_4q(synth_manifest, ray_local, s3_server, tmp_path_factory):
     """
     import boto3
 
-    from train.run import train
+    from train.fit.run import train
 
     bucket = f"trained-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
@@ -182,7 +182,7 @@ def trained_musicnn(ray_local, musicnn_available, tmp_path_factory):
 
     Returns (root, synth result, manifest table, train result).
     """
-    from train.run import train
+    from train.fit.run import train
 
     root = tmp_path_factory.mktemp("musicnn")
     synth, manifest, uri = _synth_manifest(root, songs=MUSICNN_SONGS, seed=5)

@@ -65,8 +65,8 @@ def make_bundle(root: Path, mode: str = "4Q", model_id: str = "test-fusion", see
     from transformers import AutoConfig, AutoTokenizer
 
     from labeler.audio import FeaturizerConfig
-    from labeler.bundle import save_bundle
-    from labeler.lyrics import LyricsConfig
+    from labeler.bundle.store import save_bundle
+    from labeler.lyrics.text import LyricsConfig
     from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
     from tests.tiny_models import tiny_bert_dir
 
@@ -88,7 +88,7 @@ def make_bundle(root: Path, mode: str = "4Q", model_id: str = "test-fusion", see
 
 def bundle_info(mode: str):
     """A BundleInfo of `mode` ("4Q" or an axis) for pure functions: no files behind it."""
-    from labeler.bundle_info import BundleInfo
+    from labeler.bundle.info import BundleInfo
 
     classes = ("Q1", "Q2", "Q3", "Q4") if mode == "4Q" else ("low", "high")
     return BundleInfo(uri="/b", model_id="m", model_version="0123456789abcdef", mode=mode, classes=classes,
@@ -99,7 +99,7 @@ def make_audio_bundle(root: Path, featurizer, **save_kwargs) -> str:
     """An audio-only 4Q bundle (quarter-width Cnn6, 32 mels, random weights, seed 0) at `root`/bundle."""
     import torch
 
-    from labeler.bundle import save_bundle
+    from labeler.bundle.store import save_bundle
     from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
 
     torch.manual_seed(0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from labeler.audio.features import logmel_stats
-from train.baselines import audio_baseline, lyrics_baseline, vector_baseline
-from train.metrics import classification_metrics
+from train.score.baselines import audio_baseline, lyrics_baseline, vector_baseline
+from train.score.metrics import classification_metrics
 
 CLASSES = ["Q1", "Q2", "Q3", "Q4"]
 

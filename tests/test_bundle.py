@@ -1,4 +1,4 @@
-"""labeler.bundle: round trips (local, S3), content-hash versions, tamper refusal, no pickles."""
+"""labeler.bundle.store: round trips (local, S3), content-hash versions, tamper refusal, no pickles."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from labeler import storage
 from labeler.audio import DESCRIPTOR_DIM, FeaturizerConfig
-from labeler.bundle import BundleError, load_bundle, read_bundle_config, save_bundle
-from labeler.lyrics import LyricsConfig
+from labeler.bundle.store import BundleError, load_bundle, read_bundle_config, save_bundle
+from labeler.io import storage
+from labeler.lyrics.text import LyricsConfig
 from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
 from tiny_models import tiny_bert_dir
 
@@ -180,7 +180,7 @@ def test_incompatible_parts_refused_before_writing(tmp_path, bert):
 def _stacked_lyrics_bundle(uri: str, bert: str) -> None:
     import numpy as np
 
-    from labeler.lexical import LexicalConfig, LexicalModel
+    from labeler.lyrics.lexical import LexicalConfig, LexicalModel
 
     cfg = ModelConfig(branch="lyrics", mode="Ar", audio=None, lyrics=LyricsEncoderConfig(name_or_path=bert))
     model = EmotionModel(cfg, encoder_config=AutoConfig.from_pretrained(bert)).eval()

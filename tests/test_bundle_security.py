@@ -18,13 +18,13 @@ import boto3
 import numpy as np
 import pytest
 
-from labeler import storage
-from labeler.bundle import BundleError, load_bundle, save_bundle
-from labeler.bundle_info import BundleInfo, read_bundle_info
+from labeler.bundle.info import BundleInfo, read_bundle_info
+from labeler.bundle.store import BundleError, load_bundle, save_bundle
+from labeler.bundle.verified import compute_model_version, open_bundle, verify_bundle
+from labeler.io import storage
 from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue
 from labeler.label_job.featurise import featurise_batch
-from labeler.pretrained import EncoderError, resolve_encoder
-from labeler.verified import compute_model_version, open_bundle, verify_bundle
+from labeler.lyrics.pretrained import EncoderError, resolve_encoder
 from tests.helpers import make_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def test_reexport_with_new_provenance_keeps_the_version_and_a_prediction_change_
     from transformers import AutoConfig, AutoTokenizer
 
     from labeler.audio import FeaturizerConfig
-    from labeler.lyrics import LyricsConfig
+    from labeler.lyrics.text import LyricsConfig
     from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
     from tiny_models import tiny_bert_dir
 

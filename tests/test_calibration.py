@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.calibration import (
+from train.select.calibration import (
     apply_temperature,
     calibration_summary,
     expected_calibration_error,
@@ -57,7 +57,7 @@ def test_bad_inputs_raise_value_error():
 
 
 def test_ambiguity_threshold_is_where_the_top_class_becomes_right_half_the_time():
-    from train.calibration import ambiguity_summary, ambiguity_threshold
+    from train.select.calibration import ambiguity_summary, ambiguity_threshold
 
     rng = np.random.default_rng(0)
     n = 4000
@@ -76,7 +76,7 @@ def test_ambiguity_threshold_is_where_the_top_class_becomes_right_half_the_time(
 
 
 def test_ambiguity_threshold_edges():
-    from train.calibration import ambiguity_summary, ambiguity_threshold
+    from train.select.calibration import ambiguity_summary, ambiguity_threshold
 
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2]])
     assert ambiguity_threshold(probs, np.array([0, 0, 0])) == 0.0  # always right: nothing ambiguous

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import cli
-from labeler import storage
-from labeler.bundle import read_bundle_config
+from labeler.bundle.store import read_bundle_config
+from labeler.io import storage
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def write_mirex_layout(manifest: pa.Table, root: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     from synth import SynthConfig, synthesise
-    from train.datasets.synth import prepare_synth
+    from train.data.datasets.synth import prepare_synth
 
     root = tmp_path_factory.mktemp("mirex")
     synth = synthesise(SynthConfig(songs=40, output=str(root / "synth"), seconds=5.0, formats=("mp3",), seed=5))
@@ -63,7 +63,7 @@ def corpus(tmp_path_factory):
 
 
 def test_prepare_train_evaluate_label(corpus, ray_local, capsys):
-    from labeler.bundle import read_bundle_config
+    from labeler.bundle.store import read_bundle_config
 
     root = corpus["root"]
     manifest = str(root / "m.parquet")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from jobs import cli
-from labeler import storage
-from labeler.schemas import CATALOGUE, MANIFEST, check_unique_ids, validate
+from labeler.contracts.schemas import CATALOGUE, MANIFEST, check_unique_ids, validate
+from labeler.io import storage
 from tests.helpers import labeler_process
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import cli
-from labeler.errors import explain
+from labeler.runtime.errors import explain
 
 pytestmark = pytest.mark.usefixtures("log_dir")
 
@@ -131,9 +131,9 @@ def test_expected_failure_is_one_line(case, files, tmp_path, capsys):
 
 
 def test_busy_output_names_the_run_holding_it(files, tmp_path, capsys):
-    from labeler.bundle_info import read_bundle_info
+    from labeler.bundle.info import read_bundle_info
+    from labeler.io.lease import Lease
     from labeler.label_job import OutputLayout
-    from labeler.lease import Lease
 
     out = tmp_path / "labels"
     layout = OutputLayout(str(out), read_bundle_info(files["bundle"]).model_version)

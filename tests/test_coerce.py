@@ -1,10 +1,10 @@
-"""One rule set for KEY=VALUE strings (train --set, prepare --option, serve run arguments): labeler.coerce."""
+"""One rule set for KEY=VALUE strings (train --set, prepare --option, serve run arguments): labeler.contracts.coerce."""
 
 from __future__ import annotations
 
 import pytest
 
-from labeler.coerce import coerce
+from labeler.contracts.coerce import coerce
 
 
 @pytest.mark.parametrize("raw, annotation, expected", [
@@ -38,7 +38,7 @@ def test_a_string_that_does_not_convert_names_the_field_and_what_it_expects(raw,
 def test_the_three_callers_follow_the_same_rules(tmp_path):
     from jobs.commands.prepare import parse_sources
     from labeler.serve.options import ServeConfig
-    from train.presets import get_preset
+    from train.fit.presets import get_preset
 
     assert get_preset("cpu-small", spec_augment="on", folds="1, 3").spec_augment is True
     assert get_preset("cpu-small", folds="1, 3").folds == (1, 3)

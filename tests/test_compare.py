@@ -1,4 +1,4 @@
-"""labeler.compare: two label partitions written through the pipeline's own row builder, compared."""
+"""labeler.label_job.compare: two label partitions written through the pipeline's own row builder, compared."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import cli
-from labeler.bundle_info import BundleInfo
-from labeler.compare import compare_versions, resolve_version
-from labeler.label_rows import label_rows
+from labeler.bundle.info import BundleInfo
+from labeler.inference.label_rows import label_rows
+from labeler.label_job.compare import compare_versions, resolve_version
 
 QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
 

@@ -1,4 +1,4 @@
-"""labeler.console: progress lines (terminal and not), the session's log file and redirection."""
+"""labeler.runtime.console: progress lines (terminal and not), the session's log file and redirection."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from labeler import console as con
-from labeler import session as ses
+from labeler.runtime import console as con
+from labeler.runtime import session as ses
 
 
 class FakeClock:

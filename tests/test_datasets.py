@@ -10,15 +10,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from labeler.schemas import MANIFEST, validate
-from train.datasets.bimodal import prepare_bimodal
-from train.datasets.common import adapter_stats
-from train.datasets.deezer import prepare_deezer
-from train.datasets.fourq import prepare_4q
-from train.datasets.generic import prepare_generic
-from train.datasets.moodylyrics4q import prepare_moodylyrics4q
-from train.datasets.names import normalise_name, song_key
-from train.datasets.pmemo import prepare_pmemo
+from labeler.contracts.schemas import MANIFEST, validate
+from train.data.datasets.bimodal import prepare_bimodal
+from train.data.datasets.common import adapter_stats
+from train.data.datasets.deezer import prepare_deezer
+from train.data.datasets.fourq import prepare_4q
+from train.data.datasets.generic import prepare_generic
+from train.data.datasets.moodylyrics4q import prepare_moodylyrics4q
+from train.data.datasets.names import normalise_name, song_key
+from train.data.datasets.pmemo import prepare_pmemo
 
 
 def _check_manifest(table: pa.Table, dataset: str) -> list[dict]:
@@ -427,7 +427,7 @@ def _mirex_layout(root: Path, clusters: list[str], present: dict[int, tuple[bool
 
 
 def test_mirex_layout_labels_counts_absent_songs_and_reads_utf16_metadata(tmp_path):
-    from train.datasets.mirex import prepare_mirex
+    from train.data.datasets.mirex import prepare_mirex
 
     clusters = ["Cluster 1", "Cluster 2", "Cluster 5", "Cluster 3", "Cluster 4"]
     _mirex_layout(tmp_path, clusters, {1: (True, True), 2: (True, False), 3: (False, True)},
@@ -448,7 +448,7 @@ def test_mirex_layout_labels_counts_absent_songs_and_reads_utf16_metadata(tmp_pa
 
 
 def test_mirex_metadata_that_disagrees_with_the_clusters_is_an_error(tmp_path):
-    from train.datasets.mirex import prepare_mirex
+    from train.data.datasets.mirex import prepare_mirex
 
     _mirex_layout(tmp_path, ["Cluster 1", "Cluster 2"], {1: (True, True)})
     (tmp_path / "categories.txt").write_text("Rousing\n")
@@ -460,7 +460,7 @@ def test_mirex_metadata_that_disagrees_with_the_clusters_is_an_error(tmp_path):
 
 @pytest.mark.realdata
 def test_mirex_real_slice(shared_data):
-    from train.datasets.mirex import prepare_mirex
+    from train.data.datasets.mirex import prepare_mirex
 
     table = prepare_mirex(shared_data / "mirex")
     rows = table.to_pylist()

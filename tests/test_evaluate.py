@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from labeler import storage
-from train.calibration import expected_calibration_error
-from train.metrics import classification_metrics, pooled_per_class, summarise_folds
-from train.report import write_report
+from labeler.io import storage
+from train.score.metrics import classification_metrics, pooled_per_class, summarise_folds
+from train.score.report import write_report
+from train.select.calibration import expected_calibration_error
 
 CLASSES = ["Q1", "Q2", "Q3", "Q4"]
 
@@ -190,8 +190,8 @@ def _tiny_bundle(root, mode: str = "4Q") -> str:
     import torch
 
     from labeler.audio import FeaturizerConfig
-    from labeler.bundle import save_bundle
-    from labeler.lyrics import LyricsConfig
+    from labeler.bundle.store import save_bundle
+    from labeler.lyrics.text import LyricsConfig
     from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
     from tiny_models import tiny_bert_dir
 
@@ -215,7 +215,7 @@ def _manifest(root) -> tuple[str, list[int]]:
     import pyarrow as pa
     import soundfile as sf
 
-    from labeler.schemas import MANIFEST, conform
+    from labeler.contracts.schemas import MANIFEST, conform
 
     rows = []
     for i in range(10):
@@ -253,8 +253,8 @@ def bundle_4q(eval_root):
 
 
 def test_evaluate_bundle_on_a_fold_and_all_rows(eval_root, manifest_rows, bundle_4q):
-    from labeler.labels import arousal_high
-    from train.evaluate import evaluate_bundle
+    from labeler.contracts.labels import arousal_high
+    from train.score.evaluate import evaluate_bundle
 
     manifest, quadrants = manifest_rows
     bundle = bundle_4q

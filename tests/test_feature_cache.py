@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from labeler import storage
+from labeler.io import storage
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,8 @@ def small_manifest(tmp_path_factory) -> str:
 
     from synth import SynthConfig, synthesise
     from tests.poison import sitecustomize as poison
-    from train.datasets.synth import prepare_synth
-    from train.folds import assign_folds
+    from train.data.datasets.synth import prepare_synth
+    from train.data.folds import assign_folds
 
     root = tmp_path_factory.mktemp("fc")
     result = synthesise(SynthConfig(songs=16, output=str(root / "synth"), seconds=5.0, formats=("wav",), seed=1))
@@ -37,9 +37,9 @@ def small_manifest(tmp_path_factory) -> str:
 
 def test_cache_is_built_once_and_split_reads_filter_rows(small_manifest, ray_local, tmp_path):
     from labeler.audio import FeaturizerConfig
-    from labeler.lyrics import LyricsConfig
+    from labeler.lyrics.text import LyricsConfig
     from tiny_models import tiny_bert_dir
-    from train.feature_cache import SUCCESS, build_feature_cache, in_memory, read_split, scalar_columns, split_folds
+    from train.cache.feature_cache import SUCCESS, build_feature_cache, in_memory, read_split, scalar_columns, split_folds
 
     fz = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, window_size=512, hop_size=320, fmax=8000.0)
     tok = tiny_bert_dir(tmp_path)
@@ -80,7 +80,7 @@ def test_cache_is_built_once_and_split_reads_filter_rows(small_manifest, ray_loc
 
 def test_cache_key_changes_with_featuriser_and_manifest(small_manifest, tmp_path):
     from labeler.audio import FeaturizerConfig
-    from train.feature_cache import cache_key
+    from train.cache.feature_cache import cache_key
 
     a = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, fmax=8000.0)
     b = FeaturizerConfig(sample_rate=16000, clip_seconds=3.0, fmax=8000.0)

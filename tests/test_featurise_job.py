@@ -1,4 +1,4 @@
-"""labeler.featurise_job: real Ray Data, real Parquet, real audio, local and on S3 (moto on loopback)."""
+"""labeler.label_job.featurise_job: real Ray Data, real Parquet, real audio, local and on S3 (moto on loopback)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import cli
-from labeler import storage
 from labeler.audio import DESCRIPTOR_DIM, FeaturizerConfig
-from labeler.featurise_job import error_counts, featurise_catalogue
-from labeler.schemas import SchemaError
+from labeler.contracts.schemas import SchemaError
+from labeler.io import storage
+from labeler.label_job.featurise_job import error_counts, featurise_catalogue
 
 TRUMPET = "sorohanro_-_solo-trumpet-06.hq.ogg"
 CFG = FeaturizerConfig(clip_seconds=3.0, chorus_search_seconds=12.0)
@@ -106,7 +106,7 @@ def test_featurise_catalogue_on_s3(ray_local, s3_bucket, shared_data):
     assert summary["rows"] == 2 and summary["ok"] == 1 and summary["errors"] == {"missing_file": 1}
     assert summary["fingerprint"] == cfg.fingerprint()
 
-    # Read back with pyarrow through labeler.storage (Ray's tensor type is registered once ray is imported).
+    # Read back with pyarrow through labeler.io.storage (Ray's tensor type is registered once ray is imported).
     table = storage.read_parquet(out_uri).sort_by("song_id")
     assert table.column("song_id").to_pylist() == ["s0", "s1"]
     mels = table.column("log_mel").combine_chunks().to_numpy()

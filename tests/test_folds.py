@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from train.folds import assign_folds, fold_summary, format_fold_summary, parse_cv, split_for
+from train.data.folds import assign_folds, fold_summary, format_fold_summary, parse_cv, split_for
 
 
 def _table(datasets: dict[str, int], seed: int = 0, shared: list[tuple[str, str]] | None = None) -> pa.Table:

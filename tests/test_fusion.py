@@ -1,4 +1,4 @@
-"""train.fusion and labeler.models.LateFusion: fitting on validation rows, choosing, and the model's math.
+"""train.select.fusion and labeler.models.LateFusion: fitting on validation rows, choosing, and the model's math.
 
 Pure numpy for the fitting; tiny offline models for the model and bundle round trip (no Ray).
 """
@@ -13,8 +13,8 @@ from transformers import AutoConfig
 
 from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
 from tiny_models import tiny_bert_dir
-from train import fusion
-from train.metrics import macro_f1
+from train.score.metrics import macro_f1
+from train.select import fusion
 
 N_CLASSES = 3
 
@@ -123,7 +123,7 @@ def test_each_network_gets_its_own_temperature_on_the_fitting_rows():
 
 
 def test_finished_candidates_are_cross_fitted_with_their_lexical_stacker():
-    from labeler.lexical import LexicalConfig, LexicalModel
+    from labeler.lyrics.lexical import LexicalConfig, LexicalModel
 
     parts = raw_parts()
     rows = np.ones(len(parts["y"]), bool)
@@ -138,8 +138,8 @@ def test_finished_candidates_are_cross_fitted_with_their_lexical_stacker():
 
 
 def test_equal_stack_adds_the_lexical_expert_with_fixed_shares():
-    from labeler.lexical import LexicalConfig, LexicalModel
-    from train.stacking import fit_equal_stack
+    from labeler.lyrics.lexical import LexicalConfig, LexicalModel
+    from train.select.stacking import fit_equal_stack
 
     parts = raw_parts(n=60)
     texts = list(parts["texts"])
@@ -179,8 +179,8 @@ def branch_models(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["equal", "average", "logreg", "gated"])
 def test_late_model_matches_the_numpy_math_and_survives_a_bundle(branch_models, kind, tmp_path):
     from labeler.audio import FeaturizerConfig
-    from labeler.bundle import load_bundle, save_bundle
-    from labeler.lyrics import LyricsConfig
+    from labeler.bundle.store import load_bundle, save_bundle
+    from labeler.lyrics.text import LyricsConfig
 
     audio, lyrics, bert = branch_models
     config = ModelConfig(branch="fusion", mode="classes", classes=["x", "y", "z"], audio=audio.config.audio,

@@ -24,8 +24,8 @@ import requests
 import soundfile as sf
 
 from labeler.audio import AudioError, FeaturizerConfig, featurise_track, open_audio
-from labeler.label_rows import error_kind
-from labeler.timeline import iter_window_features, plan_windows
+from labeler.inference.label_rows import error_kind
+from labeler.inference.timeline import iter_window_features, plan_windows
 from tests import helpers
 from tests.helpers import free_port, make_bundle
 
@@ -147,7 +147,7 @@ def test_the_predictor_refuses_a_header_the_featuriser_let_through(tmp_path, att
     or featurised under a larger cap) is refused by the timeline as a row error; the other row keeps its
     label and timeline. The attack files are refused by the timeline itself, before any window."""
     from labeler.audio import Featurizer
-    from labeler.predict import Predictor
+    from labeler.inference.predict import Predictor
 
     uris = np.array([wav_at(tmp_path / "long.wav", 8000, 12.0), wav_at(tmp_path / "ok.wav", 16000, 5.0)], dtype=object)
     batch = Featurizer(CFG, max_audio_seconds=None)({"song_id": np.array(["long", "ok"], dtype=object), "audio_uri": uris})
@@ -166,8 +166,8 @@ def test_the_predictor_refuses_a_header_the_featuriser_let_through(tmp_path, att
 def test_serve_timeline_reads_the_spooled_upload_never_its_bytes(tmp_path, audio_bundle):
     """The timeline's source is the upload's spooled file itself: featurising and labelling an 8-MB upload
     allocate a few MB in the replica, never the upload whole."""
-    from labeler.bundle_info import read_bundle_info
-    from labeler.predict import Predictor
+    from labeler.bundle.info import read_bundle_info
+    from labeler.inference.predict import Predictor
     from labeler.serve import ServeConfig, SongFeaturiser, song_from_fields
 
     featuriser = SongFeaturiser(read_bundle_info(audio_bundle), ServeConfig(bundle=audio_bundle, timeline_seconds=60.0))

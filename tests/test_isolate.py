@@ -1,4 +1,4 @@
-"""labeler.isolate: a row that kills the featuriser's process is pinned on that row, with a real SIGSEGV
+"""labeler.runtime.isolate: a row that kills the featuriser's process is pinned on that row, with a real SIGSEGV
 injected by tests/poison/sitecustomize.py into the isolation child (no hook in production code)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from labeler.audio import Featurizer, FeaturizerConfig
-from labeler.isolate import ChildProcess, IsolatedFeaturizer, describe_exit
+from labeler.runtime.isolate import ChildProcess, IsolatedFeaturizer, describe_exit
 from synth import SynthConfig, synthesise
 from tests.poison import sitecustomize as poison
 

@@ -1,4 +1,4 @@
-"""labeler.jit_cache: no two processes write one numba cache, and a fresh machine compiles once.
+"""labeler.runtime.jit_cache: no two processes write one numba cache, and a fresh machine compiles once.
 
 The regression test for issue #22: several fresh processes at once on an empty cache root featurise
 real recordings (the automatic chorus search runs librosa's JIT code), then a new process does it again
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labeler import jit_cache
+from labeler.runtime import jit_cache
 
 REPO = Path(__file__).resolve().parents[1]
 

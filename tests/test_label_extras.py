@@ -12,11 +12,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from labeler.bundle_info import BundleInfo
+from labeler.bundle.info import BundleInfo
+from labeler.contracts.schemas import LABELS, contract_table, labels_contract, validate
+from labeler.inference.label_rows import label_rows
 from labeler.label_job import LabelJobConfig, OutputLayout
 from labeler.label_job.layout import check_same_optional_columns
-from labeler.label_rows import label_rows
-from labeler.schemas import LABELS, contract_table, labels_contract, validate
 
 WINDOW = {"start": 0.0, "end": 10.0, "label": "Q2", "label_prob": 0.6, "arousal_prob": 0.8, "valence_prob": 0.3}
 

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from labeler.contracts.schemas import LABELS, conform
 from labeler.label_job.layout import OutputLayout
 from labeler.label_job.summary import LabelSummary, finish
-from labeler.schemas import LABELS, conform
 
 VERSION = "0123456789abcdef"
 

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from labeler import labels
-from labeler.labels import (
+from labeler.contracts import labels
+from labeler.contracts.labels import (
     arousal_high,
     check_mode,
     check_quadrant,

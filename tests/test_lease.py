@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from labeler import storage
-from labeler.lease import Lease, LeaseHeldError, LeaseLostError
+from labeler.io import storage
+from labeler.io.lease import Lease, LeaseHeldError, LeaseLostError
 from tests.helpers import bundle_info
 
 

@@ -1,4 +1,4 @@
-"""labeler.lexical: scikit-learn-identical TF-IDF features, fitting, the stacker, pickle-free save/load."""
+"""labeler.lyrics.lexical: scikit-learn-identical TF-IDF features, fitting, the stacker, pickle-free save/load."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from labeler.lexical import LexicalConfig, LexicalModel, analyze
+from labeler.lyrics.lexical import LexicalConfig, LexicalModel, analyze
 
 TEXTS = [
     "I love  you baby, love me! Dance all night",

@@ -1,4 +1,4 @@
-"""train.lexical_source: the corpus the lexical model learns its words from, read and kept clean."""
+"""train.data.lexical_source: the corpus the lexical model learns its words from, read and kept clean."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from train.datasets.names import song_key
-from train.lexical_source import MIN_SONGS, load_source
+from train.data.datasets.names import song_key
+from train.data.lexical_source import MIN_SONGS, load_source
 
 
 def manifest(path, rows, label=False):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labeler import storage
-from labeler.lyrics import (
+from labeler.io import storage
+from labeler.lyrics.text import (
     MAX_CHARS,
     LyricsConfig,
     LyricsError,

@@ -7,7 +7,7 @@ featurise stage; a hang guard (SIGALRM, 20 s, far above the ~0.1 s they take and
 the quadratic pattern needs) turns a regression into a failure instead of a stuck test run.
 
 Artist and title names are untrusted text too (dataset files, a user's table for `labeler prepare`,
-`recipe`, `--lexical-source`): the dataset adapters' patterns (every compiled pattern in train.datasets)
+`recipe`, `--lexical-source`): the dataset adapters' patterns (every compiled pattern in train.data.datasets)
 run on the same 1 MB inputs, `normalise_name` is checked by property against the single backtracking
 pattern it replaced (cubic on runs of spaces), and a 2,000-space artist goes through `prepare`.
 """
@@ -25,11 +25,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import train.datasets
-from labeler import lyrics as L
+import train.data.datasets
+from labeler.lyrics import text as L
 from tests import helpers
 from tests.helpers import make_bundle
-from train.datasets.names import normalise_name, song_key
+from train.data.datasets.names import normalise_name, song_key
 
 MB = 1_000_000
 ADVERSARIAL = {
@@ -48,7 +48,7 @@ ADVERSARIAL = {
     "spaced_brackets": " (" * (MB // 2),
     "feat_words": "feat " * (MB // 5),
 }
-ADAPTERS = [importlib.import_module(f"train.datasets.{m.name}") for m in pkgutil.iter_modules(train.datasets.__path__)]
+ADAPTERS = [importlib.import_module(f"train.data.datasets.{m.name}") for m in pkgutil.iter_modules(train.data.datasets.__path__)]
 ADAPTER_PATTERNS = list({id(v): v for mod in ADAPTERS for v in vars(mod).values() if isinstance(v, re.Pattern)}.values())
 PATTERNS = [v for v in vars(L).values() if isinstance(v, re.Pattern)] + ADAPTER_PATTERNS
 
@@ -78,7 +78,7 @@ def test_footer_is_still_removed_and_long_lyrics_are_capped_before_cleaning():
 
 
 def test_adversarial_lyrics_through_the_jobs_featurise_stage(tmp_path):
-    from labeler.bundle_info import read_bundle_info
+    from labeler.bundle.info import read_bundle_info
     from labeler.label_job.featurise import featurise_batch
 
     info = read_bundle_info(make_bundle(tmp_path))
@@ -106,7 +106,7 @@ def test_clean_lyrics_property_bounded_and_tidy(pieces, repeat):
         assert line and line == line.strip() and "\u200b" not in line and "  " not in line
 
 
-# ------------------------------------------------------------------ artist and title names (train.datasets)
+# ------------------------------------------------------------------ artist and title names (train.data.datasets)
 
 # The single pattern each of normalise_name's two reaching rules replaced: fine on short names, cubic on long runs.
 OLD_FEAT = re.compile(r"\s*[\(\[]?\s*\b(feat\.?|ft\.?|featuring)\s.*$", re.IGNORECASE)
@@ -141,7 +141,7 @@ def test_normalise_name_property_same_keys_and_linear(pieces, repeat):
 def test_2000_spaces_in_an_artist_name_through_prepare(tmp_path):
     """Through the generic adapter, the cross-dataset merge and the folds (each computes song keys), well
     inside the hang guard that the cubic pattern ran far past."""
-    from train.manifest import prepare
+    from train.data.manifest import prepare
 
     artist = "Ab" + " " * 2000 + "Cd"  # no "feat." to find: the old pattern tried every split of the run
     rows = ["song_id,artist,title,lyrics,quadrant"] + [f"s{i},{artist if i == 0 else f'Artist {i}'},Song {i},la la {i},{1 + i % 4}"

@@ -9,9 +9,9 @@ import pytest
 
 from jobs.cli import main
 from jobs.commands.prepare import parse_sources
-from labeler import storage
-from labeler.schemas import MANIFEST, check_unique_ids, validate
-from train.manifest import prepare
+from labeler.contracts.schemas import MANIFEST, check_unique_ids, validate
+from labeler.io import storage
+from train.data.manifest import prepare
 
 
 def _write_4q(root: Path) -> Path:
@@ -132,7 +132,7 @@ def test_cli_writes_to_s3(tmp_path, s3_bucket):
 
 
 def test_classes_dataset_folds_by_label_and_cannot_mix_with_quadrants(tmp_path, capsys):
-    from train.manifest import label_kind
+    from train.data.manifest import label_kind
 
     listing = tmp_path / "moods.csv"
     pd.DataFrame({"id": [f"m{i}" for i in range(15)], "text": [f"words {i}" for i in range(15)],

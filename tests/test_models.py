@@ -302,7 +302,7 @@ from labeler.models import AudioCnnConfig, LyricsEncoderConfig, ModelConfig
 from labeler.models.configuration import ModelConfig as Direct
 assert ModelConfig is Direct
 ModelConfig.from_dict(ModelConfig(branch="audio", lyrics=None).to_dict())
-from train.presets import TrainPreset  # its defaults are the library configs' (labeler.audio.config too)
+from train.fit.presets import TrainPreset  # its defaults are the library configs' (labeler.audio.config too)
 assert TrainPreset().n_mels == __import__("labeler.audio", fromlist=["FeaturizerConfig"]).FeaturizerConfig().n_mels
 print(sorted(m for m in ("torch", "transformers", "librosa", "labeler.models.emotion") if m in sys.modules))
 """

@@ -40,7 +40,7 @@ def trained(trained_musicnn):
 
 def _other_checkpoint_bundle(result) -> str:
     """A retained training checkpoint of fold 0 whose weights differ from the exported fold bundle's."""
-    from labeler.bundle import read_bundle_config
+    from labeler.bundle.store import read_bundle_config
 
     exported = read_bundle_config(result.fold_bundles["audio"][0])["files"]["model.safetensors"]
     bundles = sorted(Path(result.output_uri, "checkpoints").glob("*-audio-fold0-*/checkpoint_*/bundle"))
@@ -63,7 +63,7 @@ def labelled(trained):
 
 
 def test_bundle_records_threshold_and_embedding_length_and_report_shows_both_accuracies(trained):
-    from labeler.bundle import read_bundle_config
+    from labeler.bundle.store import read_bundle_config
 
     root, _, _, result = trained
     config = read_bundle_config(result.bundle_uri)
@@ -85,7 +85,7 @@ def test_embeddings_put_songs_of_one_quadrant_closer(trained, labelled):
     ok = labels[labels["error"].isna()]
     emb = np.stack(ok["embedding"].to_numpy())
     assert len(labels) == SONGS
-    from labeler.bundle import read_bundle_config
+    from labeler.bundle.store import read_bundle_config
 
     assert emb.shape[1] == read_bundle_config(result.fold_bundles["audio"][0])["embedding_dim"]
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
@@ -99,7 +99,7 @@ def test_embeddings_put_songs_of_one_quadrant_closer(trained, labelled):
 
 
 def test_timeline_covers_each_track_and_ambiguous_follows_the_threshold(trained, labelled):
-    from labeler.bundle import read_bundle_config
+    from labeler.bundle.store import read_bundle_config
 
     _, _, _, result = trained
     output, first, _ = labelled
@@ -164,7 +164,7 @@ def test_cpu_small_trains_musicnn_by_default_and_its_bundle_labels_without_the_w
     import pyarrow.parquet as pq
 
     from labeler.audio import Featurizer
-    from labeler.predict import Predictor
+    from labeler.inference.predict import Predictor
 
     root, synth, _, result = trained_musicnn
     config = json.loads((Path(result.bundle_uri) / "config.json").read_text())

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from labeler.bundle_info import read_bundle_info
+from labeler.bundle.info import read_bundle_info
 from labeler.label_job import OutputLayout
 from tests.cluster_harness import LocalCluster, job_status, start_cluster, wait_for_job
 from tests.helpers import make_bundle
@@ -60,7 +60,7 @@ def runtime_env(cluster) -> dict:
     and the working_dir upload, and a failure there should read as a cluster problem, not a test's."""
     env = {**yaml.safe_load(RUNTIME_ENV.read_text()), "working_dir": str(REPO)}
     client = cluster.job_client()
-    job_id = submit(cluster, "python -c 'import jobs.label_catalogue, train.run'", env)
+    job_id = submit(cluster, "python -c 'import jobs.label_catalogue, train.fit.run'", env)
     assert wait_for_job(client, job_id, timeout=300) == "SUCCEEDED", f"the cluster cannot run a job: {job_report(client, job_id)}"
     return env
 
@@ -224,10 +224,10 @@ def test_worker_node_dies_during_labelling(cluster, runtime_env, bundle, catalog
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> str:
     """40 synthetic songs in 4 folds: fold 0 trains on 20 of them."""
-    from labeler import storage
+    from labeler.io import storage
     from synth import SynthConfig, synthesise
-    from train.datasets.synth import prepare_synth
-    from train.folds import assign_folds
+    from train.data.datasets.synth import prepare_synth
+    from train.data.folds import assign_folds
 
     root = tmp_path_factory.mktemp("mn-train")
     result = synthesise(SynthConfig(songs=40, seconds=5.0, formats=("wav",), seed=5, output=str(root / "synth")))

@@ -47,7 +47,7 @@ def test_frozen_encoder_cached_embeddings_give_the_same_output(musicnn_available
 def test_tuned_top_learns_while_the_backbone_and_its_taggram_stay_the_checkpoints(musicnn_available, tmp_path):
     """tune_top: a trainable copy of the Dense 1506 -> 200 starts as the checkpoint's, learns, and travels in
     the bundle; the backbone (trunk, its own Dense, the tag layer) does not move, so the taggram is musicnn's."""
-    from labeler.bundle import load_bundle, save_bundle
+    from labeler.bundle.store import load_bundle, save_bundle
 
     torch.manual_seed(0)
     model = EmotionModel.from_pretrained_branches(_audio_config(tune_top=True))
@@ -111,7 +111,7 @@ def test_silent_patches_are_left_out_of_the_pooling_and_the_taggram(tune_top):
 
 def test_bundle_labels_without_the_wheel(musicnn_available, tmp_path, monkeypatch):
     """The converted weights travel in the bundle's safetensors: loading and predicting never read the wheel."""
-    from labeler.bundle import load_bundle, save_bundle
+    from labeler.bundle.store import load_bundle, save_bundle
 
     model = EmotionModel.from_pretrained_branches(_audio_config()).eval()
     log_mel = torch.rand(2, 187, 96) * 3

@@ -21,12 +21,12 @@ import soundfile as sf
 import torch
 
 from labeler.audio import FeaturizerConfig
-from labeler.bundle import save_bundle
+from labeler.bundle.store import save_bundle
+from labeler.inference.predict import Predictor
 from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
 from labeler.musicnn import wheel
 from labeler.musicnn.model import PATCH_FRAMES
 from labeler.musicnn.tags import MSD_MUSICNN_TAGS, MTT_MUSICNN_TAGS, TAGS, bundle_tags
-from labeler.predict import Predictor
 from tests.helpers import tiny_featurizer
 
 CLIP_SECONDS = 6.0  # two 3-s musicnn patches
@@ -113,7 +113,7 @@ def test_predictor_tags_are_musicnns_taggram_from_one_backbone_run(musicnn_bundl
 def test_fused_model_tags_rows_with_audio_and_leaves_lyrics_only_rows_null(tmp_path):
     from transformers import AutoConfig, AutoTokenizer
 
-    from labeler.lyrics import LyricsConfig
+    from labeler.lyrics.text import LyricsConfig
     from labeler.models import LyricsEncoderConfig
     from tests.tiny_models import tiny_bert_dir
 
@@ -147,7 +147,7 @@ def test_a_bundle_without_musicnn_refuses_tags(tmp_path):
 
 
 def _info():
-    from labeler.bundle_info import BundleInfo
+    from labeler.bundle.info import BundleInfo
 
     return BundleInfo(uri="/b", model_id="m", model_version="v1", mode="4Q", classes=("Q1", "Q2", "Q3", "Q4"),
                       branch="fusion", featurizer={}, lyrics={}, audio_model={"arch": "MusiCNN", "encoder": "MSD_musicnn"})
@@ -157,10 +157,10 @@ def test_tags_column_is_a_map_readable_without_custom_code(tmp_path):
     import duckdb
     import pandas as pd
 
+    from labeler.contracts.schemas import TAGS_COLUMN, labels_contract, validate
+    from labeler.inference.label_rows import label_rows
     from labeler.label_job import LabelJobConfig, OutputLayout
     from labeler.label_job.layout import check_same_optional_columns
-    from labeler.label_rows import label_rows
-    from labeler.schemas import TAGS_COLUMN, labels_contract, validate
 
     tags = np.tile(np.linspace(0.01, 0.99, 50, dtype=np.float32), (3, 1))
     tags[1] = np.nan  # labelled from lyrics alone
@@ -223,8 +223,8 @@ def test_serve_answers_with_tags(musicnn_bundle, tmp_path):
     import json
 
     from jobs.commands.serve import config_from_args, configure_parser
-    from labeler.bundle_info import read_bundle_info
-    from labeler.label_rows import label_rows
+    from labeler.bundle.info import read_bundle_info
+    from labeler.inference.label_rows import label_rows
     from labeler.serve import SongFeaturiser, row_to_json, song_from_fields
 
     parser = argparse.ArgumentParser()

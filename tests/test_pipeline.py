@@ -24,16 +24,16 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from labeler import storage
 from labeler.audio.config import uses_musicnn_frontend
-from labeler.bundle_info import BundleInfo
+from labeler.bundle.info import BundleInfo
+from labeler.bundle.verified import open_bundle
+from labeler.contracts.labels import QUADRANTS, quadrant_probs_to_axes
+from labeler.contracts.schemas import LABELS, SchemaError, validate
+from labeler.inference.label_rows import error_kind, label_rows
+from labeler.io import storage
+from labeler.io.lease import Lease, LeaseHeldError
 from labeler.label_job import LabelJobConfig, OutputLayout, label_catalogue, resolve_resources
 from labeler.label_job.resume import infrastructure_failure
-from labeler.label_rows import error_kind, label_rows
-from labeler.labels import QUADRANTS, quadrant_probs_to_axes
-from labeler.lease import Lease, LeaseHeldError
-from labeler.schemas import LABELS, SchemaError, validate
-from labeler.verified import open_bundle
 from tests.helpers import bundle_info, make_bundle
 from tests.poison import sitecustomize as poison
 
@@ -224,7 +224,7 @@ def test_every_actor_of_the_plan_fits_one_node():
 
 _LOST_CWD = """
 import os, sys
-from labeler import storage
+from labeler.io import storage
 from labeler.label_job import driver
 os.chdir(sys.argv[1]); os.rmdir(sys.argv[1])  # what Ray did to a --working-dir job's copy after a lost node
 storage.remove(sys.argv[2], recursive=True)   # the staging cleanup that failed with a bare [Errno 2]

@@ -1,4 +1,4 @@
-"""labeler.predict: a real featurised + tokenised batch with good and bad rows through a saved bundle."""
+"""labeler.inference.predict: a real featurised + tokenised batch with good and bad rows through a saved bundle."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from labeler.audio import Featurizer, FeaturizerConfig
-from labeler.bundle import load_bundle, save_bundle
-from labeler.inputs import FEATURE_COLUMNS
-from labeler.lyrics import LyricsConfig, LyricsTokenizer
+from labeler.bundle.store import load_bundle, save_bundle
+from labeler.contracts.inputs import FEATURE_COLUMNS
+from labeler.inference.predict import Predictor, configure_torch_threads
+from labeler.lyrics.text import LyricsConfig, LyricsTokenizer
 from labeler.models import AudioCnnConfig, EmotionModel, LyricsEncoderConfig, ModelConfig
-from labeler.predict import Predictor, configure_torch_threads
 from tiny_models import tiny_bert_dir
 
 FEATURIZER = FeaturizerConfig(clip_seconds=1.5, min_seconds=0.5)
@@ -139,7 +139,7 @@ def test_thread_policy_respects_explicit_and_env(monkeypatch):
 
 def test_stacked_lyrics_bundle_with_whole_lyric_windows(workdir, bert):
     """Windows + lexical model + stacker through the bundle and the Predictor, no pickle anywhere."""
-    from labeler.lexical import LexicalConfig, LexicalModel
+    from labeler.lyrics.lexical import LexicalConfig, LexicalModel
 
     windows = LyricsConfig(max_tokens=8, max_windows=3, window_overlap=2)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from train.presets import PRESETS, get_preset, parse_overrides, presets_table
+from train.fit.presets import PRESETS, get_preset, parse_overrides, presets_table
 
 
 def test_cli_overrides_arrive_as_strings_and_take_the_fields_types():
@@ -55,7 +55,7 @@ def test_the_loop_reads_the_typed_preset_and_it_pickles_to_the_workers():
     import pickle
 
     from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
-    from train.loop import make_optimizer, param_groups
+    from train.fit.loop import make_optimizer, param_groups
 
     preset = get_preset("cpu-small", audio_arch="Cnn6", lr_audio="2e-3", lr_head="3e-3", weight_decay="0.01")
     assert pickle.loads(pickle.dumps(preset)) == preset  # Ray ships the fold config, preset included, by pickle
@@ -73,7 +73,7 @@ def test_fusion_takes_its_branch_settings_back_from_the_branch_bundles(model):
     gets their featuriser, lyrics policy, encoder and audio model back from the bundles' configs."""
     import dataclasses
 
-    from train.configs import branch_fields, featurizer_config, lyrics_config, model_config
+    from train.fit.configs import branch_fields, featurizer_config, lyrics_config, model_config
 
     branches = get_preset("cpu-small", audio_arch=model, clip_seconds=4.0, musicnn_clip_seconds=6.0, max_tokens=64,
                           lyrics_windows=2, lyrics_window_overlap=8, long_policy="head", lyrics_encoder="BERT")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from labeler import pretrained, storage
-from labeler.pretrained import EncoderError, load_encoder, minilm_dir, resolve_encoder
+from labeler.io import storage
+from labeler.lyrics.pretrained import EncoderError, load_encoder, minilm_dir, resolve_encoder
+from labeler.lyrics.text import pretrained
 from tiny_models import tiny_bert_dir
 
 

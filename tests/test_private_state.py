@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from jobs import cli
-from labeler import jit_cache
-from labeler import session as ses
-from labeler.isolate import ChildProcess, WorkerCrash
-from labeler.private_dir import UnsafePathError, open_private, private_dir
+from labeler.runtime import jit_cache
+from labeler.runtime import session as ses
+from labeler.runtime.isolate import ChildProcess, WorkerCrash
+from labeler.runtime.private_dir import UnsafePathError, open_private, private_dir
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_UID = 12345
@@ -43,7 +43,7 @@ def _planted(root: Path, owner: int | None, mode: int) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# labeler.private_dir itself
+# labeler.runtime.private_dir itself
 
 
 def test_a_missing_directory_is_created_private_and_returned_resolved(tmp_path):
@@ -206,7 +206,7 @@ def test_the_isolation_child_never_imports_from_its_working_directory(tmp_path, 
     monkeypatch.chdir(planted.parent)
     child = ChildProcess()
     try:
-        with pytest.raises(RuntimeError, match="not callable") as caught:  # the real labeler.isolate answered
+        with pytest.raises(RuntimeError, match="not callable") as caught:  # the real labeler.runtime.isolate answered
             child.call("builtins:dict", {}, {})
         assert not isinstance(caught.value, WorkerCrash)
     finally:

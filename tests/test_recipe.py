@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.cli import main
-from train.recipe import RecipeConfig, cap_per_dataset, find_sources
+from train.fit.recipe import RecipeConfig, cap_per_dataset, find_sources
 
 
 def test_find_sources_takes_known_folders_and_says_what_it_skips(tmp_path):
@@ -54,7 +54,7 @@ def test_recipe_on_the_development_slices(ray_local, shared_data, tmp_path, caps
 
 
 def test_folder_catalogue_pairs_audio_with_lyrics(tmp_path):
-    from labeler.schemas import CATALOGUE, validate
+    from labeler.contracts.schemas import CATALOGUE, validate
     from scripts.folder_catalogue import folder_catalogue
 
     (tmp_path / "Audio").mkdir()

@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from labeler.bundle_info import BundleInfo, read_bundle_info
-from labeler.display import check_plain, markdown_cell, plain_text, plot_label
-from labeler.verified import BundleError, compute_model_version, open_bundle, verify_bundle
+from labeler.bundle.info import BundleInfo, read_bundle_info
+from labeler.bundle.verified import BundleError, compute_model_version, open_bundle, verify_bundle
+from labeler.runtime.display import check_plain, markdown_cell, plain_text, plot_label
 from tests.helpers import make_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def _edited(bundle: str, dst: Path, resign: bool, **changes) -> str:
 
 def test_edited_model_id_passes_the_version_pin_but_is_refused_by_every_reader(bundle, tmp_path):
     """The old code returned the raw id: it went into every label row, /healthz and the summary line."""
-    from labeler.bundle import load_bundle
+    from labeler.bundle.store import load_bundle
 
     version = verify_bundle(bundle).model_version
     root = _edited(bundle, tmp_path / "b", resign=False, model_id=HOSTILE_ID)
@@ -134,7 +134,7 @@ def test_export_refuses_what_every_reader_would_refuse(tmp_path):
 
 
 def test_manifest_class_names_with_control_characters_stop_prepare_and_train_before_any_work():
-    from train.manifest import label_kind
+    from train.data.manifest import label_kind
 
     def table(labels):
         return pa.table({"dataset": ["d"] * len(labels), "quadrant": pa.nulls(len(labels), pa.int8()), "label": labels})
@@ -146,7 +146,7 @@ def test_manifest_class_names_with_control_characters_stop_prepare_and_train_bef
 
 
 def test_console_lines_carry_no_raw_control_characters():
-    from labeler.console import Console
+    from labeler.runtime.console import Console
 
     out, err = io.StringIO(), io.StringIO()
     console = Console(out=out, err=err, tty=False)
@@ -167,7 +167,7 @@ def _write_classes_version(output: Path, version: str, classes: list[str], top: 
     probs = np.full((len(top), len(classes)), 0.1 / (len(classes) - 1), np.float32)
     probs[np.arange(len(top)), top] = 0.9
     batch = {"song_id": np.array(ids, dtype=object), "probs": probs, "error": np.array([None] * len(top), dtype=object)}
-    from labeler.label_rows import label_rows
+    from labeler.inference.label_rows import label_rows
 
     part = output / f"version={version}"
     part.mkdir(parents=True)
@@ -194,7 +194,7 @@ def _cells(row: str) -> int:
 
 
 def test_compare_with_hostile_class_names_and_song_ids_draws_and_keeps_one_row_per_class(tmp_path):
-    from labeler.compare import compare_versions
+    from labeler.label_job.compare import compare_versions
 
     classes = HOSTILE_CLASSES
     ids = [f"song{ESC}|{i}\n" if i % 2 else f"s{i}" for i in range(8)]
@@ -216,7 +216,7 @@ def test_compare_with_hostile_class_names_and_song_ids_draws_and_keeps_one_row_p
 
 def test_compare_plot_that_fails_is_left_out_and_said(tmp_path, monkeypatch, capsys):
     from jobs.commands import compare as command
-    from labeler import compare
+    from labeler.label_job import compare
 
     _write_classes_version(tmp_path, "aaaa1111", ["a", "b"], [0, 1], ["s0", "s1"])
     _write_classes_version(tmp_path, "bbbb2222", ["a", "b"], [1, 1], ["s0", "s1"])
@@ -239,7 +239,7 @@ def test_compare_plot_that_fails_is_left_out_and_said(tmp_path, monkeypatch, cap
 
 
 def _results(classes: list[str]) -> dict:
-    from train.metrics import classification_metrics
+    from train.score.metrics import classification_metrics
 
     rng = np.random.default_rng(0)
     k = len(classes)
@@ -257,7 +257,7 @@ def _results(classes: list[str]) -> dict:
 
 
 def test_training_report_with_hostile_class_names_draws_and_keeps_one_row_per_class(tmp_path):
-    from train.report import write_report
+    from train.score.report import write_report
 
     classes = HOSTILE_CLASSES
     written = write_report(str(tmp_path), _results(classes))  # the old plots raised ValueError on "$x^$"
@@ -273,7 +273,7 @@ def test_training_report_with_hostile_class_names_draws_and_keeps_one_row_per_cl
 
 
 def test_metrics_markdown_escapes_class_names():
-    from train.report import metrics_markdown
+    from train.score.report import metrics_markdown
 
     results = _results(["a|b", "c\nd"])
     text = metrics_markdown(results["branches"]["audio"]["folds"][0], ["a|b", "c\nd"])
@@ -282,7 +282,7 @@ def test_metrics_markdown_escapes_class_names():
 
 
 def test_a_plot_that_fails_is_left_out_and_the_report_says_so(tmp_path, monkeypatch):
-    from train import report
+    from train.score import report
 
     def broken(*args, **kwargs):
         raise ValueError("mathtext says no")
@@ -309,7 +309,8 @@ def _fake_export(calls: list):
 
 
 def test_finished_run_exports_its_bundle_before_the_report_and_survives_a_failing_plot(tmp_path, monkeypatch):
-    from train import report, run
+    from train.fit import run
+    from train.score import report
 
     calls: list = []
     monkeypatch.setattr(run, "export_best", _fake_export(calls))
@@ -328,7 +329,8 @@ def test_finished_run_exports_its_bundle_before_the_report_and_survives_a_failin
 
 
 def test_a_report_that_fails_outright_still_leaves_the_bundle(tmp_path, monkeypatch):
-    from train import report, run
+    from train.fit import run
+    from train.score import report
 
     calls: list = []
     monkeypatch.setattr(run, "export_best", _fake_export(calls))
@@ -343,9 +345,9 @@ def test_a_report_that_fails_outright_still_leaves_the_bundle(tmp_path, monkeypa
 
 
 def test_a_labels_plot_that_fails_does_not_fail_the_labelling_run(tmp_path, monkeypatch):
+    from labeler.contracts.schemas import LABELS, conform
     from labeler.label_job import summary as summary_mod
     from labeler.label_job.layout import OutputLayout
-    from labeler.schemas import LABELS, conform
 
     version = "0123456789abcdef"
     layout = OutputLayout(str(tmp_path / "labels"), version)

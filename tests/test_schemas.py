@@ -9,8 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from labeler import storage
-from labeler.schemas import (
+from labeler.contracts.schemas import (
     CATALOGUE,
     CONTRACTS,
     LABELS,
@@ -23,6 +22,7 @@ from labeler.schemas import (
     nullable_strings,
     validate,
 )
+from labeler.io import storage
 
 
 def _catalogue(**columns) -> pa.Table:

@@ -20,11 +20,11 @@ import pytest
 import requests
 import soundfile as sf
 
-from labeler.bundle_info import read_bundle_info
+from labeler.bundle.info import read_bundle_info
+from labeler.contracts.labels import QUADRANTS
+from labeler.contracts.schemas import LABELS
+from labeler.inference.label_rows import error_kind
 from labeler.label_job import LabelJobConfig, label_catalogue
-from labeler.label_rows import error_kind
-from labeler.labels import QUADRANTS
-from labeler.schemas import LABELS
 from labeler.serve import ServeConfig, app_builder, start
 from tests.helpers import free_port, make_bundle
 from tests.poison import sitecustomize as poison

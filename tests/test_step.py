@@ -1,4 +1,4 @@
-"""The training step shared by the Ray Train loop and the real-data benchmarks (train.step), on a tiny model."""
+"""The training step shared by the Ray Train loop and the real-data benchmarks (train.fit.step), on a tiny model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.metrics import macro_f1
-from train.step import MIN_BATCH, EarlyStopping, plan_batches, predict, selection_score, train_epoch, validate_epoch
+from train.fit.step import MIN_BATCH, EarlyStopping, plan_batches, predict, selection_score, train_epoch, validate_epoch
+from train.score.metrics import macro_f1
 
 
 class Tiny(torch.nn.Module):

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 
-from labeler import storage
+from labeler.io import storage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,12 +149,12 @@ def test_s3_endpoint_comes_from_the_environment(s3_server, monkeypatch):
 
 
 def test_only_storage_imports_s3fs():
-    """Everything else reaches S3 through labeler.storage, so credentials and endpoints live in one place."""
+    """Everything else reaches S3 through labeler.io.storage, so credentials and endpoints live in one place."""
     pattern = re.compile(r"^\s*(import\s+s3fs|from\s+s3fs\b)", re.MULTILINE)
     offenders = []
     for package in ("labeler", "train", "jobs"):
         for path in (REPO / package).rglob("*.py"):
-            if pattern.search(path.read_text(encoding="utf-8")) and path != REPO / "labeler" / "storage.py":
+            if pattern.search(path.read_text(encoding="utf-8")) and path != REPO / "labeler" / "io" / "storage.py":
                 offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
-    assert pattern.search((REPO / "labeler" / "storage.py").read_text(encoding="utf-8"))
+    assert pattern.search((REPO / "labeler" / "io" / "storage.py").read_text(encoding="utf-8"))

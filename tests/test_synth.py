@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from labeler import storage
-from labeler.labels import quadrant_from_va
-from labeler.schemas import CATALOGUE, MANIFEST, check_unique_ids, validate
+from labeler.contracts.labels import quadrant_from_va
+from labeler.contracts.schemas import CATALOGUE, MANIFEST, check_unique_ids, validate
+from labeler.io import storage
 from synth import SynthConfig, synthesise
 from synth.audio import render_song
 from synth.songs import make_song, song_rng
-from train.datasets.synth import prepare_synth
+from train.data.datasets.synth import prepare_synth
 
 SECONDS = 6.0
 
@@ -235,7 +235,7 @@ def test_writes_to_s3(s3_bucket):
 
 
 def test_the_dataset_adapter_keeps_song_ids_and_labelling_truth(small):
-    """train.datasets.synth reads songs.parquet: catalogue ids, the drawn truth, the sung lyrics."""
+    """train.data.datasets.synth reads songs.parquet: catalogue ids, the drawn truth, the sung lyrics."""
     _, result = small
     rows = {r["song_id"]: r for r in prepare_synth(result.output).to_pylist()}
     assert list(rows) == [s.song_id for s in result.songs]
@@ -246,7 +246,7 @@ def test_the_dataset_adapter_keeps_song_ids_and_labelling_truth(small):
 
 
 def test_prepare_takes_the_synthetic_corpus_like_any_other(small):
-    from train.manifest import prepare
+    from train.data.manifest import prepare
 
     _, result = small
     table, report = prepare([("synth", result.output, {})], k=4, cv="ALL", seed=1)

@@ -1,4 +1,4 @@
-"""labeler.timeline and the Predictor's embeddings/timeline: window planning, streamed windows of real
+"""labeler.inference.timeline and the Predictor's embeddings/timeline: window planning, streamed windows of real
 audio files (WAV, and an open-ended MP4 read through ffmpeg when installed), and a saved bundle."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from labeler.predict import Predictor, check_timeline
-from labeler.timeline import Window, axis_probs, iter_window_features, plan_windows, window_rows
+from labeler.inference.predict import Predictor, check_timeline
+from labeler.inference.timeline import Window, axis_probs, iter_window_features, plan_windows, window_rows
 from tests.helpers import make_audio_bundle, tiny_featurizer
 
 CFG = tiny_featurizer()
@@ -120,8 +120,8 @@ def test_serve_answers_with_the_same_columns_from_an_upload(audio_bundle, tmp_pa
     from datetime import datetime
 
     from jobs.commands.serve import config_from_args, configure_parser
-    from labeler.bundle_info import read_bundle_info
-    from labeler.label_rows import label_rows
+    from labeler.bundle.info import read_bundle_info
+    from labeler.inference.label_rows import label_rows
     from labeler.serve import ServeConfig, SongFeaturiser, row_to_json, song_from_fields
 
     parser = argparse.ArgumentParser()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labeler import storage
+from labeler.io import storage
 from tests.helpers import TRAIN_4Q
 
 pytestmark = pytest.mark.slow
@@ -41,8 +41,8 @@ def test_all_branches_beat_chance_on_test_folds(trained):
 
 
 def test_fusion_kept_is_the_best_on_validation_and_scored_like_its_variant(trained):
-    from labeler.bundle import read_bundle_config
-    from train import fusion
+    from labeler.bundle.store import read_bundle_config
+    from train.select import fusion
 
     for fold, s in trained.report["selection"]["fusion"].items():
         choice = s["fusion"]
@@ -57,9 +57,9 @@ def test_fusion_kept_is_the_best_on_validation_and_scored_like_its_variant(train
 def test_fusion_from_separate_branch_runs_reads_their_settings_from_the_bundles(trained, synth_manifest, tmp_path):
     """`--branch fusion --audio-run --lyrics-run` under a preset whose features, tokens and audio model differ
     from the branches' (plain cpu-small: MusiCNN, 8-s clips, 128 tokens): the fused bundle carries the branch
-    bundles' featuriser and lyrics configs (train.configs.branch_fields), not the preset's."""
-    from labeler.bundle import read_bundle_config
-    from train.run import train
+    bundles' featuriser and lyrics configs (train.fit.configs.branch_fields), not the preset's."""
+    from labeler.bundle.store import read_bundle_config
+    from train.fit.run import train
 
     result = train(synth_manifest, str(tmp_path / "fusion"), branch="fusion", preset="cpu-small", folds="0",
                    audio_run=trained.output_uri, lyrics_run=storage.join(trained.output_uri, "lyrics"),
@@ -98,7 +98,7 @@ def test_report_files_and_calibration(trained):
 
 
 def test_exported_bundle_is_best_validation_fold(trained):
-    from labeler.bundle import load_bundle, read_bundle_config
+    from labeler.bundle.store import load_bundle, read_bundle_config
 
     config = read_bundle_config(trained.bundle_uri)
     selection = trained.report["selection"]["fusion"]
@@ -110,7 +110,7 @@ def test_exported_bundle_is_best_validation_fold(trained):
     assert bundle.model.config.branch == "fusion"
     assert bundle.temperature == pytest.approx(trained.report["calibration"]["fusion"][best]["temperature"])
     assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in Path(trained.bundle_uri).rglob("*"))
-    # cpu-small trains the stacked lyrics branch, and the fused model consumes it (labeler.lexical)
+    # cpu-small trains the stacked lyrics branch, and the fused model consumes it (labeler.lyrics.lexical)
     assert bundle.lexical is not None and bundle.lexical.stack_weight is not None
     lyrics = load_bundle(trained.fold_bundles["lyrics"][best])
     assert lyrics.lexical is not None and lyrics.lyrics.max_windows == 8
@@ -132,7 +132,7 @@ def test_worker_failure_resumes_from_checkpoint_on_s3(trained_4q):
 
 
 def test_bad_arguments_raise_value_errors(synth_manifest, tmp_path):
-    from train.run import train
+    from train.fit.run import train
 
     with pytest.raises(ValueError, match="not in 0..3"):
         train(synth_manifest, str(tmp_path), branch="audio", folds="7")
@@ -147,9 +147,9 @@ def test_hybrid_audio_branch_trains_exports_descriptor_stats_and_labels(synth_ma
     import pyarrow.parquet as pq
 
     from labeler.audio import DESCRIPTOR_DIM
-    from labeler.bundle import read_bundle_config
+    from labeler.bundle.store import read_bundle_config
     from labeler.label_job import LabelJobConfig, label_catalogue
-    from train.run import train
+    from train.fit.run import train
 
     result = train(synth_manifest, str(tmp_path / "out"), branch="audio", preset="cpu-small", folds="0",
                    **{**SMALL, "audio_arch": "Hybrid", "epochs": 3, "audio_epoch_factor": 2.0})

@@ -1,8 +1,8 @@
-"""Training: corpora to a manifest, the feature cache, Ray Train trials, finalising, metrics and reports.
+"""Training: labelled corpora to a calibrated, scored model bundle.
 
-The data flow, module by module: datasets/ -> manifest, folds -> feature_cache -> run (the driver)
--> branch -> trial -> loop (one Ray Train worker) -> finalise (stacking, calibration, fusion) ->
-metrics, report; evaluate scores a finished bundle, recipe chains prepare and train.
+The folders follow the data: data/ (dataset adapters -> manifest with folds) -> cache/ (features
+once per song) -> fit/ (run -> branch -> trial -> loop -> step) -> select/ (calibration, stacking,
+fusion, the exported bundle) -> score/ (metrics, baselines, evaluate, report).
 """
 
-import labeler  # noqa: F401 - sets up the per-process numba cache before train.baselines imports librosa
+import labeler  # noqa: F401 - sets up the per-process numba cache before train.score.baselines imports librosa

@@ -1,6 +1,6 @@
 """`labeler compare OUT --from VERSION --to VERSION`: its flags and its console summary.
 
-The comparison itself (`compare_versions`, the report files) is `labeler.compare`, which a notebook
+The comparison itself (`compare_versions`, the report files) is `labeler.label_job.compare`, which a notebook
 or an ETL check can call without argparse; this module only turns flags into that call and prints
 one line per report.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from labeler import storage
-from labeler.compare import compare_versions, fmt_value
-from labeler.display import plain_text
+from labeler.io import storage
+from labeler.label_job.compare import compare_versions, fmt_value
+from labeler.runtime.display import plain_text
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

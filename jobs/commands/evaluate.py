@@ -1,8 +1,8 @@
 """`labeler evaluate`: score a bundle on a manifest's test fold(s); stdout is only the metrics.
 
 Scripts read evaluate's stdout as JSON (the default), so nothing else is printed there (jobs.cli
-keeps its log-file notice off stdout for this command). The scoring is `train.evaluate`,
-the Markdown table `train.report`'s.
+keeps its log-file notice off stdout for this command). The scoring is `train.score.evaluate`,
+the Markdown table `train.score.report`'s.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from train.evaluate import evaluate_bundle
-from train.report import jsonable, metrics_markdown
+from train.score.evaluate import evaluate_bundle
+from train.score.report import jsonable, metrics_markdown
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

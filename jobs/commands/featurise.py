@@ -1,6 +1,6 @@
 """`labeler featurise`: its flags, turned into a `FeaturizerConfig` and one `featurise_catalogue` call.
 
-The job itself is `labeler.featurise_job` (the training feature cache reuses it with its own config).
+The job itself is `labeler.label_job.featurise_job` (the training feature cache reuses it with its own config).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 
 from jobs.flags import config_from_flags
 from labeler.audio import FeaturizerConfig
-from labeler.featurise_job import featurise_catalogue, format_summary
+from labeler.label_job.featurise_job import featurise_catalogue, format_summary
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

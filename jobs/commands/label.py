@@ -57,7 +57,7 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
 
 
 def run_cli(args: argparse.Namespace, console=None) -> int:
-    from labeler.console import Console  # noqa: PLC0415
+    from labeler.runtime.console import Console  # noqa: PLC0415
 
     console = console or Console()
     summary = label_catalogue(args.catalogue, args.bundle, args.output, config_from_args(args), console=console)

@@ -1,6 +1,6 @@
 """`labeler prepare`: dataset folders -> one training manifest with folds (Parquet, local or S3).
 
-`train.manifest.prepare` does the work and returns the table and its report; this module parses
+`train.data.manifest.prepare` does the work and returns the table and its report; this module parses
 `--dataset NAME=PATH` / `--option NAME.key=value` into its sources (`parse_sources`: an option's
 value takes the type of the adapter's keyword), writes the manifest and prints the report.
 """
@@ -13,13 +13,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from labeler import storage
-from labeler.coerce import coerce, field_types
-from train.manifest import ADAPTERS, Source, prepare
+from labeler.contracts.coerce import coerce, field_types
+from labeler.io import storage
+from train.data.manifest import ADAPTERS, Source, prepare
 
 
 def _coerce(func: Callable[..., Any], name: str, key: str, value: str) -> Any:
-    """A --option value as the adapter's keyword expects it (`labeler.coerce`'s rules, by its type hint)."""
+    """A --option value as the adapter's keyword expects it (`labeler.contracts.coerce`'s rules, by its type hint)."""
     params = inspect.signature(func).parameters
     if key not in params or key == "path":
         valid = ", ".join(p for p in params if p != "path")

@@ -1,7 +1,7 @@
 """`labeler recipe`: its flags, turned into a `RecipeConfig` and one `run_recipe` call.
 
 The recipe (finding the datasets, one manifest, training with the real-music defaults) is
-`train.recipe`; this module parses `--dataset NAME=PATH` and `--set`, and prints the run's summary
+`train.fit.recipe`; this module parses `--dataset NAME=PATH` and `--set`, and prints the run's summary
 and the next command.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 
 from jobs.commands.train import format_result
-from labeler import storage
-from train.presets import parse_overrides
-from train.recipe import KNOWN_FOLDERS, RecipeConfig, run_recipe
+from labeler.io import storage
+from train.fit.presets import parse_overrides
+from train.fit.recipe import KNOWN_FOLDERS, RecipeConfig, run_recipe
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, console=None) -> int:
-    from labeler.console import Console  # noqa: PLC0415
+    from labeler.runtime.console import Console  # noqa: PLC0415
 
     console = console or Console()
     pairs = []

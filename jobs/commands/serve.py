@@ -14,7 +14,7 @@ import time
 from ray import serve
 
 from jobs.flags import config_from_flags
-from labeler import storage
+from labeler.io import storage
 from labeler.serve import ServeConfig, start
 
 
@@ -51,8 +51,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from labeler.bundle_info import read_bundle_info  # noqa: PLC0415
-    from labeler.session import ensure_ray  # noqa: PLC0415
+    from labeler.bundle.info import read_bundle_info  # noqa: PLC0415
+    from labeler.runtime.session import ensure_ray  # noqa: PLC0415
 
     config = config_from_args(args)
     # The whole bundle is verified here (one line on failure, not inside a replica), and the replicas

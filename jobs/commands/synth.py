@@ -1,7 +1,7 @@
 """`labeler synth`: its flags, turned into a `SynthConfig` and one `synthesise` call.
 
 The generator is the `synth` package; the manifest comes from the corpus's dataset adapter
-(`train.datasets.synth.prepare_synth`), as for every corpus, and is written beside the catalogue.
+(`train.data.datasets.synth.prepare_synth`), as for every corpus, and is written beside the catalogue.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 
 from jobs.flags import config_from_flags
-from labeler import storage
+from labeler.io import storage
 from synth import SynthConfig, synthesise
 from synth.config import DISTRIBUTIONS
-from train.datasets.synth import prepare_synth
+from train.data.datasets.synth import prepare_synth
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -44,5 +44,5 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"synth: {len(result.songs)} songs ({rows} catalogue rows, {len(result.corrupt_ids)} broken) "
           f"in {result.seconds_taken:.1f} s ({len(result.songs) / max(result.seconds_taken, 1e-9):.1f} songs/s)")
     print(f"  catalogue: {storage.describe(result.catalogue_uri)}")
-    print(f"  manifest:  {storage.describe(manifest_uri)} (fold -1: assign folds with train.folds or `labeler prepare`)")
+    print(f"  manifest:  {storage.describe(manifest_uri)} (fold -1: assign folds with train.data.folds or `labeler prepare`)")
     return 0

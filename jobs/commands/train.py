@@ -1,7 +1,7 @@
-"""`labeler train` (and `python -m jobs.train_folds`): its flags, one `train.run.train` call, the summary.
+"""`labeler train` (and `python -m jobs.train_folds`): its flags, one `train.fit.run.train` call, the summary.
 
-Every knob beyond the flags below is a preset field (`--set KEY=VALUE`, `train.presets`); the
-training driver itself is `train.run.train`, which a notebook can call without argparse.
+Every knob beyond the flags below is a preset field (`--set KEY=VALUE`, `train.fit.presets`); the
+training driver itself is `train.fit.run.train`, which a notebook can call without argparse.
 `format_result` is also the summary of `labeler recipe`.
 """
 
@@ -12,9 +12,9 @@ import itertools
 
 import numpy as np
 
-from labeler import storage
-from train.presets import AUDIO_MODELS, PRESETS, parse_overrides
-from train.run import TrainResult, train
+from labeler.io import storage
+from train.fit.presets import AUDIO_MODELS, PRESETS, parse_overrides
+from train.fit.run import TrainResult, train
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace, console=None) -> int:
-    from labeler.console import Console  # noqa: PLC0415
+    from labeler.runtime.console import Console  # noqa: PLC0415
 
     console = console or Console()
     overrides = parse_overrides(args.set)

@@ -28,10 +28,10 @@ from labeler.audio.config import (
     check_max_seconds,
     descriptor_names,
 )
-from labeler.lazy import lazy_getattr
+from labeler.runtime.lazy import lazy_getattr
 
 # signal-processing name -> the module defining it (imported on first use: these need librosa and
-# numba, which a driver that only reads a config - train.presets, the CLI - should not load)
+# numba, which a driver that only reads a config - train.fit.presets, the CLI - should not load)
 _PROCESSING = {
     "ANALYSIS_SR": "chorus", "find_chorus": "chorus",
     "decode_window": "decode", "open_audio": "decode",

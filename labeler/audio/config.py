@@ -116,7 +116,7 @@ class FeaturizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeaturizerConfig:
-        from labeler.coerce import config_from_dict  # noqa: PLC0415
+        from labeler.contracts.coerce import config_from_dict  # noqa: PLC0415
 
         return config_from_dict(cls, d)
 

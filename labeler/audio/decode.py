@@ -28,8 +28,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from labeler import storage
 from labeler.audio.config import MAX_AUDIO_SECONDS, AudioError, check_header
+from labeler.io import storage
 
 # Decoding reads this much audio at a time: large blocks keep libsndfile's per-call overhead low
 # (small blocks made MP3 decoding ~1.5x slower), and one block of 44.1 kHz stereo is only 3.5 MB.

@@ -3,7 +3,7 @@
 Why these two together: `Featurizer` is featurise_track applied per row, turning each track's
 AudioError into that row's `audio_error`; tests' crash injection (tests/poison) patches
 featurise_track in this module, which is where both the callable and the isolation child
-(labeler.isolate) look it up.
+(labeler.runtime.isolate) look it up.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from labeler import jit_cache, storage
 from labeler.audio.chorus import ANALYSIS_SR, annotated_window, find_chorus
 from labeler.audio.config import (
     DEFAULT_STFT_BACKEND,
@@ -38,6 +37,8 @@ from labeler.audio.features import (
     mel_to_db,
     power_spectrogram,
 )
+from labeler.io import storage
+from labeler.runtime import jit_cache
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def clip_features(clip: np.ndarray, cfg: FeaturizerConfig, *, name: str = "<audi
 
     Raises AudioError too_short / silent (below `min_seconds`, default cfg.min_seconds, or below
     SILENCE_RMS); the clip is zero-padded or cropped to clip_seconds. Shared by the chorus
-    (featurise_track) and the timeline windows (labeler.timeline).
+    (featurise_track) and the timeline windows (labeler.inference.timeline).
     """
     _check_clip(clip, cfg.sample_rate, cfg.min_seconds if min_seconds is None else min_seconds, name)
     clip = fit_clip(clip, cfg)
@@ -137,7 +138,7 @@ def clip_features(clip: np.ndarray, cfg: FeaturizerConfig, *, name: str = "<audi
 
 def warm_up_jit() -> None:
     """Run every numba-compiled path of the featuriser once (chorus search, log-mel, descriptors) on a
-    synthetic 60-s track, so labeler.jit_cache can publish a complete cache (see there for why)."""
+    synthetic 60-s track, so labeler.runtime.jit_cache can publish a complete cache (see there for why)."""
     rng = np.random.default_rng(0)
     sr = 22050
     t = np.arange(60 * sr) / sr

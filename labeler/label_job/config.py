@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labeler.audio.config import MAX_AUDIO_SECONDS, check_max_seconds
-from labeler.isolate import DEFAULT_RETRIES
+from labeler.io.lease import DEFAULT_TTL_SECONDS
 from labeler.label_job.resume import DEFAULT_RESUMES
-from labeler.lease import DEFAULT_TTL_SECONDS
+from labeler.runtime.isolate import DEFAULT_RETRIES
 
 
 @dataclass

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from labeler import storage
 from labeler.audio.config import MAX_AUDIO_SECONDS, uses_musicnn_frontend
-from labeler.bundle_info import BundleInfo, read_bundle_info
-from labeler.isolate import DEFAULT_RETRIES
+from labeler.bundle.info import BundleInfo, read_bundle_info
+from labeler.io import storage
+from labeler.io.lease import Fence, Lease
 from labeler.label_job.config import LabelJobConfig
 from labeler.label_job.featurise import featurise_batch, featurise_memory_bytes
 from labeler.label_job.layout import (
@@ -40,7 +40,7 @@ from labeler.label_job.plan import filter_ids, release_memory, todo_filter, vali
 from labeler.label_job.resources import Resources, resolve_resources
 from labeler.label_job.resume import run_with_resumes
 from labeler.label_job.summary import LabelSummary, finish
-from labeler.lease import Fence, Lease
+from labeler.runtime.isolate import DEFAULT_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def recover_cwd() -> None:
 
 
 class PredictorStage:
-    """labeler.predict.Predictor as the job's actor class, imported inside the actor.
+    """labeler.inference.predict.Predictor as the job's actor class, imported inside the actor.
 
     Why not the Predictor class itself: handing it to Ray Data imports torch into the driver, which
     predicts nothing; at ten million catalogue rows the driver's memory is the job's limit
@@ -75,13 +75,13 @@ class PredictorStage:
     """
 
     def __init__(self, progress_sink=None, **kwargs) -> None:
-        from labeler.predict import Predictor  # noqa: PLC0415
+        from labeler.inference.predict import Predictor  # noqa: PLC0415
 
         self.progress_sink = progress_sink
         self.predictor = Predictor(**kwargs)
 
     def __call__(self, batch):
-        from labeler.console import report  # noqa: PLC0415
+        from labeler.runtime.console import report  # noqa: PLC0415
 
         songs = len(batch["song_id"])
         out = self.predictor(batch)
@@ -180,10 +180,10 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
     The catalogue's contract and its song ids are checked before any work (SchemaError naming the
     columns). Returns the run's summary; raises RuntimeError, without writing the completion record,
     if the committed partition does not hold exactly one row per catalogue song, and
-    labeler.lease.LeaseHeldError, before any work, while another run writes this output and version.
-    With a `console` (labeler.console.Console), the run shows a progress line of songs done.
+    labeler.io.lease.LeaseHeldError, before any work, while another run writes this output and version.
+    With a `console` (labeler.runtime.console.Console), the run shows a progress line of songs done.
     """
-    from labeler.console import Console  # noqa: PLC0415
+    from labeler.runtime.console import Console  # noqa: PLC0415
 
     console = console or Console.silent()
     config = config or LabelJobConfig()
@@ -219,7 +219,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
         if todo:
             import ray  # noqa: PLC0415
 
-            from labeler.session import ensure_ray as start_ray  # noqa: PLC0415
+            from labeler.runtime.session import ensure_ray as start_ray  # noqa: PLC0415
 
             start_ray(config.address)
             heavy = info.uses_audio and uses_musicnn_frontend(info.featurizer)

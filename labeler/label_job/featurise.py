@@ -13,16 +13,16 @@ import json
 import numpy as np
 
 from labeler.audio.config import MAX_AUDIO_SECONDS
-from labeler.inputs import ERROR_COLUMNS, model_inputs
-from labeler.isolate import DEFAULT_RETRIES
-from labeler.schemas import nullable_strings
-from labeler.verified import TokenizerSource
+from labeler.bundle.verified import TokenizerSource
+from labeler.contracts.inputs import ERROR_COLUMNS, model_inputs
+from labeler.contracts.schemas import nullable_strings
+from labeler.runtime.isolate import DEFAULT_RETRIES
 
 
 @functools.lru_cache(maxsize=4)
 def _isolated_featurizer(featurizer_json: str, retries: int, max_audio_seconds: float):
     """One crash-isolating featuriser (and so one child process) per worker process and bundle."""
-    from labeler.isolate import IsolatedFeaturizer  # noqa: PLC0415
+    from labeler.runtime.isolate import IsolatedFeaturizer  # noqa: PLC0415
 
     return IsolatedFeaturizer(json.loads(featurizer_json), retries=retries, max_audio_seconds=max_audio_seconds)
 
@@ -31,7 +31,7 @@ def _isolated_featurizer(featurizer_json: str, retries: int, max_audio_seconds: 
 def _lyrics_tokenizer(tokenizer: TokenizerSource, lyrics_json: str):
     """One tokenizer per worker process and bundle: Ray Data tasks are stateless but worker
     processes are reused, so this memo loads (and verifies) the tokenizer files once, not once a batch."""
-    from labeler.lyrics import LyricsTokenizer  # noqa: PLC0415
+    from labeler.lyrics.text import LyricsTokenizer  # noqa: PLC0415
 
     return LyricsTokenizer(tokenizer.load(), json.loads(lyrics_json))
 
@@ -43,7 +43,7 @@ def featurise_batch(batch: dict[str, np.ndarray], featurizer: dict | None, token
 
     The Featurizer and LyricsTokenizer turn a bad song into a row error themselves; this stage only
     adds the columns a single-branch Predictor does not get from the skipped step. Audio is featurised
-    in a child process (labeler.isolate): a track that kills it becomes an `audio_error` of kind
+    in a child process (labeler.runtime.isolate): a track that kills it becomes an `audio_error` of kind
     `worker_crash` after `max_retries` retries alone, and this task's own process never dies for it. A
     track whose header claims more than `max_audio_seconds` (or an absurd sample rate) is not decoded:
     its `audio_error` is `too_long` (`unsupported_format`).

@@ -6,7 +6,7 @@ Output layout (readable as one dataset by pandas, pyarrow, DuckDB and Spark)::
     <output>/version=<model_version>/_SUCCESS.json         completion record of that version (written last)
     <output>/_SUCCESS.json                                 copy of the record of the latest completed run
     <output>/_staging/version=<model_version>/<run_id>/    parts being written (ignored by readers: '_' prefix)
-    <output>/_lease/version=<model_version>/lease-*.json   who is writing this version now (labeler.lease)
+    <output>/_lease/version=<model_version>/lease-*.json   who is writing this version now (labeler.io.lease)
 
 Why this layout:
 
@@ -25,7 +25,7 @@ Why this layout:
   nothing. Before committing anything the run removes the version's `_SUCCESS.json`; it writes it
   again, last, after checking that the partition holds exactly one row per catalogue song. ETL waits
   for that file.
-- One run per output and model version at a time: a run takes the version's lease (labeler.lease)
+- One run per output and model version at a time: a run takes the version's lease (labeler.io.lease)
   before it reads what is done or touches any file, and a second run fails at once with
   LeaseHeldError naming the holder. Every part commit checks the lease generation (fencing), so a
   run whose lease was lost (storage outage, a frozen driver) stops before committing more. A killed run's lease expires after `lease_seconds` (default 120),
@@ -33,8 +33,8 @@ Why this layout:
 - Songs removed from the catalogue keep their old labels in the partition (they are harmless to a
   join on song_id); the completion record counts the partition's rows and the catalogue's.
 
-Optional columns (labeler.schemas.labels_contract): `--embeddings` adds `embedding` (the model's
-penultimate vector, L2-normalised), `--timeline SECONDS` adds `timeline` (labeler.timeline: windows
+Optional columns (labeler.contracts.schemas.labels_contract): `--embeddings` adds `embedding` (the model's
+penultimate vector, L2-normalised), `--timeline SECONDS` adds `timeline` (labeler.inference.timeline: windows
 of the whole track, decoded in the Predictor actors, which then need `audio_uri`) and `--tags` adds
 `tags` (a MusiCNN bundle's 50 tag probabilities, labeler.musicnn.tags). A partition holds one set of
 them in every part (check_same_optional_columns).
@@ -54,13 +54,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from labeler import storage
-from labeler.bundle_info import BundleInfo
+from labeler.bundle.info import BundleInfo
+from labeler.bundle.verified import check_version
+from labeler.contracts.schemas import LABELS
+from labeler.inference.label_rows import error_kind, label_rows
+from labeler.io import storage
+from labeler.io.lease import LEASE_DIR, Fence
 from labeler.label_job.config import LabelJobConfig
-from labeler.label_rows import error_kind, label_rows
-from labeler.lease import LEASE_DIR, Fence
-from labeler.schemas import LABELS
-from labeler.verified import check_version
 
 log = logging.getLogger(__name__)
 

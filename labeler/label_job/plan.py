@@ -9,8 +9,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeler import storage
-from labeler.schemas import CATALOGUE, check_unique_ids, validate
+from labeler.contracts.schemas import CATALOGUE, check_unique_ids, validate
+from labeler.io import storage
 
 
 def filter_ids(batch: pa.Table, ids_ref: list, keep: bool) -> pa.Table:

@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from labeler import storage
-from labeler.display import plot_label
-from labeler.labels import QUADRANT_DESCRIPTIONS, QUADRANTS
+from labeler.contracts.labels import QUADRANT_DESCRIPTIONS, QUADRANTS
+from labeler.io import storage
+from labeler.runtime.display import plot_label
 
 
 def plot_labels(table: pa.Table, path: str, title: str) -> str:

@@ -23,7 +23,7 @@ class Resources:
     max_actors: int
     use_gpu: bool
     actor_cpus: float = 1.0  # CPUs one Predictor actor reserves (with a GPU: what is left after one featurise task)
-    predictor_threads: int | None = None  # torch threads of one CPU Predictor; None: its CPUs (labeler.predict)
+    predictor_threads: int | None = None  # torch threads of one CPU Predictor; None: its CPUs (labeler.inference.predict)
 
     def describe(self) -> str:
         """The plan in one line, for the summary: where featurising and the model run, and how wide."""
@@ -93,7 +93,7 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_p
     actor_cpus = 1.0
     if use_gpu and cpus - max_actors < featurise_cpus:
         actor_cpus = max(0.1, round((cpus - featurise_cpus) / max_actors, 2))
-    predictor_threads = None  # None: as many torch threads as the actor holds CPUs (labeler.predict)
+    predictor_threads = None  # None: as many torch threads as the actor holds CPUs (labeler.inference.predict)
     if heavy_predictor and not use_gpu and cpus >= 2 and config.max_actors is None and config.featurise_cpus is None:
         share = HEAVY_PREDICTOR_SHARE * cpus
         max_actors = max(min_actors, math.ceil(share / MAX_ACTOR_THREADS))

@@ -16,15 +16,15 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeler import storage
-from labeler.display import plain_text
+from labeler.contracts.labels import QUADRANTS
+from labeler.contracts.schemas import SchemaError, check_unique_ids
+from labeler.inference.label_rows import error_kind
+from labeler.io import storage
+from labeler.io.lease import Lease
 from labeler.label_job.layout import SUCCESS_FILE, OutputLayout, basename, read_partition
 from labeler.label_job.plan import ids_in
 from labeler.label_job.plot import plot_labels
-from labeler.label_rows import error_kind
-from labeler.labels import QUADRANTS
-from labeler.lease import Lease
-from labeler.schemas import SchemaError, check_unique_ids
+from labeler.runtime.display import plain_text
 
 log = logging.getLogger(__name__)
 

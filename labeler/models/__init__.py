@@ -12,7 +12,6 @@ transformers' lazy modules do), so importing a config never imports torch.
 
 from __future__ import annotations
 
-from labeler.lazy import lazy_getattr
 from labeler.models.configuration import (
     AUDIO_ARCHS,
     BRANCHES,
@@ -25,6 +24,7 @@ from labeler.models.configuration import (
     LyricsEncoderConfig,
     ModelConfig,
 )
+from labeler.runtime.lazy import lazy_getattr
 
 # modelling name -> the module defining it (imported on first use: these need torch)
 _MODELLING = {

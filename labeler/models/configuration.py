@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from labeler.labels import CLASSES_MODE, check_mode, class_names
+from labeler.contracts.labels import CLASSES_MODE, check_mode, class_names
 
 AUDIO_ARCHS: tuple[str, ...] = ("Cnn6", "Cnn10", "MusiCNN")
 PANNS_ARCHS: tuple[str, ...] = ("Cnn6", "Cnn10")
@@ -88,9 +88,9 @@ class LyricsEncoderConfig:
     """The lyrics branch: which encoder, how to pool its tokens.
 
     `name_or_path` is an alias ("MiniLM", "BERT", "ALBERT"), a Hugging Face id, a local directory or an
-    S3 URI (see labeler.pretrained). `hidden_size` is filled from the encoder's config when built.
+    S3 URI (see labeler.lyrics.pretrained). `hidden_size` is filled from the encoder's config when built.
     `window_tokens > 0`: inputs are whole-lyric windows of that many tokens side by side in a row
-    (labeler.lyrics, `max_windows > 1`); each non-empty window is pooled, then the windows are averaged.
+    (labeler.lyrics.text, `max_windows > 1`); each non-empty window is pooled, then the windows are averaged.
     """
 
     name_or_path: str = "MiniLM"
@@ -113,7 +113,7 @@ class ModelConfig:
     """The whole model: which branch, which label mode, the branch configs and the head.
 
     `classes` names the outputs in mode `classes` (a catalogue's own taxonomy, in logit order); the
-    other modes take their fixed classes from labeler.labels and leave it None.
+    other modes take their fixed classes from labeler.contracts.labels and leave it None.
     """
 
     branch: str = "fusion"
@@ -175,7 +175,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        from labeler.coerce import config_from_dict  # noqa: PLC0415
+        from labeler.contracts.coerce import config_from_dict  # noqa: PLC0415
 
         return config_from_dict(cls, d)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labeler.labels import check_mode, num_classes
+from labeler.contracts.labels import check_mode, num_classes
 from labeler.models.audio_encoder import AudioEncoder
 from labeler.models.configuration import ModelConfig
 from labeler.models.fusion import LateFusion
@@ -143,7 +143,7 @@ class EmotionModel(nn.Module):
 
         Encoders and heads are copied unchanged with the branches' calibration temperatures, so the
         fused model starts as exactly the two calibrated branches; `LateFusion.set_*` then sets the
-        combiner fitted on the validation fold (train.fusion). A song with one modality gets that
+        combiner fitted on the validation fold (train.select.fusion). A song with one modality gets that
         branch's calibrated prediction.
         """
         if config.fusion == "head":

@@ -1,7 +1,7 @@
 """Late and gated fusion: the two branches' calibrated log-probabilities combined, not their embeddings.
 
 Why a module of its own: `LateFusion` is set from parameters fitted outside training
-(train.fusion), and its math is mirrored in numpy there; a test checks the two agree.
+(train.select.fusion), and its math is mirrored in numpy there; a test checks the two agree.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class LateFusion(nn.Module):
     from branches that have already fitted those songs (the lyrics encoder nearly memorises them), so
     it over-trusts them. Here the branch heads stay as trained, each branch's probabilities are
     calibrated by its own validation-fold temperature, and only a few combiner parameters are fitted,
-    on the validation fold (train.fusion):
+    on the validation fold (train.select.fusion):
 
     * late:  z = W [log p_audio, log p_lyrics] + b   (a weighted average is W = [w I, (1 - w) I], b = 0;
              a multinomial logistic regression fills W and b freely);

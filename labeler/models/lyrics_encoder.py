@@ -1,7 +1,7 @@
 """The lyrics branch: any Hugging Face encoder through `AutoModel`, pooled into one embedding.
 
 Pretrained weights are read only when asked (`pretrained=True`, through
-`labeler.pretrained.resolve_encoder`); a bundle rebuilds the encoder from its saved
+`labeler.lyrics.pretrained.resolve_encoder`); a bundle rebuilds the encoder from its saved
 `PretrainedConfig`, which never downloads anything.
 """
 
@@ -35,7 +35,7 @@ class LyricsEncoder(nn.Module):
 
         self.config = config
         if pretrained:
-            from labeler.pretrained import resolve_encoder  # noqa: PLC0415
+            from labeler.lyrics.pretrained import resolve_encoder  # noqa: PLC0415
 
             self.encoder = _without_pooler(lambda **kw: AutoModel.from_pretrained(resolve_encoder(config.name_or_path), **kw))
         else:

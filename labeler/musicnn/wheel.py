@@ -58,7 +58,7 @@ def checkpoint_prefix(model_id: str, root: str | Path | None = None) -> str:
     """
     if model_id not in PINNED:
         raise ValueError(f"unknown musicnn model {model_id!r}: expected one of {', '.join(MODEL_IDS)}")
-    from labeler.pretrained import file_sha256  # noqa: PLC0415 - shared, per-process cached hashing
+    from labeler.lyrics.pretrained import file_sha256  # noqa: PLC0415 - shared, per-process cached hashing
 
     folder = Path(root) if root is not None else default_dir()
     folder = folder / model_id

@@ -3,7 +3,7 @@
 One module per part: `options` (ServeConfig), `request` (the body -> a validated SongRequest, or a
 4xx), `featuriser` (the song -> the Predictor's one-row batch) and `app` (the deployment, its
 answers and the application builder; the endpoint's contract is app's docstring). The pieces
-shared with the batch job come from labeler.bundle_info and labeler.label_rows, never from the
+shared with the batch job come from labeler.bundle.info and labeler.inference.label_rows, never from the
 batch driver. `labeler serve`'s flags are jobs/commands/serve.py; `serve run
 labeler.serve:app_builder bundle=URI` reaches the same application without them.
 """

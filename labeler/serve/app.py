@@ -2,7 +2,7 @@
 
 The endpoint runs the batch job's own stages on one song, so a song gets the same label online as
 in the catalogue job: `labeler.audio.featurise_track` (decode -> chorus -> log-mel), the bundle's
-`LyricsTokenizer`, the `Predictor`, and `labeler.label_rows.label_rows` to build the LABELS row.
+`LyricsTokenizer`, the `Predictor`, and `labeler.inference.label_rows.label_rows` to build the LABELS row.
 Featurising runs per request in a thread pool (the replica's event loop stays free to accept
 requests); the model call is batched across concurrent requests with `@serve.batch`.
 
@@ -36,7 +36,7 @@ What is a 4xx and what is a labelled row with `audio_error` (the rule):
   lyrics-only label would hide its mistake.
 - 422 `worker_crash` (uploads), or a row with `audio_error = 'worker_crash: ...'` (an `audio_uri`: 200 from
   its lyrics, else 422 as below): audio whose featurisation killed the process doing it (a segfault in a
-  decoder, say). Each featurise thread decodes in its own child process (labeler.isolate), so the replica
+  decoder, say). Each featurise thread decodes in its own child process (labeler.runtime.isolate), so the replica
   and the next request are unaffected; the crash is not retried here (the client may).
 - 200 with `audio_error` set and `modalities` = "lyrics": audio that decodes but is unusable
   (`silent`, `too_short`), and an `audio_uri` that cannot be read or decoded (`missing_file`,
@@ -81,7 +81,7 @@ def row_to_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def status_for_row(row: dict[str, Any]) -> int:
     """200 for a labelled row; 422 when the song had nothing usable; 500 when the model itself failed."""
-    from labeler.label_rows import error_kind  # noqa: PLC0415
+    from labeler.inference.label_rows import error_kind  # noqa: PLC0415
 
     kind = error_kind(row.get("error"))
     if kind is None:
@@ -101,9 +101,9 @@ class LabelService:
     """A Serve replica: loads the bundle once, featurises per request, predicts in batches."""
 
     def __init__(self, config: ServeConfig):
-        from labeler.bundle_info import BundleInfo  # noqa: PLC0415
-        from labeler.predict import Predictor  # noqa: PLC0415
-        from labeler.verified import open_bundle  # noqa: PLC0415
+        from labeler.bundle.info import BundleInfo  # noqa: PLC0415
+        from labeler.bundle.verified import open_bundle  # noqa: PLC0415
+        from labeler.inference.predict import Predictor  # noqa: PLC0415
 
         self.config = config
         # The replica reads every file it uses through the verified loader, pinned to the version the
@@ -146,7 +146,7 @@ class LabelService:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _predict(self, batches: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
         """Concurrent requests' one-row batches -> one Predictor call -> one LABELS row each."""
-        from labeler.label_rows import label_rows  # noqa: PLC0415
+        from labeler.inference.label_rows import label_rows  # noqa: PLC0415
 
         merged = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
         loop = asyncio.get_running_loop()

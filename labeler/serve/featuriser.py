@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from labeler import storage
-from labeler.inputs import model_inputs
+from labeler.contracts.inputs import model_inputs
+from labeler.io import storage
 from labeler.serve.options import ServeConfig
 from labeler.serve.request import RequestError, SongRequest, check_uri_allowed
 
@@ -63,7 +63,7 @@ class SongFeaturiser:
 
     def __init__(self, info, config: ServeConfig):
         from labeler.audio import FeaturizerConfig  # noqa: PLC0415
-        from labeler.lyrics import LyricsTokenizer  # noqa: PLC0415
+        from labeler.lyrics.text import LyricsTokenizer  # noqa: PLC0415
 
         self.info = info
         self.config = config
@@ -73,7 +73,7 @@ class SongFeaturiser:
         # raises "Already borrowed" while another call changes its padding/truncation state); audio
         # featurising runs in parallel, tokenising (about a millisecond) one song at a time.
         self._tokenizer_lock = threading.Lock()
-        # Each featurise thread decodes in its own crash-isolation child (labeler.isolate): a song that
+        # Each featurise thread decodes in its own crash-isolation child (labeler.runtime.isolate): a song that
         # kills the decoder costs that request a worker_crash answer, not the replica.
         self._children = threading.local()
 
@@ -112,7 +112,7 @@ class SongFeaturiser:
         return out
 
     def _child(self):
-        from labeler.isolate import ChildProcess  # noqa: PLC0415
+        from labeler.runtime.isolate import ChildProcess  # noqa: PLC0415
 
         if not hasattr(self._children, "child"):
             self._children.child = ChildProcess()
@@ -126,7 +126,7 @@ class SongFeaturiser:
         rate) before anything is decoded.
         """
         from labeler.audio import AudioError, open_audio  # noqa: PLC0415
-        from labeler.isolate import CRASH_KIND, WorkerCrash  # noqa: PLC0415
+        from labeler.runtime.isolate import CRASH_KIND, WorkerCrash  # noqa: PLC0415
 
         uploaded = song.audio is not None
         if uploaded:
@@ -146,7 +146,7 @@ class SongFeaturiser:
                 raise
             try:
                 with child_source(source) as opened:
-                    out = self._child().call("labeler.isolate:TrackFeaturiser",
+                    out = self._child().call("labeler.runtime.isolate:TrackFeaturiser",
                                              {"config": self.featurizer.to_dict(),
                                               "max_audio_seconds": self.config.max_audio_seconds},
                                              {"source": opened, "start": song.chorus_start_s, "end": song.chorus_end_s,

@@ -11,9 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from labeler import storage
 from labeler.audio.config import check_max_seconds
-from labeler.coerce import coerce, field_types
+from labeler.contracts.coerce import coerce, field_types
+from labeler.io import storage
 
 _MB = 1024 * 1024
 

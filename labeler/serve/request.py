@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from labeler import storage
+from labeler.io import storage
 from labeler.serve.options import ServeConfig
 
 REQUEST_FIELDS = ("audio", "audio_uri", "lyrics", "chorus_start_s", "chorus_end_s", "song_id")

@@ -31,7 +31,7 @@ PATCHED_MODULE = "labeler.audio.featurizer"
 TRAIN_ENV = "MOOD_LABELER_TEST_TRAIN_FAILURE"
 TRAIN_MODULE = "ray.train"
 PREDICTOR_ENV = "MOOD_LABELER_TEST_PREDICTOR_DEATH"
-PREDICTOR_MODULE = "labeler.predict"
+PREDICTOR_MODULE = "labeler.inference.predict"
 
 
 def _load_loopback():
@@ -69,7 +69,7 @@ def _fires(arm: str, epoch=None) -> bool:
 
 
 def _patch_report(train) -> None:
-    original = train.report
+    original = train.score.report
     if getattr(original, "poisoned", False):
         return
 
@@ -80,7 +80,7 @@ def _patch_report(train) -> None:
         return original(metrics, *args, **kwargs)
 
     report.poisoned = True
-    train.report = report
+    train.score.report = report
 
 
 def _patch_predictor(predict) -> None:

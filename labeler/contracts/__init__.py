@@ -1,0 +1,1 @@
+"""The data contracts: catalogue, manifest and label schemas, the label definitions, the model's input columns and typed config fields. Every other stage reads these; they import nothing of the project."""

@@ -1,0 +1,1 @@
+"""Lyrics features: decoding, cleaning and tokenising text, the lexical (TF-IDF) model, and the named pretrained text encoders."""
