@@ -124,11 +124,19 @@ def test_prepare_train_evaluate_label(corpus, ray_local, capsys):
     catalogue_uri = str(root / "catalogue.parquet")
     pq.write_table(catalogue, catalogue_uri)
     labels_dir = root / "labels"
-    assert cli.main(["label", "--catalogue", catalogue_uri, "--bundle", str(run / "fusion" / "fold0" / "bundle"),
-                     "--output", str(labels_dir)]) == 0
-    part = next(labels_dir.glob("version=*"))
+    fusion_bundle, audio_bundle = str(run / "fusion" / "fold0" / "bundle"), str(run / "audio" / "fold0" / "bundle")
+    assert cli.main(["label", "--catalogue", catalogue_uri, "--bundle", fusion_bundle, "--output", str(labels_dir),
+                     "--embeddings"]) == 0
+    config = read_bundle_config(fusion_bundle)
+    part = labels_dir / f"version={config['model_version']}"
     df = pq.read_table(part).to_pandas()
     assert len(df) == 8 and df["error"].isna().all()
+    emb = np.stack(df["embedding"].to_numpy())  # what a recommender asks for beyond one label (#21)
+    assert emb.shape == (len(df), config["embedding_dim"])
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    # Whichever fusion won on validation (head, late or gated), its bundle carries the ambiguity threshold.
+    assert 0.0 <= config["ambiguous_threshold"] <= 1.0
+    assert (df["ambiguous"] == (df["label_prob"] < config["ambiguous_threshold"])).all()
     assert df["quadrant"].isna().all() and df["prob_q1"].isna().all() and df["arousal"].isna().all()
     assert set(df["label"]) <= set(report["classes"])
     first = df.set_index("song_id").loc[catalogue.column("song_id")[0].as_py()]
@@ -137,6 +145,16 @@ def test_prepare_train_evaluate_label(corpus, ray_local, capsys):
         d = dict(probs)  # pandas: a list of (class, P) tuples
         assert set(d) == set(report["classes"]) and abs(sum(d.values()) - 1) < 1e-4
         assert max(d, key=d.get) == label and d[label] == pytest.approx(p)
+
+    # A roll-out check between two model versions of one output: the audio bundle, then compare.
+    assert cli.main(["label", "--catalogue", catalogue_uri, "--bundle", audio_bundle, "--output", str(labels_dir)]) == 0
+    capsys.readouterr()
+    report_dir = root / "compare"
+    assert cli.main(["compare", str(labels_dir), "--from", read_bundle_config(audio_bundle)["model_version"],
+                     "--to", config["model_version"], "--report", str(report_dir)]) == 0
+    result = json.loads((report_dir / "report.json").read_text())
+    assert result["songs_in_both"] == 8 and result["labelled_by_both"] == 7  # the song without audio: fusion only
+    assert sum(map(sum, result["transitions"])) == 7 and 0.0 <= result["agreement"] <= 1.0
 
     import duckdb
 
@@ -160,15 +178,18 @@ def copy_slice(source: Path, target: Path, songs: list[str]) -> None:
 
 @pytest.mark.realdata
 def test_development_slice_end_to_end(shared_data, ray_local, tmp_path, capsys):
-    """The same commands on real MIREX songs: 8 a cluster train, 4 a cluster form the second manifest."""
+    """The same commands on real MIREX songs (4 a cluster train the audio branch, 2 a cluster form the second
+    manifest): real MP3 decoding, the MIREX layout, and mood timelines over real clip lengths. Fusion, the
+    lexical source, embeddings, the ambiguity threshold and compare are checked on the synthetic corpus above;
+    the real-music fusion bundle in test_recipe."""
     source = shared_data / "mirex"
     clusters = (source / "clusters.txt").read_text().splitlines()
     present = sorted(p.stem for p in (source / "Audio").glob("*.mp3"))
     by_cluster: dict[str, list[str]] = {}
     for song in present:
         by_cluster.setdefault(clusters[int(song) - 1], []).append(song)
-    train_songs = [s for songs in by_cluster.values() for s in songs[:8]]
-    other_songs = [s for songs in by_cluster.values() for s in songs[8:12]]
+    train_songs = [s for songs in by_cluster.values() for s in songs[:4]]
+    other_songs = [s for songs in by_cluster.values() for s in songs[4:6]]
     copy_slice(source, tmp_path / "a", train_songs)
     copy_slice(source, tmp_path / "b", other_songs)
     manifest, other = str(tmp_path / "m.parquet"), str(tmp_path / "m2.parquet")
@@ -177,47 +198,27 @@ def test_development_slice_end_to_end(shared_data, ray_local, tmp_path, capsys):
     assert f"{903 - len(train_songs)} clips listed but absent" in capsys.readouterr().out
 
     run = tmp_path / "run"
-    assert cli.main(["train", "--manifest", manifest, "--branch", "all", "--mode", "classes", "--preset", "cpu-small",
-                     "--folds", "0", "--output", str(run), "--set", "epochs=1", "--set", "audio_epoch_factor=2",
-                     "--set", "clip_seconds=4", "--set", "musicnn_clip_seconds=9"]) == 0
+    assert cli.main(["train", "--manifest", manifest, "--branch", "audio", "--mode", "classes", "--preset", "cpu-small",
+                     "--folds", "0", "--output", str(run), "--set", "epochs=1", "--set", "musicnn_clip_seconds=9"]) == 0
     capsys.readouterr()
     classes = [f"Cluster {c}" for c in range(1, 6)]
-    for branch in ("audio", "lyrics", "fusion"):
-        assert cli.main(["evaluate", "--bundle", str(run / branch / "fold0" / "bundle"), "--manifest", other,
-                         "--format", "json"]) == 0
-        metrics = json.loads(capsys.readouterr().out)
-        assert metrics["classes"] == classes and metrics["n"] == len(other_songs) and "macro_f1" in metrics
+    bundle = str(run / "audio" / "fold0" / "bundle")
+    assert cli.main(["evaluate", "--bundle", bundle, "--manifest", other, "--format", "json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["classes"] == classes and metrics["n"] == len(other_songs) and "macro_f1" in metrics
 
     rows = storage.read_parquet(other).select(["song_id", "audio_uri", "lyrics"])
     catalogue = str(tmp_path / "catalogue.parquet")
     pq.write_table(rows, catalogue)
-    fusion_bundle, audio_bundle = str(run / "fusion" / "fold0" / "bundle"), str(run / "audio" / "fold0" / "bundle")
     labels = tmp_path / "labels"
-    # What a recommender asks for beyond one label (#21), on real songs: embeddings, a 10-s timeline, ambiguous.
-    assert cli.main(["label", "--catalogue", catalogue, "--bundle", fusion_bundle, "--output", str(labels),
-                     "--embeddings", "--timeline", "10"]) == 0
-    config = read_bundle_config(fusion_bundle)
+    assert cli.main(["label", "--catalogue", catalogue, "--bundle", bundle, "--output", str(labels),
+                     "--timeline", "10"]) == 0
+    config = read_bundle_config(bundle)
     df = pq.read_table(labels / f"version={config['model_version']}").to_pandas()
-    assert len(df) == len(other_songs) and df["error"].isna().all() and set(df["modalities"]) == {"audio+lyrics"}
+    assert len(df) == len(other_songs) and df["error"].isna().all() and set(df["modalities"]) == {"audio"}
     assert set(df["label"]) <= set(classes) and df["quadrant"].isna().all()
     assert all(abs(sum(dict(p).values()) - 1) < 1e-4 for p in df["class_probs"])
-    emb = np.stack(df["embedding"].to_numpy())
-    assert emb.shape == (len(df), config["embedding_dim"])
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     for timeline in df["timeline"]:  # MIREX clips (26.7-30.05 s) in 10-s windows, the last one up to the end
         windows = list(timeline)
         assert [w["start"] for w in windows] == [0.0, 10.0, 20.0] and 26.0 < windows[-1]["end"] < 30.1
         assert all(w["label"] in classes and 0.2 <= w["label_prob"] <= 1.0 for w in windows)
-    # Whichever fusion won on validation (head, late or gated), its bundle carries the ambiguity threshold.
-    assert 0.0 <= config["ambiguous_threshold"] <= 1.0
-    assert (df["ambiguous"] == (df["label_prob"] < config["ambiguous_threshold"])).all()
-
-    # A roll-out check between two model versions of one output: the audio bundle, then compare.
-    assert cli.main(["label", "--catalogue", catalogue, "--bundle", audio_bundle, "--output", str(labels)]) == 0
-    capsys.readouterr()
-    report = tmp_path / "compare"
-    assert cli.main(["compare", str(labels), "--from", read_bundle_config(audio_bundle)["model_version"],
-                     "--to", config["model_version"], "--report", str(report)]) == 0
-    result = json.loads((report / "report.json").read_text())
-    assert result["songs_in_both"] == result["labelled_by_both"] == len(other_songs)
-    assert sum(map(sum, result["transitions"])) == len(other_songs) and 0.0 <= result["agreement"] <= 1.0

@@ -68,8 +68,8 @@ def _fires(arm: str, epoch=None) -> bool:
     return True
 
 
-def _patch_report(train) -> None:
-    original = train.score.report
+def _patch_report(ray_train) -> None:
+    original = ray_train.report
     if getattr(original, "poisoned", False):
         return
 
@@ -80,7 +80,7 @@ def _patch_report(train) -> None:
         return original(metrics, *args, **kwargs)
 
     report.poisoned = True
-    train.score.report = report
+    ray_train.report = report
 
 
 def _patch_predictor(predict) -> None:
