@@ -8,6 +8,8 @@
 - Modules have one job: every module in labeler/, train/, jobs/ and synth/ is under MAX_LINES lines.
 - No import circles among the modules of labeler/, train/, jobs/ and synth/ (lazy and type-only imports
   count: a circle means a concept lives in the wrong module).
+- The folders follow the data: labeler/ and train/ hold only stage packages (each with a docstring that
+  says what the stage does) beside their `__init__.py`, no loose modules.
 - Test helpers have one home (tests/helpers.py, tests/conftest.py and the harness modules beside them):
   no test file imports another test file.
 
@@ -48,6 +50,15 @@ def _imported_roots(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             roots.add(node.module.split(".")[0])
     return roots
+
+
+@pytest.mark.parametrize("package", ["labeler", "train"])
+def test_packages_hold_stage_folders_not_loose_modules(package):
+    loose = sorted(p.name for p in (ROOT / package).glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"{package}/ keeps its modules in stage folders: move {loose} into one"
+    undocumented = sorted(_rel(init) for init in (ROOT / package).glob("*/__init__.py")
+                          if not ast.get_docstring(ast.parse(init.read_text())))
+    assert not undocumented, f"each stage package says what it does in its docstring: {undocumented}"
 
 
 def test_the_library_imports_neither_train_nor_jobs_nor_bench_nor_synth():
