@@ -46,7 +46,7 @@ STARTS_RAY = {"ray_local", "trained_4q", "trained_musicnn"}
 # is read by one module only, so it is built once too. Modules are handed out longest first (this order;
 # `--no-loadscope-reorder` stops xdist from re-sorting them by their number of tests).
 # Seconds each module took alone on an idle 2-core machine (--durations), for the longest-first order.
-MODULE_SECONDS = {"test_train": 446, "test_multinode": 373, "test_classes_e2e": 320, "test_mood_outputs": 181,
+MODULE_SECONDS = {"test_train": 446, "test_multinode": 373, "test_classes_e2e": 220, "test_mood_outputs": 181,
                   "test_pipeline": 150, "test_recipe": 141, "test_demo": 128, "test_header_caps": 60,
                   "test_jit_cache": 33, "test_serve": 29}
 
