@@ -82,7 +82,7 @@ def test_the_error_names_the_demand_and_the_largest_node():
     assert "\n" not in line
     assert line.startswith("the labelling job made no progress for 20 s: a Predictor actor needs 2 CPU, and no node can take it")
     assert "featurise task" not in line  # it fits: only what cannot be placed is named
-    assert "the largest of the 2 alive node(s) has 1 CPU, 3.0 GiB memory (free in the cluster now: no resources)" in line
+    assert "the largest of the 2 alive node(s) has 1 CPU, 3.0 GiB memory (free in the cluster now: none)" in line
     held = too_small_message(20, {"Predictor actor": {"CPU": 1.0, "GPU": 1.0}}, [{"CPU": 4.0, "GPU": 1.0}], {"CPU": 3.0})
     assert "a Predictor actor needs 1 CPU, 1 GPU, and it fits a node's size, but the resources stayed taken" in held
     assert "has 4 CPU, 1 GPU" in held and "free in the cluster now: 3 CPU" in held

@@ -130,7 +130,7 @@ def describe_demand(resources: dict[str, float]) -> str:
     parts = [f"{value:g} {name}" for name, value in resources.items() if name not in ("memory",) and value]
     if resources.get("memory"):
         parts.append(f"{resources['memory'] / GIB:.1f} GiB memory")
-    return ", ".join(parts) or "no resources"
+    return ", ".join(parts) or "none"
 
 
 def fits(demand: dict[str, float], node: dict[str, float]) -> bool:
@@ -149,7 +149,8 @@ def too_small_message(seconds: float, demands: dict[str, dict[str, float]], node
     unfit = {name: d for name, d in demands.items() if not any(fits(d, n) for n in nodes)}
     named = unfit or demands
     what = "; ".join(f"a {name} needs {describe_demand(d)}" for name, d in named.items())
-    why = ("no node can take it" if unfit else "it fits a node's size, but the resources stayed taken (by other work?)")
+    it, fit = ("it", "fits") if len(named) == 1 else ("they", "fit")
+    why = (f"no node can take {it}" if unfit else f"{it} {fit} a node's size, but the resources stayed taken (by other work?)")
     pick = {k: largest.get(k, 0.0) for k in ("CPU", "GPU", "memory")}
     have = {k: free.get(k, 0.0) for k in ("CPU", "GPU")}
     return (f"the labelling job made no progress for {seconds:g} s: {what}, and {why}; the largest of the "
