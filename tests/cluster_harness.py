@@ -40,6 +40,7 @@ from tests.loopback import sitecustomize as loopback
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+STOP_GRACE_SECONDS = 5.0  # LocalCluster.stop: how long a node's `ray start` may take to stop its daemons
 
 
 # How fast the GCS counts a killed node dead (Ray's names, read by gcs_server; defaults: every 3 s, 10-s timeout,
@@ -220,8 +221,8 @@ class LocalCluster:
         for node in nodes:  # signal all first, so that the nodes shut down in parallel
             if node.alive:
                 node.proc.terminate()
-        for node in nodes:
-            _reap(node, leftovers[id(node)])
+        for node in nodes:  # a test cluster keeps nothing worth a slow shutdown: a short grace, then SIGKILL
+            _reap(node, leftovers[id(node)], timeout=STOP_GRACE_SECONDS, leftovers_timeout=1.0)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -284,14 +285,14 @@ def _terminate(node: NodeProcess) -> None:
     _reap(node, leftovers)
 
 
-def _reap(node: NodeProcess, leftovers: list[psutil.Process], timeout: float = 20.0) -> None:
+def _reap(node: NodeProcess, leftovers: list[psutil.Process], timeout: float = 20.0, leftovers_timeout: float = 5.0) -> None:
     """Wait for a signalled node's `ray start` to exit; SIGKILL it and its processes if they linger."""
     try:
         node.proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         node.proc.kill()
         node.proc.wait(timeout=5)
-    _gone, alive = psutil.wait_procs([p for p in leftovers if p.is_running()], timeout=5)
+    _gone, alive = psutil.wait_procs([p for p in leftovers if p.is_running()], timeout=leftovers_timeout)
     for p in alive:
         try:
             p.kill()

@@ -43,7 +43,7 @@ SONGS = 12
 WORKER_CPUS = 1
 # Small parts and batches: the job commits a part every few songs, so a fault lands mid-run. The Predictor's
 # size is the plan's own (labeler.label_job.resources), from the nodes it finds.
-LABEL_FLAGS = "--rows-per-part 4 --featurise-batch-size 2 --predict-batch-size 4"
+LABEL_FLAGS = "--rows-per-part 4 --featurise-batch-size 4 --predict-batch-size 4"
 STALL_SECONDS = 20
 
 
