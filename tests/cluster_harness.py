@@ -40,11 +40,24 @@ from tests.loopback import sitecustomize as loopback
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+STOP_GRACE_SECONDS = 5.0  # LocalCluster.stop: how long a node's `ray start` may take to stop its daemons
+
+
+# How fast the GCS counts a killed node dead (Ray's names, read by gcs_server; defaults: every 3 s, 10-s timeout,
+# 5 failures). A SIGKILLed raylet refuses the check at once, so it is declared dead after about 3 x 0.5 s instead
+# of 15 s or more; a live but busy raylet still has 5 s to answer each check, three times over.
+HEALTH_CHECK = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "5000",
+    "RAY_health_check_failure_threshold": "3",
+}
 
 
 def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of every node (and so of every job driver and worker): loopback only, no
-    telemetry, this venv's python first on PATH, no RAY_ADDRESS inherited from the caller."""
+    telemetry, fast detection of a dead node (HEALTH_CHECK), this venv's python first on PATH, no
+    RAY_ADDRESS inherited from the caller."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR")}
     env.update(
         RAY_AUTH_MODE="disabled",
@@ -54,6 +67,7 @@ def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         TOKENIZERS_PARALLELISM="false",
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
+        **HEALTH_CHECK,
     )
     loopback.export(env)  # nodes register and connect on 127.0.0.1, not the machine's outward address
     env.update(extra or {})
@@ -207,8 +221,8 @@ class LocalCluster:
         for node in nodes:  # signal all first, so that the nodes shut down in parallel
             if node.alive:
                 node.proc.terminate()
-        for node in nodes:
-            _reap(node, leftovers[id(node)])
+        for node in nodes:  # a test cluster keeps nothing worth a slow shutdown: a short grace, then SIGKILL
+            _reap(node, leftovers[id(node)], timeout=STOP_GRACE_SECONDS, leftovers_timeout=1.0)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -271,14 +285,14 @@ def _terminate(node: NodeProcess) -> None:
     _reap(node, leftovers)
 
 
-def _reap(node: NodeProcess, leftovers: list[psutil.Process], timeout: float = 20.0) -> None:
+def _reap(node: NodeProcess, leftovers: list[psutil.Process], timeout: float = 20.0, leftovers_timeout: float = 5.0) -> None:
     """Wait for a signalled node's `ray start` to exit; SIGKILL it and its processes if they linger."""
     try:
         node.proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         node.proc.kill()
         node.proc.wait(timeout=5)
-    _gone, alive = psutil.wait_procs([p for p in leftovers if p.is_running()], timeout=5)
+    _gone, alive = psutil.wait_procs([p for p in leftovers if p.is_running()], timeout=leftovers_timeout)
     for p in alive:
         try:
             p.kill()
@@ -341,7 +355,7 @@ def job_status(client, job_id: str) -> str:
     return str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
 
 
-def wait_for_job(client, job_id: str, timeout: float = 180.0, poll: float = 1.0,
+def wait_for_job(client, job_id: str, timeout: float = 180.0, poll: float = 0.5,
                  while_running: Callable[[], None] | None = None) -> str:
     """Poll until the job ends; returns its final status as a string. `while_running`, if given, is
     called at every poll before the end (to sample the cluster during the job). TimeoutError names the

@@ -1,13 +1,15 @@
 """The jobs on a real multi-node Ray cluster, submitted through its job API, with real faults.
 
 One cluster for the module (tests/cluster_harness.py): a head with the dashboard and job API on
-127.0.0.1 and two worker nodes, two logical CPUs each, all on loopback only, every node its own
+127.0.0.1 and two worker nodes, one logical CPU each (as small as nodes get: a plan sized by the cluster's
+total, not by a node, would wait for good), all on loopback only, every node its own
 `ray start` process with its own temp dir. Jobs are submitted as `ray job submit` does (JobSubmissionClient + jobs/runtime_env.yaml with
 the repository as working_dir) and run `python -m jobs.<name>` exactly as docs/cluster.md shows.
 
 Faults are real: a worker node dies by SIGKILL of its raylet; a Ray Train worker dies by SIGKILL of
-its process. Bundles hold random weights: these tests check that jobs finish with complete,
-duplicate-free outputs, not accuracy.
+its process; another job holds every CPU. The labelling bundle is a MusiCNN audio model (the heavy Predictor
+whose plan once asked for two CPUs) with random weights: these tests check that jobs finish with
+complete, duplicate-free outputs, or fail in bounded time in one line, not accuracy.
 """
 
 from __future__ import annotations
@@ -30,24 +32,23 @@ import yaml
 from labeler.bundle.info import read_bundle_info
 from labeler.label_job import OutputLayout
 from tests.cluster_harness import LocalCluster, job_status, start_cluster, wait_for_job
-from tests.helpers import make_bundle
 
-# Slow (about 7 min on two idle cores: a three-node cluster, five labelling jobs, one training job), and
+# Slow (a few minutes on two idle cores: a three-node cluster, six labelling jobs, one training job), and
 # run by default, CI included. `-m "not slow"` leaves them out of a quick local run.
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
-SONGS = 24
-WORKER_CPUS = 2
-# Small parts and batches: the job commits a part every few songs, so a fault lands mid-run.
-LABEL_FLAGS = "--rows-per-part 4 --featurise-batch-size 2 --predict-batch-size 4 --max-actors 1"
+SONGS = 12
+WORKER_CPUS = 1
+# Small parts and batches: the job commits a part every few songs, so a fault lands mid-run. The Predictor's
+# size is the plan's own (labeler.label_job.resources), from the nodes it finds.
+LABEL_FLAGS = "--rows-per-part 4 --featurise-batch-size 4 --predict-batch-size 4"
+STALL_SECONDS = 20
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    # Logical CPUs, not cores: two per worker so that two concurrent jobs (each holding one CPU for its
-    # Predictor actor) still leave CPUs for featurising. The head keeps one for job drivers' tasks.
     cluster = start_cluster(num_workers=2, worker_cpus=WORKER_CPUS)
     yield cluster
     cluster.stop()
@@ -67,7 +68,19 @@ def runtime_env(cluster) -> dict:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> str:
-    return make_bundle(tmp_path_factory.mktemp("mn-bundle"))
+    """An audio-only MusiCNN bundle (random weights, built offline; 3-s clips: one MusiCNN patch a song)."""
+    import torch
+
+    from labeler.audio import FeaturizerConfig
+    from labeler.bundle.store import save_bundle
+    from labeler.models import AudioCnnConfig, EmotionModel, ModelConfig
+
+    torch.manual_seed(0)
+    audio = AudioCnnConfig(arch="MusiCNN", n_mels=96, embedding_dim=16)
+    model = EmotionModel(ModelConfig(branch="audio", mode="4Q", lyrics=None, audio=audio, hidden_dim=16)).eval()
+    uri = str(tmp_path_factory.mktemp("mn-bundle") / "bundle")
+    save_bundle(uri, model, FeaturizerConfig.musicnn(clip_seconds=3.0), None, model_id="mn-musicnn")
+    return uri
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +91,8 @@ def catalogue(tmp_path_factory) -> str:
     return synthesise(SynthConfig(songs=SONGS, seconds=5.0, formats=("wav", "flac"), output=str(root))).catalogue_uri
 
 
-def label_entrypoint(catalogue: str, bundle: str, output: str) -> str:
-    return f"python -m jobs.label_catalogue --catalogue {catalogue} --bundle {bundle} --output {output} {LABEL_FLAGS}"
+def label_entrypoint(catalogue: str, bundle: str, output: str, flags: str = LABEL_FLAGS) -> str:
+    return f"python -m jobs.label_catalogue --catalogue {catalogue} --bundle {bundle} --output {output} {flags}"
 
 
 def submit(cluster: LocalCluster, entrypoint: str, runtime_env: dict) -> str:
@@ -139,6 +152,8 @@ def test_labelling_job_runs_across_nodes(cluster, runtime_env, bundle, catalogue
     record = assert_complete(output, bundle, catalogue)
     assert f"rows: {SONGS} in catalogue, 0 already labelled, {SONGS} written" in logs
     assert record["written_this_run"] == SONGS
+    # The MusiCNN Predictor gets what one node has (the cluster's 3 CPUs alone gave it 2: pending for good).
+    assert "Predictor on 1-1 actor(s), 1 CPU each (1 threads)" in record["plan"], record["plan"]
 
     # The work was spread over the cluster, not run on the head alone.
     ray_job_id = client.get_job_info(job_id).job_id
@@ -216,6 +231,53 @@ def test_worker_node_dies_during_labelling(cluster, runtime_env, bundle, catalog
     finally:
         cluster.workers.remove(victim)
         cluster.add_worker(num_cpus=WORKER_CPUS)  # later tests get the full cluster again
+
+
+# A tenant holding every CPU of the cluster (one bundle per node) until a file appears: nothing the labelling
+# job asks for can be scheduled while it holds them.
+_HOLD_ALL_CPUS = """
+import os, sys, time, ray
+ray.init()
+pg = ray.util.placement_group([{"CPU": 1}] * int(sys.argv[1]), strategy="SPREAD")
+ray.get(pg.ready(), timeout=120)
+print("holding every CPU", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.2)
+ray.util.remove_placement_group(pg)
+"""
+
+
+def test_a_cluster_that_cannot_take_the_job_fails_in_bounded_time_in_one_line(cluster, runtime_env, bundle, catalogue,
+                                                                              tmp_path):
+    """Every CPU held by another job: the labelling job's Predictor pool never starts. It fails after
+    --stall-seconds with one line naming the demand and the largest node, exit status 2 (not a wait for good),
+    and once the CPUs are free again the same job labels everything."""
+    client = cluster.job_client()
+    script, release = tmp_path / "hold.py", tmp_path / "release"
+    script.write_text(_HOLD_ALL_CPUS)
+    holder = submit(cluster, f"python {script} {len(cluster.nodes)} {release}", runtime_env)
+    try:
+        deadline = time.monotonic() + 300
+        while "holding every CPU" not in client.get_job_logs(holder):
+            assert job_status(client, holder) in ("PENDING", "RUNNING") and time.monotonic() < deadline, \
+                job_report(client, holder)
+            time.sleep(0.2)
+        output = str(tmp_path / "labels")
+        job_id = submit(cluster, label_entrypoint(catalogue, bundle, output, f"{LABEL_FLAGS} --stall-seconds {STALL_SECONDS}"),
+                        runtime_env)
+        assert wait_for_job(client, job_id, timeout=300) == "FAILED", job_report(client, job_id)
+        info, logs = client.get_job_info(job_id), client.get_job_logs(job_id)
+        assert "exit code 2" in info.message, job_report(client, job_id)
+        errors = [line for line in logs.splitlines() if "labeler label: error:" in line]
+        assert len(errors) == 1, logs[-3000:]
+        assert (f"the labelling job made no progress for {STALL_SECONDS} s: a Predictor actor needs 1 CPU" in errors[0]
+                and "the largest of the 3 alive node(s) has 1 CPU" in errors[0]), errors[0]
+    finally:
+        release.touch()
+        wait_for_job(client, holder, timeout=120)
+    job_id = submit(cluster, label_entrypoint(catalogue, bundle, output), runtime_env)
+    assert wait_for_job(client, job_id, timeout=600) == "SUCCEEDED", job_report(client, job_id)
+    assert assert_complete(output, bundle, catalogue)["written_this_run"] == SONGS
 
 
 # ------------------------------------------------------------------------------------------- training

@@ -38,6 +38,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-resumes", type=int, default=LabelJobConfig.max_resumes,
                         help="times a run whose plan the cluster failed (a lost node) labels the rest itself before "
                              "it fails; re-submitting then resumes too (default %(default)s)")
+    parser.add_argument("--stall-seconds", type=float, default=LabelJobConfig.stall_seconds, metavar="SECONDS",
+                        help="a run that makes no progress this long (something the cluster cannot schedule: an actor "
+                             "larger than any node, resources held by other work) re-plans when its nodes changed, "
+                             "else fails in one line naming the demand and the largest node, exit status 2; "
+                             "committed parts are kept and a re-run resumes (default %(default)s)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="also draw the quadrant distribution and V-A scatter")
     parser.add_argument("--embeddings", action="store_true",
                         help="also write `embedding`: the model's penultimate vector, L2-normalised, for similarity search")

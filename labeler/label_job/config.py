@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from labeler.audio.config import MAX_AUDIO_SECONDS, check_max_seconds
 from labeler.io.lease import DEFAULT_TTL_SECONDS
 from labeler.label_job.resume import DEFAULT_RESUMES
+from labeler.label_job.watchdog import DEFAULT_STALL_SECONDS
 from labeler.runtime.isolate import DEFAULT_RETRIES
 
 
@@ -31,6 +32,7 @@ class LabelJobConfig:
     expect_version: str | None = None  # refuse a bundle whose model_version is not this one
     max_retries: int = DEFAULT_RETRIES  # retries of a task or actor whose process died (bounded: see build_dataset)
     max_resumes: int = DEFAULT_RESUMES  # times a run whose plan the cluster failed (a lost node) labels the rest itself
+    stall_seconds: float = DEFAULT_STALL_SECONDS  # no progress this long: re-plan (the nodes changed) or fail (exit 2)
 
     def __post_init__(self) -> None:
         for name in ("featurise_batch_size", "predict_batch_size", "min_actors", "max_actors", "rows_per_part"):
@@ -47,6 +49,8 @@ class LabelJobConfig:
             raise ValueError(f"lease_seconds must be >= 4 (the lease is renewed every quarter of it), got {self.lease_seconds!r}")
         if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
             raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
+        if not (0 < self.stall_seconds < float("inf")):
+            raise ValueError(f"stall_seconds must be a positive number of seconds, got {self.stall_seconds!r}")
         if self.timeline_seconds is not None and not (0 < self.timeline_seconds < float("inf")):
             raise ValueError(f"timeline_seconds must be a positive number of seconds, got {self.timeline_seconds!r}")
         if self.max_audio_seconds is None:

@@ -38,8 +38,9 @@ from labeler.label_job.layout import (
 )
 from labeler.label_job.plan import filter_ids, release_memory, todo_filter, validated_catalogue
 from labeler.label_job.resources import Resources, resolve_resources
-from labeler.label_job.resume import run_with_resumes
+from labeler.label_job.resume import alive_nodes, run_with_resumes
 from labeler.label_job.summary import LabelSummary, finish
+from labeler.label_job.watchdog import Watchdog, stall_outcome, stalled, too_small_message, watching
 from labeler.runtime.isolate import DEFAULT_RETRIES
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,20 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     )
 
 
+def demands(res: Resources, info: BundleInfo) -> dict[str, dict[str, float]]:
+    """What one Predictor actor and one featurise task of the plan ask Ray for (named in a stall's error)."""
+    actor = {"CPU": res.actor_cpus, "GPU": 1.0} if res.use_gpu else {"CPU": res.actor_cpus}
+    memory = featurise_memory_bytes(info.featurizer if info.uses_audio else None, res.featurise_batch_size)
+    return {"Predictor actor": actor, "featurise task": {"CPU": res.featurise_cpus, "memory": float(memory or 0)}}
+
+
+def alive_resources() -> list[dict[str, float]]:
+    """Each alive node's resources (CPU, GPU, memory, custom), as the GCS counts them now."""
+    import ray  # noqa: PLC0415
+
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
 def still_to_label(layout: OutputLayout, ids: pa.Array) -> tuple[int, tuple[pa.Array | None, bool]]:
     """(songs already labelled by this version, the id filter of those still to label): see plan.todo_filter."""
     done = read_partition(layout, ["song_id"]).column("song_id")  # chunked: is_in hashes it without a copy
@@ -226,7 +241,7 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
 
             def plan() -> Resources:
                 """The plan for the cluster as it is now (at the start and again at every resume)."""
-                alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+                alive = alive_resources()
                 res = resolve_resources(config, ray.cluster_resources(), heavy_predictor=heavy, nodes=alive)
                 log.info("resources on %d node(s): %s", len(alive), res)
                 if summary.plan and res.describe() != summary.plan:
@@ -258,15 +273,26 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
                         for uri in sorted(set(layout.part_uris()) - parts_before - set(summary.files)):
                             add(read_part_record(uri).to_pylist()[0])  # committed, but its record was lost with the plan
                         filter_now = still_to_label(layout, ids)[1]
-                    records = build_dataset(catalogue_uri, columns, filter_now, info, plan() if number else res,
+                    planned = plan() if number else res
+                    nodes_before = alive_nodes()
+                    records = build_dataset(catalogue_uri, columns, filter_now, info, planned,
                                             config.rows_per_part, staging,
                                             layout.partition_uri, config.embeddings, config.timeline_seconds,
                                             fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries,
                                             tags=config.tags, max_audio_seconds=config.max_audio_seconds)
-                    for record in records.iter_rows():
-                        if lease.lost.is_set():
-                            lease.check_held()  # raises LeaseLostError: the commits are fenced off already
-                        add(record)
+                    # No silent wait (label_job.watchdog): nothing moves for stall_seconds -> re-plan or one-line error.
+                    watchdog = Watchdog(config.stall_seconds, progress=lambda: (stage.done, summary.written))
+                    try:
+                        with watching(records, watchdog):
+                            for record in records.iter_rows():
+                                if lease.lost.is_set():
+                                    lease.check_held()  # raises LeaseLostError: the commits are fenced off already
+                                add(record)
+                    except Exception as exc:
+                        if not stalled(exc):
+                            raise
+                        raise stall_outcome(nodes_before, alive_nodes(), number < config.max_resumes, lambda: too_small_message(
+                            config.stall_seconds, demands(planned, info), alive_resources(), ray.available_resources())) from exc
 
                 def resuming(number: int, reason: str, exc: BaseException) -> None:
                     stage.event(f"the cluster failed ({reason}); resuming with the {todo - summary.written} songs "

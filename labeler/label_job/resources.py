@@ -42,10 +42,11 @@ MAX_ACTOR_THREADS = 4  # a bigger share is split over more actors: intra-op thre
 
 
 def largest_nodes(nodes: list[dict[str, float]]) -> tuple[float, float]:
-    """(CPUs of the largest node, CPUs of the largest GPU node) among `nodes` (each alive node's resources, as
-    `ray.nodes()` gives them); 0 where there is no such node."""
+    """(CPUs of the largest node, the most CPUs per GPU of a GPU node) among `nodes` (each alive node's resources,
+    as `ray.nodes()` gives them); 0 where there is no such node. Per GPU: a node of 4 GPUs and 2 CPUs hosts four
+    GPU actors only if each asks for at most half a CPU."""
     cpu = max((float(n.get("CPU", 0)) for n in nodes), default=0.0)
-    gpu_cpu = max((float(n.get("CPU", 0)) for n in nodes if n.get("GPU", 0) >= 1), default=0.0)
+    gpu_cpu = max((float(n.get("CPU", 0)) / int(n["GPU"]) for n in nodes if n.get("GPU", 0) >= 1), default=0.0)
     return cpu, gpu_cpu
 
 
@@ -54,7 +55,7 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_p
     """Fill unset knobs from `ray.cluster_resources()`, in a plan whose every actor fits one node.
 
     `nodes` (each alive node's resources; None: one node holding the whole `cluster`): an actor never asks
-    for more CPUs than the largest node has (a GPU actor: than the largest GPU node has), and a Predictor
+    for more CPUs than the largest node has (a GPU actor: than a GPU node has per GPU), and a Predictor
     that wants more threads than its node has gets what the node has. Ray would otherwise keep such an
     actor pending for good.
 
@@ -104,10 +105,10 @@ def resolve_resources(config: LabelJobConfig, cluster: dict[str, float], heavy_p
         # are a third of the work and mostly idle.
         actor_cpus = round(min(share, cpus - 1) / max_actors, 2)
         featurise_cpus = max(0.25, round((cpus - actor_cpus * max_actors) / cpus, 2))
-    node_cpus, gpu_node_cpus = largest_nodes(nodes) if nodes else (float(cpus), float(cpus) if gpus else 0.0)
+    node_cpus, gpu_node_cpus = largest_nodes(nodes) if nodes else (float(cpus), cpus / gpus if gpus else 0.0)
     fit = gpu_node_cpus if use_gpu else node_cpus
     if actor_cpus > fit and (use_gpu or fit > 0):  # a GPU node without CPUs still hosts a 0-CPU GPU actor
-        actor_cpus = fit
+        actor_cpus = math.floor(fit * 100) / 100  # 1/3 CPU per GPU: 0.33, so that three fit the node
         if predictor_threads is not None:
             predictor_threads = max(1, min(predictor_threads, int(fit)))
     if featurise_cpus > node_cpus > 0:

@@ -29,7 +29,9 @@ SYSTEM_FAILURES = (
     "ObjectReconstructionFailedError",
     "OwnerDiedError",
     "its node has died",
+    "ClusterChanged",  # labeler.label_job.watchdog: a stalled attempt whose nodes changed (re-planned)
 )
+NOT_RESUMED = ("ClusterTooSmallError",)  # a stalled run on a cluster that did not change: it fails, naming the demand
 
 
 def exception_chain(exc: BaseException) -> list[BaseException]:
@@ -48,6 +50,8 @@ def infrastructure_failure(exc: BaseException, nodes_before: Iterable[str], node
     It is when a node alive at the start of the attempt is gone now, or when Ray names a lost
     process, actor, node or object anywhere in the exception chain.
     """
+    if type(exc).__name__ in NOT_RESUMED:
+        return None
     lost = sorted(set(nodes_before) - set(nodes_now))
     if lost:
         return f"{len(lost)} node(s) lost ({', '.join(node[:8] for node in lost)})"

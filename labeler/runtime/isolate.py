@@ -194,8 +194,8 @@ class IsolatedFeaturizer:
 
     def _crashed(self, rows: Batch, reason: str) -> Batch:
         """The row as Featurizer returns a track it cannot use: built from a null URI, so nothing is decoded here."""
-        from labeler.io import storage  # noqa: PLC0415
         from labeler.audio import Featurizer  # noqa: PLC0415
+        from labeler.io import storage  # noqa: PLC0415
 
         uri = rows["audio_uri"][0]
         out = Featurizer(self.config)({**rows, "audio_uri": np.array([None], dtype=object)})
@@ -213,8 +213,8 @@ class TrackFeaturiser:
     """
 
     def __init__(self, config: dict, max_audio_seconds: float | None = None):
-        from labeler.runtime import jit_cache  # noqa: PLC0415
         from labeler.audio import MAX_AUDIO_SECONDS, FeaturizerConfig, warm_up_jit  # noqa: PLC0415
+        from labeler.runtime import jit_cache  # noqa: PLC0415
 
         self.config = FeaturizerConfig.from_dict(config)
         self.max_seconds = MAX_AUDIO_SECONDS if max_audio_seconds is None else max_audio_seconds
