@@ -309,7 +309,7 @@ def _stages(data: Path, files: int, repeats: int) -> None:
           f"({first[True] / first[False]:.1f}x)")
     long_files = [str(p) for p in sorted(data.glob("audio/*.ogg")) if sf.info(str(p)).duration > 45]
     long_files += [str(p) for p in sorted(data.glob("pmemo/chorus/*.mp3"))]
-    _chorus_stages(long_files + _synthetic_songs(4, 240.0), repeats)
+    _chorus_stages(long_files + _synthetic_songs(2, 240.0), repeats)
 
 
 def main() -> int:
