@@ -193,15 +193,12 @@ def _fresh_first_song(path: str, old: bool) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _synthetic_songs(n: int, seconds: float) -> list[str]:
-    import tempfile
-
+def _synthetic_songs(n: int, seconds: float, out: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     from synth.catalogue import synthesise
     from synth.config import SynthConfig
 
-    out = Path(tempfile.mkdtemp(prefix="bench-featurise-"))
     synthesise(SynthConfig(songs=n, seconds=seconds, output=str(out), formats=("wav", "flac", "ogg", "mp3")))
     return pq.read_table(out / "catalogue.parquet").column("audio_uri").to_pylist()
 
@@ -298,8 +295,15 @@ def _chorus_stages(files: list[str], repeats: int) -> None:
 
 
 def _stages(data: Path, files: int, repeats: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-featurise-") as tmp:
+        _stages_in(data, files, repeats, Path(tmp))
+
+
+def _stages_in(data: Path, files: int, repeats: int, tmp: Path) -> None:
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU time of one thread")
-    synthetic = _synthetic_songs(files, 30.0)
+    synthetic = _synthetic_songs(files, 30.0, tmp / "30s")
     real = [str(p) for p in sorted(data.glob("4q/Q*/*.mp3"))[::10][:files]]
     for cfg in (FeaturizerConfig.musicnn(), FeaturizerConfig()):
         _stage_rows("synthetic 30-s songs (WAV, FLAC, OGG, MP3 at 22.05/32 kHz)", synthetic, cfg, repeats)
@@ -309,7 +313,7 @@ def _stages(data: Path, files: int, repeats: int) -> None:
           f"({first[True] / first[False]:.1f}x)")
     long_files = [str(p) for p in sorted(data.glob("audio/*.ogg")) if sf.info(str(p)).duration > 45]
     long_files += [str(p) for p in sorted(data.glob("pmemo/chorus/*.mp3"))]
-    _chorus_stages(long_files + _synthetic_songs(2, 240.0), repeats)
+    _chorus_stages(long_files + _synthetic_songs(2, 240.0, tmp / "240s"), repeats)
 
 
 def main() -> int:
