@@ -12,6 +12,12 @@ with --long, the longer real recordings (PMEmo chorus MP3s 45-60 s, librosa OGGs
 window from 15 s, where reading only the window pays. Also times the STFT backends on one clip.
 
     MOOD_LABELER_DATA=/work/shared/data .venv/bin/python bench/bench_featurise.py [--files 24] [--long]
+
+--stages: CPU-s per 30-s song of each stage (decode, resample, STFT, mel, chorus search), the previous
+formulation (librosa's filterbank, numpy's float16 cast, librosa's sparse recurrence matrix, the librosa
+imports of a fresh worker) against the current one in the same run, with each stage's floor:
+
+    MOOD_LABELER_DATA=/work/shared/data .venv/bin/python bench/bench_featurise.py --stages [--files 16]
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import librosa  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from labeler.audio import DEFAULT_STFT_BACKEND, FeaturizerConfig, featurise_track, log_mel  # noqa: E402
+from labeler.audio import DEFAULT_STFT_BACKEND, FeaturizerConfig, decode_window, featurise_track, log_mel  # noqa: E402
 
 
 def _baseline(path: Path, start: float, cfg: FeaturizerConfig) -> np.ndarray:
@@ -132,6 +138,184 @@ def _chorus(data: Path, repeats: int) -> None:
     print(f"  same chorus window chosen for {same} of {len(clips)} tracks")
 
 
+def _best(fn, repeats: int) -> float:
+    """Best process CPU seconds of `repeats` calls of fn() (after one warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.process_time()
+        fn()
+        best = min(best, time.process_time() - began)
+    return best
+
+
+def _old_log_mel_from_power(power: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
+    """The previous formulation: librosa's filterbank (cached) and numpy's float16 cast."""
+    from labeler.audio.features import mel_to_db
+
+    mel = _old_basis(cfg) @ power
+    if cfg.frontend == "musicnn":
+        return np.log10(10000.0 * mel.T[:cfg.n_frames].astype(np.float16).astype(np.float32) + 1.0).astype(np.float32)
+    return mel_to_db(mel)
+
+
+def _old_basis(cfg: FeaturizerConfig, cache: dict = {}) -> np.ndarray:  # noqa: B006 - a deliberate memo
+    key = (cfg.sample_rate, cfg.window_size, cfg.n_mels, cfg.fmin, cfg.fmax)
+    if key not in cache:
+        cache[key] = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.window_size, n_mels=cfg.n_mels, fmin=cfg.fmin,
+                                         fmax=cfg.fmax).astype(np.float32)
+    return cache[key]
+
+
+def _old_recurrence(features: np.ndarray, width: int) -> np.ndarray:
+    return librosa.segment.recurrence_matrix(features, mode="affinity", sym=True, width=width, metric="cosine")
+
+
+_FRESH = """
+import sys, time
+sys.path.insert(0, {root!r})
+import numpy, torch, soundfile, soxr
+from labeler.audio import FeaturizerConfig, featurise_track
+began = time.process_time()
+if {old}:
+    import librosa.filters, librosa.util  # what the previous clip path imported on its first call
+featurise_track({path!r}, None, None, FeaturizerConfig.musicnn())
+print(time.process_time() - began)
+"""
+
+
+def _fresh_first_song(path: str, old: bool) -> float:
+    """CPU-s of a fresh interpreter's first featurised song (libraries already imported, JIT cache as on disk)."""
+    import subprocess
+
+    code = _FRESH.format(root=str(Path(__file__).resolve().parents[1]), old=old, path=path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # noqa: S603 - our own code
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _synthetic_songs(n: int, seconds: float, out: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    from synth.catalogue import synthesise
+    from synth.config import SynthConfig
+
+    synthesise(SynthConfig(songs=n, seconds=seconds, output=str(out), formats=("wav", "flac", "ogg", "mp3")))
+    return pq.read_table(out / "catalogue.parquet").column("audio_uri").to_pylist()
+
+
+def _stage_rows(title: str, uris: list[str], cfg: FeaturizerConfig, repeats: int) -> None:
+    """Per-song CPU ms of each stage of the clip path on 30-s songs (no chorus search)."""
+    import torch
+
+    from labeler.audio import featurizer
+    from labeler.audio.decode import open_audio
+    from labeler.audio.features import fit_clip, log_mel_from_power, power_spectrogram
+
+    torch.set_num_threads(1)
+    n = len(uris)
+
+    def read(rate: int | None):
+        def run():
+            for uri in uris:
+                with open_audio(uri) as reader:
+                    reader.read(0.0, cfg.clip_seconds, rate or reader.samplerate)
+        return run
+
+    clips = []
+    for uri in uris:
+        with open_audio(uri) as reader:
+            clips.append(fit_clip(reader.read(0.0, cfg.clip_seconds, cfg.sample_rate), cfg))
+    powers = [power_spectrogram(c, cfg) for c in clips]
+
+    def whole(log_mel_fn):
+        def run():
+            saved = featurizer.log_mel_from_power
+            featurizer.log_mel_from_power = log_mel_fn
+            try:
+                for uri in uris:
+                    featurizer.featurise_track(uri, None, None, cfg)
+            finally:
+                featurizer.log_mel_from_power = saved
+        return run
+
+    ms = {
+        "decode alone (soundfile.read, native rate): the decoder's floor": _best(lambda: [sf.read(u, dtype="float32") for u in uris], repeats),
+        "decode window, native rate (ours)": _best(read(None), repeats),
+        f"decode + soxr HQ resample to {cfg.sample_rate} Hz (ours)": _best(read(cfg.sample_rate), repeats),
+        "STFT (torch, 1 thread)": _best(lambda: [power_spectrogram(c, cfg) for c in clips], repeats),
+        "mel + compression, before": _best(lambda: [_old_log_mel_from_power(p, cfg) for p in powers], repeats),
+        "mel + compression, now": _best(lambda: [log_mel_from_power(p, cfg) for p in powers], repeats),
+        "featurise_track, before": _best(whole(_old_log_mel_from_power), repeats),
+        "featurise_track, now": _best(whole(log_mel_from_power), repeats),
+    }
+    print(f"\n{title}: {n} songs, {cfg.frontend} front end, CPU ms per song (best of {repeats}, one thread)")
+    print("| stage | CPU ms/song |\n|---|---|")
+    for name, cpu in ms.items():
+        print(f"| {name} | {cpu / n * 1000:.2f} |")
+    print(f"mel + compression: {ms['mel + compression, before'] / ms['mel + compression, now']:.2f}x; "
+          f"featurise_track: {ms['featurise_track, before'] / ms['featurise_track, now']:.2f}x")
+
+
+def _chorus_stages(files: list[str], repeats: int) -> None:
+    """Chorus search per track: analysis decode, find_chorus before/now, the recurrence matrix and its FLOPs."""
+    from labeler.audio import chorus
+
+    clips = [decode_window(f, 0.0, 240.0, chorus.ANALYSIS_SR) for f in files]
+    captured: list[tuple[np.ndarray, int]] = []
+    real = chorus.recurrence_affinity
+
+    def search(recurrence):
+        def run():
+            chorus.recurrence_affinity = recurrence
+            try:
+                return [chorus.find_chorus(c, chorus.ANALYSIS_SR, 30.0) for c in clips]
+            finally:
+                chorus.recurrence_affinity = real
+        return run
+
+    search(lambda f, w: captured.append((f, w)) or real(f, w))()
+    n = len(files)
+    seconds = sum(len(c) for c in clips) / chorus.ANALYSIS_SR
+    decode_s = _best(lambda: [decode_window(f, 0.0, 240.0, chorus.ANALYSIS_SR) for f in files], repeats)
+    before = _best(search(_old_recurrence), repeats)
+    now = _best(search(real), repeats)
+    rec_before = _best(lambda: [_old_recurrence(f, w) for f, w in captured], repeats)
+    rec_now = _best(lambda: [real(f, w) for f, w in captured], repeats)
+    flops = sum(2 * f.shape[1] ** 2 * f.shape[0] for f, _ in captured)
+    same = search(_old_recurrence)() == search(real)()
+    print(f"\nchorus search on {n} recordings ({seconds / n:.0f} s each on average), CPU ms per track (best of {repeats}):")
+    print("| stage | CPU ms/track |\n|---|---|")
+    print(f"| decode + resample to {chorus.ANALYSIS_SR} Hz | {decode_s / n * 1000:.1f} |")
+    print(f"| find_chorus, before (librosa recurrence_matrix) | {before / n * 1000:.1f} |")
+    print(f"| find_chorus, now (dense recurrence_affinity) | {now / n * 1000:.1f} |")
+    print(f"| recurrence matrix alone, before | {rec_before / n * 1000:.2f} |")
+    print(f"| recurrence matrix alone, now | {rec_now / n * 1000:.2f} |")
+    print(f"find_chorus {before / now:.1f}x, recurrence {rec_before / rec_now:.1f}x; same windows: {same}; "
+          f"the similarity matrix is {flops / n / 1e6:.1f} MFLOP a track ({flops / rec_now / 1e9:.2f} GFLOP/s now)")
+
+
+def _stages(data: Path, files: int, repeats: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-featurise-") as tmp:
+        _stages_in(data, files, repeats, Path(tmp))
+
+
+def _stages_in(data: Path, files: int, repeats: int, tmp: Path) -> None:
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU time of one thread")
+    synthetic = _synthetic_songs(files, 30.0, tmp / "30s")
+    real = [str(p) for p in sorted(data.glob("4q/Q*/*.mp3"))[::10][:files]]
+    for cfg in (FeaturizerConfig.musicnn(), FeaturizerConfig()):
+        _stage_rows("synthetic 30-s songs (WAV, FLAC, OGG, MP3 at 22.05/32 kHz)", synthetic, cfg, repeats)
+        _stage_rows("4Q 30-s MP3 clips", real, cfg, repeats)
+    first = {old: min(_fresh_first_song(synthetic[0], old) for _ in range(2)) for old in (True, False)}
+    print(f"\nfirst song of a fresh process (CPU s, best of 2): before {first[True]:.2f}, now {first[False]:.2f} "
+          f"({first[True] / first[False]:.1f}x)")
+    long_files = [str(p) for p in sorted(data.glob("audio/*.ogg")) if sf.info(str(p)).duration > 45]
+    long_files += [str(p) for p in sorted(data.glob("pmemo/chorus/*.mp3"))]
+    _chorus_stages(long_files + _synthetic_songs(2, 240.0, tmp / "240s"), repeats)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("MOOD_LABELER_DATA"), help="shared data folder (default $MOOD_LABELER_DATA)")
@@ -139,12 +323,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long", action="store_true", help="also time 30-s windows of the longer recordings")
     parser.add_argument("--chorus", action="store_true", help="only time the chorus search, with and without the tuning estimate")
+    parser.add_argument("--stages", action="store_true", help="CPU per song of each stage, before and now, and their floors")
     args = parser.parse_args()
     if not args.data or not Path(args.data).is_dir():
         parser.error("give --data or set MOOD_LABELER_DATA to the shared data folder")
     data = Path(args.data)
     if args.chorus:
         _chorus(data, args.repeats)
+        return 0
+    if args.stages:
+        _stages(data, min(args.files, 16), args.repeats)
         return 0
     cfg = FeaturizerConfig()
     print(f"STFT backend for both paths: {DEFAULT_STFT_BACKEND}")

@@ -32,6 +32,43 @@ def annotated_window(start_s: float, duration_s: float | None, clip_seconds: flo
     return start_s, end_s if duration_s is None else min(end_s, duration_s)
 
 
+def recurrence_affinity(features: np.ndarray, width: int) -> np.ndarray:
+    """Dense (t, t) mutual k-nearest-neighbour affinity recurrence matrix of `features` (d, t) under the
+    cosine distance: librosa.segment.recurrence_matrix(mode="affinity", sym=True, width=width,
+    metric="cosine") with its defaults (k = 2 ceil(sqrt(t - 2 width + 1)), bandwidth "med_k_scalar"),
+    computed with dense numpy arrays instead of librosa's per-row sparse edits.
+
+    Each frame links to the k nearest of its k + 2 width nearest other frames that lie at least `width`
+    frames away; a link is kept when both ends choose it and its distance is not 0; its affinity is
+    exp(-distance / bandwidth), bandwidth the median over frames of their farthest kept link. Equal to
+    librosa's up to float rounding of the distances (and so, at exact ties, the choice of neighbour).
+    Raises ValueError unless 1 <= width < (t - 1) // 2.
+    """
+    data = np.asarray(features, dtype=np.float64).T
+    t = data.shape[0]
+    if not 1 <= width < (t - 1) // 2:
+        raise ValueError(f"width={width} must be at least 1 and below (t - 1) // 2 = {(t - 1) // 2}")
+    k = int(2 * np.ceil(np.sqrt(t - 2 * width + 1)))
+    norms = np.linalg.norm(data, axis=1, keepdims=True)
+    unit = data / np.where(norms == 0, 1.0, norms)
+    dist = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+    np.fill_diagonal(dist, np.inf)
+    candidates = np.argsort(dist, axis=1, kind="stable")[:, :min(t - 1, k + 2 * width)]
+    rows = np.arange(t)[:, None]
+    kept = np.abs(candidates - rows) >= width
+    kept &= np.cumsum(kept, axis=1) <= k  # the k nearest candidates outside the band
+    links = np.zeros((t, t), dtype=bool)
+    links[np.broadcast_to(rows, candidates.shape)[kept], candidates[kept]] = True
+    np.fill_diagonal(dist, 0.0)
+    links &= links.T
+    links &= dist > 0
+    if not links.any():
+        return np.zeros((t, t))
+    farthest = np.where(links.any(axis=1), np.where(links, dist, -np.inf).max(axis=1), np.nan)
+    bandwidth = float(np.nanmedian(farthest))
+    return np.where(links, np.exp(-dist / bandwidth), 0.0)
+
+
 def find_chorus(samples: np.ndarray, sr: int, clip_seconds: float) -> tuple[float, float]:
     """(start_s, end_s) of the clip_seconds window that repeats most elsewhere in the track.
 
@@ -84,7 +121,7 @@ def find_chorus(samples: np.ndarray, sr: int, clip_seconds: float) -> tuple[floa
     n = features.shape[1]
     if (n - 1) // 2 <= width or n < clip_frames:
         return _fallback_window(duration, clip_seconds)
-    rec = librosa.segment.recurrence_matrix(features, mode="affinity", sym=True, width=width, metric="cosine")
+    rec = recurrence_affinity(features, width)
     if not np.any(rec):
         return _fallback_window(duration, clip_seconds)
     score = rec.sum(axis=1)

@@ -5,6 +5,12 @@ window, centred STFT with reflect padding, power spectrum, librosa's (Slaney) me
 10*log10(max(mel, 1e-10)) with ref 1.0 and no top_db clipping. The musicnn front end takes the same
 power mel through musicnn's own compression. Plain functions of samples and a config, testable
 without decoding or Ray.
+
+The clip's path (fit_clip, mel_basis, power_spectrogram's torch backend, log_mel_from_power) uses numpy
+only, never librosa: importing librosa.core compiles its numba gufuncs in every fresh process (they
+cannot be cached), which a worker that never searches for a chorus should not pay. mel_basis equals
+librosa.filters.mel(norm="slaney") and float16_round equals a float16 round trip, both bit for bit
+(tests/test_audio_fastpath.py). The descriptors and the librosa STFT backend still use librosa.
 """
 
 from __future__ import annotations
@@ -23,11 +29,61 @@ from labeler.audio.config import (
     FeaturizerConfig,
 )
 
+_MEL_F_SP = 200.0 / 3  # Slaney mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above
+_MEL_MIN_LOG_HZ = 1000.0
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / _MEL_F_SP
+    log_part = hz >= _MEL_MIN_LOG_HZ
+    mel[log_part] = _MEL_MIN_LOG_MEL + np.log(hz[log_part] / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    hz = _MEL_F_SP * mel
+    log_part = mel >= _MEL_MIN_LOG_MEL
+    hz[log_part] = _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (mel[log_part] - _MEL_MIN_LOG_MEL))
+    return hz
+
 
 @functools.lru_cache(maxsize=8)
 def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """librosa's default (Slaney) mel filterbank, as PANNs builds it."""
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+    """The Slaney mel filterbank, float32 (n_mels, 1 + n_fft // 2): librosa.filters.mel's default
+    (norm="slaney", htk=False), as PANNs builds it, computed the same way in float64, so equal bit for bit.
+
+    Triangles between n_mels + 2 points evenly spaced on the mel scale from fmin to fmax, each scaled to
+    unit area (2 / its width in Hz). Read-only: the cached array is shared by every caller.
+    """
+    fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    edges = _mel_to_hz(np.linspace(*_hz_to_mel(np.array([fmin, fmax])), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = np.subtract.outer(edges, fft_hz)
+    weights = np.zeros((n_mels, len(fft_hz)), dtype=np.float32)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / widths[i], ramps[i + 2] / widths[i + 1]))
+    weights *= (2.0 / (edges[2:n_mels + 2] - edges[:n_mels]))[:, np.newaxis]
+    weights.flags.writeable = False
+    return weights
+
+
+def float16_round(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest float16 (ties to even; beyond float16's range: inf), as float32:
+    exactly `x.astype(np.float16).astype(np.float32)` for finite input, without numpy's slow float16 cast of
+    subnormals. Normal float16 range: the float32 mantissa rounded to 10 bits on the bit pattern; below
+    2**-14, float16's subnormals are the multiples of 2**-24 (np.round rounds ties to even).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    normal = ((bits + np.uint32(0x0FFF) + ((bits >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)).view(np.float32)
+    normal = np.where(np.abs(normal) > np.float32(65504.0), np.copysign(np.float32(np.inf), x), normal)
+    small = np.abs(x) < np.float32(2.0**-14)
+    if small.any():
+        normal[small] = np.round(x[small] * np.float32(2.0**24)) * np.float32(2.0**-24)
+    return normal
 
 
 def power_spectrogram(samples: np.ndarray, cfg: FeaturizerConfig, backend: str = DEFAULT_STFT_BACKEND) -> np.ndarray:
@@ -55,14 +111,16 @@ def log_mel_from_power(power: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
     """(frames, n_mels) features of the config's front end, from the power spectrogram."""
     mel = mel_basis(cfg.sample_rate, cfg.window_size, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
     if cfg.frontend == "musicnn":
-        compressed = np.log10(10000.0 * mel.T[:cfg.n_frames].astype(np.float16).astype(np.float32) + 1.0)
-        return compressed.astype(np.float32, copy=False)
+        return np.log10(np.float32(10000.0) * float16_round(mel.T[:cfg.n_frames]) + np.float32(1.0))
     return mel_to_db(mel)
 
 
 def fit_clip(samples: np.ndarray, cfg: FeaturizerConfig) -> np.ndarray:
-    """Zero-pad or crop to exactly clip_seconds, so every clip has cfg.n_frames frames."""
-    return librosa.util.fix_length(np.asarray(samples, dtype=np.float32), size=cfg.clip_samples)
+    """Zero-pad at the end or crop to exactly clip_seconds (float32), so every clip has cfg.n_frames frames."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if len(samples) >= cfg.clip_samples:
+        return samples[:cfg.clip_samples]
+    return np.pad(samples, (0, cfg.clip_samples - len(samples)))
 
 
 def _check_samples(samples: np.ndarray, sr: int, cfg: FeaturizerConfig) -> np.ndarray:
