@@ -12,13 +12,17 @@ The bundle has the `cpu-small` architecture (the pretrained MusiCNN on 30-s chor
 fine-tuned, or with `--audio-model Cnn6` the quarter-width Cnn6 on 8-s 16-kHz clips; MiniLM-L6 with
 128 tokens) with
 untrained heads unless --bundle is given: weights do not change the cost. `--stage-songs N` also
-times decode + mel, tokenising and the network separately in one process (the stage-sum limit).
+times decode + mel, tokenising and the network separately in one process (the stage-sum limit), in
+wall and process CPU seconds per song. `--branch audio|lyrics` makes a single-branch bundle instead; a
+stage the bundle does not use is skipped. `--engines torch,auto` times each Predictor engine in turn in
+one run (stages and job; the job's actors get it through $MOOD_LABELER_ENGINE) with their ratios.
 
     python bench/bench_label.py --songs 1000 --seconds 30              # loop vs job, 2 CPUs
     python bench/bench_label.py --songs 1000 --skip-loop --json        # job only: peak memory at 1,000
     python bench/bench_label.py --songs 5000 --distinct-songs 1000 --skip-loop --json  # ... and at 5,000
     python bench/bench_label.py --songs 200 --loop-songs 60            # the reduced version
     python bench/bench_label.py --songs 200 --seconds 10 --skip-loop --poison --json  # cost of one crashing track
+    python bench/bench_label.py --songs 200 --seconds 30 --skip-loop --stage-songs 40 --engines torch,auto --json
 
 --poison runs the job twice on local Rays started by this process: on the catalogue as it is, and on
 the same catalogue with one row's audio copied to a file that kills the featuriser with SIGSEGV
@@ -41,6 +45,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ENGINE_VAR = "MOOD_LABELER_ENGINE"  # labeler.inference.predict.ENGINE_VAR (not imported: that imports torch before Ray starts)
 
 
 def make_catalogue(workdir: Path, songs: int, seconds: float, distinct: int | None = None) -> str:
@@ -74,9 +79,10 @@ def make_catalogue(workdir: Path, songs: int, seconds: float, distinct: int | No
     return str(catalogue)
 
 
-def make_bundle(workdir: Path, audio_model: str | None = None) -> str:
-    """A fused bundle with the cpu-small architecture (its audio model, or `audio_model`: MusiCNN, Cnn6, ...)
-    and MiniLM from the offline package; untrained heads (MusiCNN's encoder has its pretrained weights)."""
+def make_bundle(workdir: Path, audio_model: str | None = None, branch: str = "fusion") -> str:
+    """A bundle with the cpu-small architecture (its audio model, or `audio_model`: MusiCNN, Cnn6, ...) of
+    `branch` (fusion, audio or lyrics), MiniLM from the offline package; untrained heads (MusiCNN's encoder
+    has its pretrained weights)."""
     from labeler.bundle.store import save_bundle
     from labeler.lyrics.pretrained import load_tokenizer
     from labeler.models import EmotionModel, ModelConfig
@@ -84,63 +90,79 @@ def make_bundle(workdir: Path, audio_model: str | None = None) -> str:
     from train.fit.presets import get_preset
 
     p = get_preset("cpu-small", **({"audio_arch": audio_model} if audio_model else {}))
-    uri = workdir / f"bundle-cpu-small-{p.audio_arch.lower()}-untrained"
+    kind = "" if branch == "fusion" else f"-{branch}"
+    uri = workdir / f"bundle-cpu-small-{p.audio_arch.lower()}{kind}-untrained"
     if (uri / "config.json").exists():
         return str(uri)
-    model = EmotionModel.from_pretrained_branches(ModelConfig.from_dict(model_config(p, "fusion", "4Q")))
-    save_bundle(str(uri), model, featurizer_config(p), lyrics_config(p), tokenizer=load_tokenizer(p.lyrics_encoder),
-                model_id=f"bench-cpu-small-{p.audio_arch.lower()}-untrained")
+    model = EmotionModel.from_pretrained_branches(ModelConfig.from_dict(model_config(p, branch, "4Q")))
+    tokenizer = load_tokenizer(p.lyrics_encoder) if branch != "audio" else None
+    save_bundle(str(uri), model, featurizer_config(p), lyrics_config(p), tokenizer=tokenizer,
+                model_id=f"bench-cpu-small-{p.audio_arch.lower()}{kind}-untrained")
     return str(uri)
 
 
-def stage_sums(catalogue: str, bundle: str, limit: int, batch_size: int = 8) -> dict:
+def bundle_stages(bundle: str):
+    """(featurise, tokenise) callables for `bundle`: a stage its model does not use passes batches through."""
+    from labeler.bundle.info import read_bundle_info
+
+    info = read_bundle_info(bundle)
+
+    def unchanged(batch):
+        return batch
+
+    featurize = unchanged
+    if info.uses_audio:
+        from labeler.audio import Featurizer
+
+        featurize = Featurizer(info.featurizer)
+    tokenize = unchanged
+    if info.uses_lyrics:
+        from labeler.lyrics.text import LyricsTokenizer
+
+        tokenize = LyricsTokenizer(info.tokenizer.load(), info.lyrics)
+    return featurize, tokenize
+
+
+def stage_sums(catalogue: str, bundle: str, limit: int, batch_size: int = 8, engine: str | None = None) -> dict:
     """Seconds per song of each stage, timed separately in this process: decode + chorus + mel (the
-    Featurizer), tokenise, and the network (Predictor, `batch_size` songs a call); their sum's inverse is
-    the songs/s a single process could reach at best (the stage-sum limit)."""
+    Featurizer), tokenise, and the network (Predictor on `engine`, `batch_size` songs a call); their sum's
+    inverse is the songs/s a single process could reach at best (the stage-sum limit). `*_cpu_s`: process
+    CPU seconds per song (all threads); a stage the bundle does not use costs 0."""
     import numpy as np
     import pyarrow.parquet as pq
 
-    from labeler.audio import Featurizer
-    from labeler.bundle.store import read_bundle_config
     from labeler.inference.predict import Predictor
-    from labeler.io import storage
-    from labeler.lyrics.text import LyricsTokenizer
 
     rows = pq.read_table(catalogue).slice(0, limit).to_pydict()
-    config = read_bundle_config(bundle)
     batch = {k: np.asarray(v, dtype=object) for k, v in rows.items()}
-    featurizer = Featurizer(config["featurizer"])
-    tokenizer = LyricsTokenizer(storage.join(bundle, "tokenizer"), config["lyrics"])
-    predictor = Predictor(bundle, batch_size=batch_size)
+    featurize, tokenize = bundle_stages(bundle)
+    t = time.perf_counter()
+    predictor = Predictor(bundle, batch_size=batch_size, engine=engine)
+    load_s = time.perf_counter() - t
     n = len(batch["song_id"])
-    t0 = time.perf_counter()
-    featurised = featurizer(batch)
-    t1 = time.perf_counter()
-    tokenised = tokenizer(featurised)
-    t2 = time.perf_counter()
-    predictor(tokenised)
-    t3 = time.perf_counter()
-    per = {"featurise_s": (t1 - t0) / n, "tokenise_s": (t2 - t1) / n, "network_s": (t3 - t2) / n}
+    wall, cpu = [time.perf_counter()], [time.process_time()]
+    for stage in (featurize, tokenize, predictor):
+        batch = stage(batch)
+        wall.append(time.perf_counter())
+        cpu.append(time.process_time())
+    names = ("featurise", "tokenise", "network")
+    per = {f"{k}_s": (wall[i + 1] - wall[i]) / n for i, k in enumerate(names)}
+    per_cpu = {f"{k}_cpu_s": (cpu[i + 1] - cpu[i]) / n for i, k in enumerate(names)}
     total = sum(per.values())
-    return {"songs": n, **{k: round(v, 4) for k, v in per.items()}, "limit_songs_per_second": round(1 / total, 3)}
+    return {"songs": n, "engine": predictor.engine, "predictor_load_s": round(load_s, 2),
+            **{k: round(v, 4) for k, v in {**per, **per_cpu}.items()}, "limit_songs_per_second": round(1 / total, 3)}
 
 
 def plain_loop(catalogue: str, bundle: str, limit: int) -> dict:
     """The seed's way: one process, one song after another (batch of one), same components."""
+    import numpy as np
     import pyarrow.parquet as pq
 
-    from labeler.audio import Featurizer
-    from labeler.bundle.store import read_bundle_config
     from labeler.inference.predict import Predictor
-    from labeler.io import storage
-    from labeler.lyrics.text import LyricsTokenizer
 
     rows = pq.read_table(catalogue).slice(0, limit).to_pylist()
-    config = read_bundle_config(bundle)
-    featurizer = Featurizer(config["featurizer"])
-    tokenizer = LyricsTokenizer(storage.join(bundle, "tokenizer"), config["lyrics"])
+    featurizer, tokenizer = bundle_stages(bundle)
     predictor = Predictor(bundle, batch_size=1)
-    import numpy as np
 
     t0 = time.perf_counter()
     errors = 0
@@ -232,6 +254,23 @@ def run_job(catalogue: str, bundle: str, workdir: Path, cpus: int, extra: dict) 
             "peak_pss_mib": round(sampler.peak / 2**20), "idle_cluster_pss_mib": round(baseline / 2**20)}
 
 
+def engine_ratios(runs: dict, baseline: str) -> dict:
+    """Each engine against `baseline` in this run: network CPU-s and wall-s per song (baseline / engine, so
+    >1 is cheaper) and the job's songs/s (engine / baseline, >1 is faster)."""
+    base = runs[baseline]
+    out = {}
+    for name, run in runs.items():
+        if name == baseline:
+            continue
+        ratio = {"job_songs_per_second": round(run["job"]["songs_per_second"] / base["job"]["songs_per_second"], 3)}
+        if "stages" in run:
+            for key in ("network_cpu_s", "network_s"):
+                if run["stages"][key] > 0:
+                    ratio[f"{key}_lower_by"] = round(base["stages"][key] / run["stages"][key], 3)
+        out[f"{name}_vs_{baseline}"] = ratio
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--songs", type=int, default=1000)
@@ -244,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="bench/results/bench_label")
     parser.add_argument("--bundle", default=None, help="a trained bundle (default: untrained cpu-small architecture)")
     parser.add_argument("--audio-model", default=None, help="the untrained bundle's audio model (default: cpu-small's)")
+    parser.add_argument("--branch", default="fusion", choices=("fusion", "audio", "lyrics"),
+                        help="the untrained bundle's branch (default: fusion)")
+    parser.add_argument("--engines", default=None,
+                        help="comma-separated Predictor engines timed in turn in this run (auto, onnxruntime, torch); "
+                             "default: the Predictor's default")
     parser.add_argument("--stage-songs", type=int, default=0, help="also time each stage on this many songs (stage-sum limit)")
     parser.add_argument("--featurise-cpus", type=float, default=None)
     parser.add_argument("--featurise-batch-size", type=int, default=None)
@@ -257,22 +301,36 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     catalogue = make_catalogue(workdir, args.songs, args.seconds, args.distinct_songs)
-    bundle = args.bundle or make_bundle(workdir, args.audio_model)
+    bundle = args.bundle or make_bundle(workdir, args.audio_model, args.branch)
     result: dict = {"songs": args.songs, "song_seconds": args.seconds, "cpus": args.cpus, "nproc": os.cpu_count(),
-                    "bundle": bundle}
-    if args.stage_songs:
-        result["stages"] = stage_sums(catalogue, bundle, args.stage_songs)
-    if not args.skip_loop:
-        result["loop"] = plain_loop(catalogue, bundle, args.loop_songs or args.songs)
+                    "bundle": bundle, "load_average_start": os.getloadavg()}
     extra = {k: v for k, v in {"featurise_cpus": args.featurise_cpus, "featurise_batch_size": args.featurise_batch_size,
                                "predict_batch_size": args.predict_batch_size, "max_actors": args.max_actors,
                                "max_retries": args.max_retries}.items()
              if v is not None}
-    result["job"] = run_job(catalogue, bundle, workdir, args.cpus, extra)
-    if args.poison:
-        result["job_with_poison"] = run_job(poisoned_catalogue(catalogue, workdir), bundle, workdir, args.cpus, extra)
-    if "loop" in result:
-        result["speedup"] = round(result["job"]["songs_per_second"] / result["loop"]["songs_per_second"], 2)
+    engines = [e.strip() for e in args.engines.split(",")] if args.engines else [None]
+    runs = {}
+    for engine in engines:
+        run: dict = {}
+        if engine is not None:
+            os.environ[ENGINE_VAR] = engine  # before ray.init: the job's Predictor actors inherit it
+        if args.stage_songs:
+            run["stages"] = stage_sums(catalogue, bundle, args.stage_songs, engine=engine)
+            print(json.dumps({engine or "default": run["stages"]}), file=sys.stderr, flush=True)  # kept if the job fails
+        if not args.skip_loop:
+            run["loop"] = plain_loop(catalogue, bundle, args.loop_songs or args.songs)
+        run["job"] = run_job(catalogue, bundle, workdir, args.cpus, extra)
+        if args.poison:
+            run["job_with_poison"] = run_job(poisoned_catalogue(catalogue, workdir), bundle, workdir, args.cpus, extra)
+        if "loop" in run:
+            run["speedup"] = round(run["job"]["songs_per_second"] / run["loop"]["songs_per_second"], 2)
+        run["load_average_end"] = os.getloadavg()
+        runs[engine or "default"] = run
+    if len(runs) == 1:
+        result.update(next(iter(runs.values())))
+    else:
+        result["engines"] = runs
+        result["ratios"] = engine_ratios(runs, engines[0])
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 

@@ -83,7 +83,8 @@ def test_every_label_flag_reaches_its_config_field_by_name():
     given = {"--address": "ray://h:1", "--featurise-batch-size": "3", "--predict-batch-size": "5",
              "--featurise-cpus": "0.5", "--min-actors": "2", "--max-actors": "4", "--rows-per-part": "7",
              "--lease-seconds": "9", "--expect-version": "0123456789abcdef", "--max-retries": "1",
-             "--max-resumes": "0", "--stall-seconds": "30", "--plot": "p.png", "--timeline": "2.5", "--max-audio-seconds": "600"}
+             "--max-resumes": "0", "--stall-seconds": "30", "--plot": "p.png", "--timeline": "2.5", "--max-audio-seconds": "600",
+             "--engine": "torch"}
     args = parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o", "--no-gpu", "--embeddings", "--tags",
                               *[x for pair in given.items() for x in pair]])
     config = label.config_from_args(args)
@@ -91,7 +92,7 @@ def test_every_label_flag_reaches_its_config_field_by_name():
                                     min_actors=2, max_actors=4, use_gpu=False, rows_per_part=7, plot="p.png",
                                     lease_seconds=9.0, embeddings=True, timeline_seconds=2.5, tags=True,
                                     expect_version="0123456789abcdef", max_retries=1, max_resumes=0,
-                                    max_audio_seconds=600.0, stall_seconds=30.0)
+                                    max_audio_seconds=600.0, stall_seconds=30.0, engine="torch")
     defaults = label.config_from_args(parser.parse_args(["--catalogue", "c", "--bundle", "b", "--output", "o"]))
     changed = {f.name for f in dataclasses.fields(LabelJobConfig) if getattr(config, f.name) != getattr(defaults, f.name)}
     assert changed == {f.name for f in dataclasses.fields(LabelJobConfig)}  # every field has a flag that reaches it

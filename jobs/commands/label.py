@@ -11,6 +11,7 @@ import json
 from jobs.flags import config_from_flags
 from labeler.label_job.config import LabelJobConfig
 from labeler.label_job.driver import label_catalogue
+from labeler.models.configuration import ENGINES
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-audio-seconds", type=float, default=LabelJobConfig.max_audio_seconds, metavar="SECONDS",
                         help="a longer track (by its file header) is not decoded: its row gets audio_error "
                              "too_long (default %(default)s)")
+    parser.add_argument("--engine", choices=ENGINES, default=LabelJobConfig.engine,
+                        help="how a CPU Predictor runs the frozen encoders: auto (ONNX Runtime where the part exports, "
+                             "else PyTorch), onnxruntime or torch; CUDA always runs PyTorch (default %(default)s)")
     parser.add_argument("--tags", action="store_true",
                         help="also write `tags`: the MusiCNN encoder's 50 tag probabilities (genre, era, instruments, "
                              "mood words; a bundle with a MusiCNN audio branch)")

@@ -20,6 +20,12 @@ Three optional outputs, off by default because they cost storage or time:
   sigmoid of the pretrained tag layer on each 3-s patch, averaged over the clip's patches; NaN rows
   where no audio was used (no usable audio, or a fused model's lyrics-only row). The backbone runs
   once: its trunk features feed both the mood model (`patch_features=`) and the tag layer.
+
+Engine (`engine=`, default `$MOOD_LABELER_ENGINE`, else "auto"): on CPU, "auto" and "onnxruntime" run the
+frozen encoders through ONNX Runtime graphs made from the loaded weights (labeler.models.engine; a part
+that cannot be exported keeps PyTorch, with one log line), "torch" keeps PyTorch; `self.engine` says which
+ran. On CUDA the model is always PyTorch. Both engines give the same labels within the tolerance tested
+in tests/test_engine.py.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from labeler.contracts.schemas import is_missing, nullable_strings
 from labeler.models.emotion import penultimate_dim
 
 log = logging.getLogger(__name__)
-
+ENGINE_VAR = "MOOD_LABELER_ENGINE"  # the engine a Predictor built without `engine=` uses (auto, onnxruntime, torch)
 
 
 def ray_cpu_allocation() -> int | None:
@@ -89,15 +95,17 @@ class Predictor:
     def __init__(self, bundle_uri: str | Bundle, device: str | None = None, batch_size: int = 32,
                  num_threads: int | None = None, embeddings: bool = False,
                  timeline_seconds: float | None = None, expect_version: str | None = None, tags: bool = False,
-                 max_audio_seconds: float | None = MAX_AUDIO_SECONDS) -> None:
+                 max_audio_seconds: float | None = MAX_AUDIO_SECONDS, engine: str | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        engine = check_engine(engine if engine is not None else os.environ.get(ENGINE_VAR) or "auto")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
             configure_torch_threads(num_threads)
         self.bundle = bundle_uri if isinstance(bundle_uri, Bundle) else load_bundle(
             bundle_uri, device=self.device, expect_version=expect_version)
         self.model = self.bundle.model.to(self.device).eval()
+        self.engine = self._set_engine(engine)
         self.batch_size = int(batch_size)
         cfg = self.model.config
         self.uses_audio = cfg.uses_audio
@@ -116,6 +124,16 @@ class Predictor:
 
             audio = asdict(cfg.audio) if cfg.uses_audio and cfg.audio is not None else None
             self.tag_names = bundle_tags(cfg.branch, audio, f"bundle {self.model_id} {self.model_version}")
+
+    def _set_engine(self, engine: str) -> str:
+        """Install (or remove) the ONNX Runtime engine on the model's frozen encoders; the engine in use."""
+        from labeler.models import engine as engines  # noqa: PLC0415
+
+        if self.device.type != "cpu" or engine == "torch":
+            engines.clear(self.model)  # a Bundle shared with another Predictor may carry hooks
+        else:
+            engines.accelerate(self.model, torch.get_num_threads())
+        return engines.engine_name(self.model)
 
     # ---- routing
 
@@ -344,6 +362,15 @@ def penultimate_vector(model, embedding: torch.Tensor) -> torch.Tensor:
     branch heads read the branch embeddings themselves, the (joined) embedding."""
     head = getattr(model, "head", None)
     return embedding if head is None else head[:-1](embedding)
+
+
+def check_engine(engine: str) -> str:
+    """An engine name, checked: one of labeler.models.configuration.ENGINES."""
+    from labeler.models.configuration import ENGINES  # noqa: PLC0415
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    return engine
 
 
 def check_timeline(seconds: float | None, uses_audio: bool) -> float | None:

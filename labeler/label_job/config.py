@@ -8,6 +8,7 @@ from labeler.audio.config import MAX_AUDIO_SECONDS, check_max_seconds
 from labeler.io.lease import DEFAULT_TTL_SECONDS
 from labeler.label_job.resume import DEFAULT_RESUMES
 from labeler.label_job.watchdog import DEFAULT_STALL_SECONDS
+from labeler.models.configuration import ENGINES
 from labeler.runtime.isolate import DEFAULT_RETRIES
 
 
@@ -32,6 +33,7 @@ class LabelJobConfig:
     expect_version: str | None = None  # refuse a bundle whose model_version is not this one
     max_retries: int = DEFAULT_RETRIES  # retries of a task or actor whose process died (bounded: see build_dataset)
     max_resumes: int = DEFAULT_RESUMES  # times a run whose plan the cluster failed (a lost node) labels the rest itself
+    engine: str = "auto"  # the Predictor's CPU engine for frozen encoders: auto, onnxruntime or torch (CUDA: torch)
     stall_seconds: float = DEFAULT_STALL_SECONDS  # no progress this long: re-plan (the nodes changed) or fail (exit 2)
 
     def __post_init__(self) -> None:
@@ -53,6 +55,8 @@ class LabelJobConfig:
             raise ValueError(f"stall_seconds must be a positive number of seconds, got {self.stall_seconds!r}")
         if self.timeline_seconds is not None and not (0 < self.timeline_seconds < float("inf")):
             raise ValueError(f"timeline_seconds must be a positive number of seconds, got {self.timeline_seconds!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.max_audio_seconds is None:
             raise ValueError("max_audio_seconds must be a positive number of seconds, got None")
         check_max_seconds(self.max_audio_seconds)

@@ -95,7 +95,8 @@ class PredictorStage:
 def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Array | None, bool], info: BundleInfo,
                   res: Resources, rows_per_part: int, staging_uri: str, partition_uri: str, embeddings: bool = False,
                   timeline_seconds: float | None = None, fence: Fence | None = None, progress_sink=None,
-                  max_retries: int = DEFAULT_RETRIES, tags: bool = False, max_audio_seconds: float = MAX_AUDIO_SECONDS):
+                  max_retries: int = DEFAULT_RETRIES, tags: bool = False, max_audio_seconds: float = MAX_AUDIO_SECONDS,
+                  engine: str = "auto"):
     """The Ray Data plan; returns a dataset of per-part commit records (one row per committed part).
 
     `id_filter` is (ids, keep) from todo_filter: the rows to label are those whose song_id is in ids
@@ -145,7 +146,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
         fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size, "num_threads": res.predictor_threads,
                                "embeddings": embeddings, "timeline_seconds": timeline_seconds, "tags": tags,
                                "expect_version": info.model_version, "progress_sink": progress_sink,
-                               "max_audio_seconds": max_audio_seconds},
+                               "max_audio_seconds": max_audio_seconds, "engine": engine},
         batch_format="numpy",
         batch_size=res.predict_batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
@@ -279,7 +280,8 @@ def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,
                                             config.rows_per_part, staging,
                                             layout.partition_uri, config.embeddings, config.timeline_seconds,
                                             fence=lease.fence, progress_sink=stage.sink, max_retries=config.max_retries,
-                                            tags=config.tags, max_audio_seconds=config.max_audio_seconds)
+                                            tags=config.tags, max_audio_seconds=config.max_audio_seconds,
+                                            engine=config.engine)
                     # No silent wait (label_job.watchdog): nothing moves for stall_seconds -> re-plan or one-line error.
                     watchdog = Watchdog(config.stall_seconds, progress=lambda: (stage.done, summary.written))
                     try:

@@ -78,6 +78,7 @@ class PannsCnn(nn.Module):
         self.fc1 = nn.Linear(in_ch, config.embedding_dim)
         nn.init.xavier_uniform_(self.fc1.weight)
         nn.init.zeros_(self.fc1.bias)
+        self.engine = None  # labeler.models.engine: this network on another engine, used in eval mode (CPU labelling)
         if self.bn0.num_features != config.n_mels:  # pragma: no cover - guards future edits
             raise ValueError(f"bn0 has {self.bn0.num_features} mel bins, config says n_mels={config.n_mels}")
 
@@ -88,6 +89,8 @@ class PannsCnn(nn.Module):
             )
         if log_mel.shape[1] < 16:
             raise ValueError(f"{self.config.arch} needs at least 16 frames, got {log_mel.shape[1]}")
+        if self.engine is not None and not self.training:
+            return self.engine(log_mel.float())
         x = log_mel.float().unsqueeze(1)                    # (b, 1, t, m)
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)    # normalise per mel bin
         cfg = self.config

@@ -25,6 +25,9 @@ POOLINGS: tuple[str, ...] = ("mean", "cls")
 MIN_MELS = 16
 MIN_CHANNELS = 8
 
+# How a CPU Predictor runs the frozen encoders (labeler.models.engine): auto, ONNX Runtime, or PyTorch.
+ENGINES = ("auto", "onnxruntime", "torch")
+
 
 # --------------------------------------------------------------------------------------------- configs
 

@@ -46,6 +46,7 @@ class LyricsEncoder(nn.Module):
         config.hidden_size = int(self.encoder.config.hidden_size)
         self.embedding_dim = config.hidden_size
         self.dropout = nn.Dropout(config.dropout)
+        self.engine = None  # labeler.models.engine: the encoder on another engine, used in eval mode (CPU labelling)
 
     @property
     def encoder_config(self) -> PretrainedConfig:
@@ -61,7 +62,10 @@ class LyricsEncoder(nn.Module):
         return self.dropout(self._pool(input_ids, attention_mask).float())
 
     def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.engine is not None and not self.training:
+            hidden = self.engine(input_ids, attention_mask)
+        else:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.config.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)

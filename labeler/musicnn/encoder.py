@@ -55,6 +55,7 @@ class MusicnnEncoder(nn.Module):
         self.top_dense = copy.deepcopy(self.backbone.dense).requires_grad_(True) if tune_top else None
         self.norm = nn.BatchNorm1d(2 * EMBEDDING_DIM)
         self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * EMBEDDING_DIM, embedding_dim), nn.ReLU())
+        self.trunk_engine = None  # labeler.models.engine: the frozen trunk on another engine (CPU labelling)
 
     def load_pretrained(self) -> None:
         """Copy the wheel's checkpoint (sha256-checked) into the backbone (and the tuned top's starting
@@ -78,7 +79,8 @@ class MusicnnEncoder(nn.Module):
         batch, patches = log_mel.shape[0], log_mel.shape[1] // PATCH_FRAMES
         flat = log_mel.float().reshape(batch * patches, PATCH_FRAMES, N_MELS)
         with torch.no_grad():  # bounded chunks: one timbral conv map is ~9 MB a patch before its max over mel
-            pooled = torch.cat([self.backbone.trunk(chunk) for chunk in flat.split(PATCH_CHUNK)])
+            trunk = self.trunk_engine or self.backbone.trunk
+            pooled = torch.cat([trunk(chunk) for chunk in flat.split(PATCH_CHUNK)])
         silent = (flat == 0).flatten(1).all(dim=1)
         pooled[silent] = float("nan")  # no audio in this patch: left out of the pooling (see the module docstring)
         return pooled.reshape(batch, patches, TRUNK_DIM)
