@@ -120,8 +120,7 @@ def test_a_frozen_lyrics_encoder_is_cached_once_per_song(small_manifest, ray_loc
     from labeler.models import LyricsEncoderConfig
     from labeler.models.lyrics_encoder import LyricsEncoder
     from tiny_models import tiny_bert_dir
-    from train.feature_cache import (LYRICS_VECTOR_COLUMNS, branch_columns, build_feature_cache, caches_lyrics_vectors,
-                                     read_split)
+    from train.feature_cache import LYRICS_VECTOR_COLUMNS, branch_columns, build_feature_cache, caches_lyrics_vectors, read_split
 
     table = storage.read_parquet(small_manifest)  # no audio (cheap: the featuriser only records why)
     table = table.set_column(table.schema.get_field_index("audio_uri"), "audio_uri", pa.nulls(table.num_rows, pa.string()))
