@@ -107,6 +107,10 @@ def test_cache_key_follows_the_frozen_lyrics_encoder(small_manifest, tmp_path):
     assert key != cache_key(small_manifest, fz, tok, lyr, lyrics_encoder={**enc, "pooling": "cls"})
     assert key != cache_key(small_manifest, fz, tok, lyr, lyrics_encoder={**enc, "name_or_path": other})
     assert key == cache_key(small_manifest, fz, tok, lyr, lyrics_encoder={**enc, "dropout": 0.3})  # the head's, not the cache's
+    hub = {**enc, "name_or_path": "some-org/some-encoder"}  # a hub id: keyed by its name (nothing to read offline)
+    assert cache_key(small_manifest, fz, tok, lyr, lyrics_encoder=hub) != key
+    assert cache_key(small_manifest, fz, tok, lyr, lyrics_encoder=hub) != cache_key(
+        small_manifest, fz, tok, lyr, lyrics_encoder={**hub, "name_or_path": "other-org/some-encoder"})
 
 
 def test_a_frozen_lyrics_encoder_is_cached_once_per_song(small_manifest, ray_local, tmp_path):

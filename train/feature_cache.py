@@ -78,7 +78,10 @@ def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics, 
     if lyrics_encoder:
         digest.update(json.dumps({k: lyrics_encoder.get(k) for k in ("pooling", "window_tokens")},
                                  sort_keys=True).encode())
-        for path in encoder_files(lyrics_encoder["name_or_path"]):
+        files = encoder_files(lyrics_encoder["name_or_path"])
+        if not files:  # a hub id: its name is all that is known before it is downloaded
+            digest.update(f"lyrics-encoder:{lyrics_encoder['name_or_path']}".encode())
+        for path in files:
             _hash_uri_bytes(digest, path)
     _hash_uri_bytes(digest, manifest_uri)
     if tokenizer_dir:
@@ -93,15 +96,15 @@ def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics, 
 
 
 def encoder_files(name_or_path: str) -> list[str]:
-    """The files of a lyrics encoder that fix its outputs: its config and weights (as resolved by labeler.pretrained)."""
+    """The files of a lyrics encoder that fix its outputs: its config and weights, where labeler.pretrained resolves
+    it to a local directory (an alias, a folder, a downloaded s3:// folder); [] for a Hugging Face hub id."""
     from labeler.pretrained import resolve_encoder  # noqa: PLC0415
 
     root = resolve_encoder(name_or_path)
+    if not os.path.isdir(root):
+        return []
     names = ("config.json", "model.safetensors", "pytorch_model.bin")
-    files = [storage.join(root, n) for n in names if storage.exists(storage.join(root, n))]
-    if not files:
-        raise ValueError(f"lyrics encoder {name_or_path!r}: no config.json or weights under {storage.describe(root)}")
-    return files
+    return [os.path.join(root, n) for n in names if os.path.exists(os.path.join(root, n))]
 
 
 class CacheFeaturizer:
