@@ -90,3 +90,77 @@ def test_cache_key_changes_with_featuriser_and_manifest(small_manifest, tmp_path
     storage.write_parquet(table.slice(0, 10), other)
     assert cache_key(small_manifest, a, None, None) != cache_key(other, a, None, None)
     assert cache_key(small_manifest, a, None, None) == cache_key(small_manifest, a, None, None)
+
+
+def test_cache_key_follows_the_frozen_lyrics_encoder(small_manifest, tmp_path):
+    from labeler.audio import FeaturizerConfig
+    from labeler.lyrics.text import LyricsConfig
+    from tiny_models import tiny_bert_dir
+    from train.cache.feature_cache import cache_key
+
+    fz, lyr = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, fmax=8000.0), LyricsConfig(max_tokens=32)
+    tok, other = tiny_bert_dir(tmp_path), tiny_bert_dir(tmp_path, hidden_size=16)
+    enc = {"name_or_path": tok, "pooling": "mean", "window_tokens": 32, "dropout": 0.1}
+    key = cache_key(small_manifest, fz, tok, lyr, lyrics_encoder=enc)
+    assert key != cache_key(small_manifest, fz, tok, lyr)  # tokens only: another cache
+    assert key != cache_key(small_manifest, fz, tok, lyr, lyrics_encoder={**enc, "window_tokens": 16})
+    assert key != cache_key(small_manifest, fz, tok, lyr, lyrics_encoder={**enc, "pooling": "cls"})
+    assert key != cache_key(small_manifest, fz, tok, lyr, lyrics_encoder={**enc, "name_or_path": other})
+    assert key == cache_key(small_manifest, fz, tok, lyr, lyrics_encoder={**enc, "dropout": 0.3})  # the head's, not the cache's
+    hub = {**enc, "name_or_path": "some-org/some-encoder"}  # a hub id: keyed by its name (nothing to read offline)
+    assert cache_key(small_manifest, fz, tok, lyr, lyrics_encoder=hub) != key
+    assert cache_key(small_manifest, fz, tok, lyr, lyrics_encoder=hub) != cache_key(
+        small_manifest, fz, tok, lyr, lyrics_encoder={**hub, "name_or_path": "other-org/some-encoder"})
+
+
+def test_a_frozen_lyrics_encoder_is_cached_once_per_song(small_manifest, ray_local, tmp_path):
+    """Built with `lyrics_encoder`, the cache holds each song's window vectors: the encoder's own output on the
+    cache's tokens; songs without lyrics hold zeros; the lyrics branch then reads vectors, not tokens."""
+    import pyarrow as pa
+    import torch
+
+    from labeler.audio import FeaturizerConfig
+    from labeler.lyrics.text import LyricsConfig
+    from labeler.models import LyricsEncoderConfig
+    from labeler.models.lyrics_encoder import LyricsEncoder
+    from tiny_models import tiny_bert_dir
+    from train.cache.feature_cache import (
+        LYRICS_VECTOR_COLUMNS,
+        branch_columns,
+        build_feature_cache,
+        caches_lyrics_vectors,
+        read_split,
+    )
+
+    table = storage.read_parquet(small_manifest)  # no audio (cheap: the featuriser only records why)
+    table = table.set_column(table.schema.get_field_index("audio_uri"), "audio_uri", pa.nulls(table.num_rows, pa.string()))
+    lyrics = table.column("lyrics").to_pylist()
+    lyrics[0] = None
+    table = table.set_column(table.schema.get_field_index("lyrics"), "lyrics", pa.array(lyrics, pa.string()))
+    manifest = str(tmp_path / "lyrics_only.parquet")
+    storage.write_parquet(table, manifest)
+    fz = FeaturizerConfig(sample_rate=16000, clip_seconds=2.0, window_size=512, hop_size=320, fmax=8000.0)
+    tok = tiny_bert_dir(tmp_path)
+    lyr = LyricsConfig(max_tokens=16, max_windows=4, window_overlap=4)
+    enc = {"name_or_path": tok, "pooling": "mean", "window_tokens": 16}
+    uri = build_feature_cache(manifest, str(tmp_path / "cache"), fz, tok, lyr, lyrics_encoder=enc)
+    assert caches_lyrics_vectors(uri)
+    assert not caches_lyrics_vectors(build_feature_cache(manifest, str(tmp_path / "cache"), fz, tok, lyr))
+    columns = branch_columns("lyrics", lyrics_vectors=True)
+    assert set(LYRICS_VECTOR_COLUMNS) <= set(columns) and "input_ids" not in columns
+    assert "input_ids" in branch_columns("fusion", lyrics_vectors=True)  # fusion fine-tunes: it reads tokens
+    rows = read_split(uri, [0, 1, 2, 3], ["song_id", "input_ids", "attention_mask", "has_lyrics",
+                                          *LYRICS_VECTOR_COLUMNS]).to_pandas()
+    assert len(rows) == table.num_rows
+    has = rows["has_lyrics"].to_numpy()
+    assert 0 < has.sum() < len(has)
+    vectors = np.stack(rows["lyrics_windows"].to_numpy())
+    used = np.stack(rows["lyrics_window_used"].to_numpy())
+    assert vectors.shape == (len(rows), 4, 32) and vectors.dtype == np.float32
+    assert not vectors[~has].any() and not used[~has].any() and used[has, 0].all()
+    encoder = LyricsEncoder(LyricsEncoderConfig(**enc), pretrained=True).eval()
+    ids, mask = (torch.from_numpy(np.stack(rows[c].to_numpy())[has]) for c in ("input_ids", "attention_mask"))
+    with torch.inference_mode():
+        expected, expected_used = encoder.window_vectors(ids, mask)
+    np.testing.assert_allclose(vectors[has], expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert (used[has] == expected_used.numpy()).all()

@@ -58,8 +58,25 @@ class LyricsEncoder(nn.Module):
         input_ids = input_ids.long()
         attention_mask = attention_mask.long()
         if self.config.window_tokens:
-            return self.dropout(self._windowed(input_ids, attention_mask, int(self.config.window_tokens)))
+            return self.dropout(pool_windows(*self.window_vectors(input_ids, attention_mask)))
         return self.dropout(self._pool(input_ids, attention_mask).float())
+
+    def from_window_vectors(self, vectors: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        """The embedding `forward` returns, from `window_vectors`' output (e.g. cached once per song by training
+        while the encoder is frozen): the average of the used windows, then this module's dropout."""
+        return self.dropout(pool_windows(vectors.float(), used))
+
+    def window_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen part's output per window: (vectors (n, windows, hidden) float32, used (n, windows) bool).
+
+        Without `window_tokens` the whole sequence is one window. An unused window's vector is zeros.
+        """
+        input_ids = input_ids.long()
+        attention_mask = attention_mask.long()
+        if self.config.window_tokens:
+            return self._windowed(input_ids, attention_mask, int(self.config.window_tokens))
+        used = attention_mask.any(dim=1)
+        return self._pool(input_ids, attention_mask).float().unsqueeze(1), used.unsqueeze(1)
 
     def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.engine is not None and not self.training:
@@ -71,8 +88,9 @@ class LyricsEncoder(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
-    def _windowed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int) -> torch.Tensor:
-        """(n, windows * width) -> (n, hidden): encode only the non-empty windows, average them per song.
+    def _windowed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, windows * width) -> (vectors (n, windows, hidden), used (n, windows)): encode only the non-empty windows.
 
         A row may arrive trimmed of trailing padding (the Predictor drops all-padding columns), so it
         is padded back to whole windows first; all-padding windows cost nothing.
@@ -92,9 +110,14 @@ class LyricsEncoder(nn.Module):
         span = int(mask[rows].any(dim=0).nonzero().max()) + 1  # drop columns no used window reaches
         pooled = self._pool(ids[rows, :span], mask[rows, :span]).float()
         per_window = pooled.new_zeros(n * windows, pooled.shape[1]).index_put((rows,), pooled)
-        weights = used.reshape(n, windows).to(pooled.dtype)
-        summed = (per_window.reshape(n, windows, -1) * weights.unsqueeze(-1)).sum(dim=1)
-        return summed / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return per_window.reshape(n, windows, -1), used.reshape(n, windows)
+
+
+def pool_windows(vectors: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """(n, windows, hidden), (n, windows) -> (n, hidden): the mean of each song's used windows (zeros if none)."""
+    weights = used.to(vectors.dtype)
+    summed = (vectors * weights.unsqueeze(-1)).sum(dim=1)
+    return summed / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 def _without_pooler(build):

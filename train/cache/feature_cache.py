@@ -1,23 +1,18 @@
-"""The feature cache: a manifest's audio featurised once, its lyrics tokenised once, as Parquet shards.
+"""The feature cache: a manifest's songs featurised once (audio, lyrics tokens, the frozen encoders' outputs)
+as Parquet shards that every fold, branch and epoch reads back (`read_split`: a small cache whole with pyarrow,
+a large one streamed). It runs the callables labelling uses (`labeler.audio.Featurizer`,
+`labeler.lyrics.text.LyricsTokenizer`), so training and labelling see the same features.
 
-Why: decoding and log-mel extraction cost far more than a training epoch of a small CNN, and a
-cross-validated run trains (folds x branches x epochs) times over the same songs. Ray Data runs
-`labeler.audio.Featurizer` and `labeler.lyrics.text.LyricsTokenizer` (the very callables labelling uses,
-so training and labelling see the same features) over the manifest once and writes Parquet shards;
-every fold, branch and epoch then reads back the rows it needs (`read_split`): a small cache whole with
-pyarrow, a large one streamed with `ray.data.read_parquet`, so no process holds a large cache in memory.
+Layout: `<cache_root>/<featurizer.fingerprint()>-<key>/`, `key` the hash of `cache_key`'s inputs; a
+`_SUCCESS.json` written last marks a complete cache (one without it is rebuilt). Columns:
 
-Layout: `<cache_root>/<featurizer.fingerprint()>-<key>/` where `key` hashes the tokenizer files, the
-LyricsConfig and the manifest's bytes (a different fold assignment or label is a different cache).
-A `_SUCCESS.json` written last marks a complete cache; a cache without it is rebuilt. Columns:
-
-    song_id, fold, quadrant, valence, arousal          from the manifest
-    label, label_index int16                           a classes manifest only: the class and its index
-                                                       in the sorted class names (in _SUCCESS.json)
+    song_id, fold, quadrant, valence, arousal, [label, label_index int16 (classes)]   from the manifest
     log_mel float16 (n_frames, n_mels), has_audio, audio_error, [descriptors float32]
     [patch_features float32 (patches, 1506)]           the frozen musicnn trunk's output (MusiCNN runs)
     mel_stats float32 (3 * n_mels)                     labeler.audio.features.logmel_stats (audio baseline)
     input_ids int32, attention_mask int8 (max_tokens), has_lyrics, lyrics_error   (when tokenised)
+    [lyrics_windows float32 (windows, hidden),     the frozen lyrics encoder's output per window and which
+     lyrics_window_used bool (windows)]            windows hold text (runs whose lyrics encoder is frozen)
 """
 
 from __future__ import annotations
@@ -45,6 +40,7 @@ READ_CPUS = 0.25
 IN_MEMORY_MB = 1024.0  # caches up to this size are read whole (read_split); TrainPreset.materialize_mb for trials
 # The manifest's columns a cache row is built from: the model's inputs (labeler.contracts.inputs) and the targets.
 MANIFEST_COLUMNS = (SONG_ID, "fold", "quadrant", "valence", "arousal", AUDIO_URI, LYRICS, *CHORUS_COLUMNS, "label")
+LYRICS_VECTOR_COLUMNS = ("lyrics_windows", "lyrics_window_used")  # a frozen lyrics encoder's output, per window
 DROP_AFTER = CATALOGUE_ONLY  # not stored: the cache holds features, tokens and targets only
 
 
@@ -62,11 +58,24 @@ def _hash_uri_bytes(digest, uri: str) -> None:
                 digest.update(chunk)
 
 
-def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics, audio_encoder: str | None = None) -> str:
-    """`<featurizer fingerprint>-<16 hex of sha256(manifest bytes, tokenizer files, lyrics config[, encoder])>`."""
+def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics, audio_encoder: str | None = None,
+              lyrics_encoder: dict | None = None) -> str:
+    """`<featurizer fingerprint>-<16 hex of sha256(manifest bytes, tokenizer files, lyrics config[, encoders])>`.
+
+    `lyrics_encoder` (a LyricsEncoderConfig dict) adds what the cached window vectors depend on: its
+    pooling and window width and the encoder's own files (config and weights, `encoder_files`).
+    """
     digest = hashlib.sha256()
     if audio_encoder:
         digest.update(f"musicnn-trunk:{audio_encoder}".encode())  # what patch_features hold
+    if lyrics_encoder:
+        digest.update(json.dumps({k: lyrics_encoder.get(k) for k in ("pooling", "window_tokens")},
+                                 sort_keys=True).encode())
+        files = encoder_files(lyrics_encoder["name_or_path"])
+        if not files:  # a hub id: its name is all that is known before it is downloaded
+            digest.update(f"lyrics-encoder:{lyrics_encoder['name_or_path']}".encode())
+        for path in files:
+            _hash_uri_bytes(digest, path)
     _hash_uri_bytes(digest, manifest_uri)
     if tokenizer_dir:
         for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model"):
@@ -79,6 +88,18 @@ def cache_key(manifest_uri: str, featurizer, tokenizer_dir: str | None, lyrics, 
     return f"{featurizer.fingerprint()}-{digest.hexdigest()[:16]}"
 
 
+def encoder_files(name_or_path: str) -> list[str]:
+    """The files of a lyrics encoder that fix its outputs: its config and weights, where labeler.lyrics.pretrained resolves
+    it to a local directory (an alias, a folder, a downloaded s3:// folder); [] for a Hugging Face hub id."""
+    from labeler.lyrics.pretrained import resolve_encoder  # noqa: PLC0415
+
+    root = resolve_encoder(name_or_path)
+    if not os.path.isdir(root):
+        return []
+    names = ("config.json", "model.safetensors", "pytorch_model.bin")
+    return [os.path.join(root, n) for n in names if os.path.exists(os.path.join(root, n))]
+
+
 class CacheFeaturizer:
     """One Ray Data actor stage: Featurizer, then has_audio + log-mel statistics, then LyricsTokenizer.
 
@@ -87,22 +108,29 @@ class CacheFeaturizer:
     Audio is featurised in a crash-isolation child (labeler.runtime.isolate): a track that kills it gets
     `audio_error = 'worker_crash: ...'` and has_audio False, so training skips it and the cache's
     _SUCCESS.json counts it, instead of the actor dying and being restarted forever.
+
+    `lyrics_encoder` (a LyricsEncoderConfig dict, with a tokenizer): the pretrained encoder, in eval mode,
+    turns each song's tokens into `lyrics_windows` / `lyrics_window_used` (LyricsEncoder.window_vectors),
+    so a frozen encoder runs once per song; rows without lyrics get zeros and no used window.
     """
 
     def __init__(self, featurizer: dict, tokenizer_dir: str | None, lyrics: dict | None,
                  classes: list[str] | None = None, progress_sink=None, audio_encoder: str | None = None,
-                 max_retries: int = DEFAULT_RETRIES, torch_threads: int | None = None):
+                 max_retries: int = DEFAULT_RETRIES, torch_threads: int | None = None,
+                 lyrics_encoder: dict | None = None):
         from labeler.runtime.isolate import IsolatedFeaturizer  # noqa: PLC0415
 
         self.classes = {name: i for i, name in enumerate(classes or [])}
         self.progress_sink = progress_sink  # labeler.runtime.console: songs done are counted on the driver's line
         self.featurize = IsolatedFeaturizer(featurizer, retries=max_retries)
         self.encoder = None
-        if audio_encoder:  # a frozen trunk's output never changes: compute it once per song, here
+        if audio_encoder or lyrics_encoder:
             from labeler.inference.predict import configure_torch_threads  # noqa: PLC0415
-            from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
 
             configure_torch_threads(torch_threads)
+        if audio_encoder:  # a frozen trunk's output never changes: compute it once per song, here
+            from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
+
             self.encoder = MusicnnEncoder(1, encoder=audio_encoder)
             self.encoder.load_pretrained()
         self.tokenize = None
@@ -110,6 +138,23 @@ class CacheFeaturizer:
             from labeler.lyrics.text import LyricsTokenizer  # noqa: PLC0415
 
             self.tokenize = LyricsTokenizer(tokenizer_dir, lyrics)
+        self.lyrics_encoder = None
+        if lyrics_encoder:
+            if not tokenizer_dir:
+                raise ValueError("caching lyrics window vectors needs the encoder's tokenizer (tokenizer_dir)")
+            from labeler.contracts.coerce import config_from_dict  # noqa: PLC0415
+            from labeler.models import LyricsEncoderConfig  # noqa: PLC0415
+            from labeler.models.lyrics_encoder import LyricsEncoder  # noqa: PLC0415
+
+            self.lyrics_encoder = LyricsEncoder(config_from_dict(LyricsEncoderConfig, dict(lyrics_encoder)),
+                                                pretrained=True).eval()
+        if audio_encoder or lyrics_encoder:  # frozen encoders run once per song, at the CPU's rate
+            import torch  # noqa: PLC0415
+
+            from labeler.models.engine import accelerate  # noqa: PLC0415
+
+            for frozen in filter(None, (self.encoder, self.lyrics_encoder)):
+                accelerate(frozen.eval(), torch.get_num_threads())
 
     def __call__(self, batch: dict) -> dict:
         from labeler.audio.features import logmel_stats  # noqa: PLC0415
@@ -140,19 +185,42 @@ class CacheFeaturizer:
             out = self.tokenize(out)
         else:
             out["has_lyrics"] = np.zeros(len(errors), dtype=bool)
+        if self.lyrics_encoder is not None:
+            out.update(lyrics_window_vectors(self.lyrics_encoder, out["input_ids"], out["attention_mask"],
+                                             out["has_lyrics"]))
         from labeler.runtime.console import report  # noqa: PLC0415
 
         report(self.progress_sink, len(errors))
         return {k: v for k, v in out.items() if k not in DROP_AFTER}
 
 
+def lyrics_window_vectors(encoder, input_ids: np.ndarray, attention_mask: np.ndarray, has_lyrics: np.ndarray) -> dict:
+    """{"lyrics_windows": float32 (n, windows, hidden), "lyrics_window_used": bool (n, windows)} of a tokenised
+    batch, through `encoder` (a LyricsEncoder) without gradients; rows without lyrics stay zeros / unused."""
+    import torch  # noqa: PLC0415
+
+    n, total = input_ids.shape
+    width = int(encoder.config.window_tokens) or total
+    windows = -(-total // width)
+    vectors = np.zeros((n, windows, encoder.embedding_dim), dtype=np.float32)
+    used = np.zeros((n, windows), dtype=bool)
+    rows = np.flatnonzero(has_lyrics)
+    if len(rows):
+        with torch.inference_mode():
+            v, u = encoder.window_vectors(torch.from_numpy(input_ids[rows]), torch.from_numpy(attention_mask[rows]))
+        vectors[rows], used[rows] = v.numpy(), u.numpy()
+    return {"lyrics_windows": vectors, "lyrics_window_used": used}
+
+
 def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, tokenizer_dir: str | None = None,
                         lyrics=None, concurrency: int = 0, batch_size: int = 8, console=None,
-                        audio_encoder: str | None = None, max_retries: int = DEFAULT_RETRIES) -> str:
+                        audio_encoder: str | None = None, max_retries: int = DEFAULT_RETRIES,
+                        lyrics_encoder: dict | None = None) -> str:
     """Featurise (and tokenise) the manifest into `<cache_root>/<key>/` unless complete there; return its URI.
 
     With a `console` (labeler.runtime.console.Console), featurising shows a progress line of songs done.
-    `audio_encoder` (a musicnn model id) also stores the frozen trunk's features of each patch per song.
+    `audio_encoder` (a musicnn model id) also stores the frozen trunk's features of each patch per song;
+    `lyrics_encoder` (a LyricsEncoderConfig dict, for a frozen lyrics encoder) its vectors of each window.
 
     Bounded everywhere: a track that crashes the featuriser is a counted `worker_crash` row (see
     CacheFeaturizer); an actor or task whose process dies otherwise is retried `max_retries` times,
@@ -167,7 +235,8 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
     cache_root_uri = storage.absolute_uri(cache_root_uri)
     schema = storage.read_parquet_schema(manifest_uri)
     validate(schema, MANIFEST, where=storage.describe(manifest_uri))
-    cache_uri = storage.join(cache_root_uri, cache_key(manifest_uri, featurizer, tokenizer_dir, lyrics, audio_encoder))
+    cache_uri = storage.join(cache_root_uri, cache_key(manifest_uri, featurizer, tokenizer_dir, lyrics, audio_encoder,
+                                                       lyrics_encoder))
     classes = manifest_classes(manifest_uri)
     console = console or Console.silent()
     if storage.exists(storage.join(cache_uri, SUCCESS)):
@@ -194,7 +263,7 @@ def build_feature_cache(manifest_uri: str, cache_root_uri: str, featurizer, toke
             fn_constructor_kwargs={"featurizer": featurizer.to_dict(), "tokenizer_dir": tokenizer_dir,
                                    "lyrics": lyrics.to_dict() if lyrics is not None else None, "classes": classes,
                                    "progress_sink": stage.sink, "audio_encoder": audio_encoder, "max_retries": max_retries,
-                                   "torch_threads": torch_threads},
+                                   "torch_threads": torch_threads, "lyrics_encoder": lyrics_encoder},
             max_restarts=max_retries, max_task_retries=max_retries,
         )
         staging = f"{cache_uri}.staging-{uuid.uuid4().hex[:8]}"
@@ -290,19 +359,28 @@ def caches_embeddings(featurizer) -> bool:
     return uses_musicnn_frontend(featurizer)
 
 
-def branch_columns(branch: str, descriptors: bool = False, mode: str = "4Q", embeddings: bool = False) -> list[str]:
+def branch_columns(branch: str, descriptors: bool = False, mode: str = "4Q", embeddings: bool = False,
+                   lyrics_vectors: bool = False) -> list[str]:
     """The cache columns one branch trains on (tensors only: they go straight to iter_torch_batches).
 
-    `embeddings`: the frozen MusiCNN's cached patch embeddings replace the log-mel.
+    `embeddings`: the frozen MusiCNN's cached patch embeddings replace the log-mel. `lyrics_vectors`: the
+    frozen lyrics encoder's cached window vectors replace the tokens (the lyrics branch only).
     """
     cols = [target_column(mode)]
     if branch in ("audio", "fusion"):
         cols += ["patch_features" if embeddings else "log_mel"] + (["descriptors"] if descriptors else [])
-    if branch in ("lyrics", "fusion"):
+    if branch == "lyrics" and lyrics_vectors:
+        cols += list(LYRICS_VECTOR_COLUMNS)
+    elif branch in ("lyrics", "fusion"):
         cols += ["input_ids", "attention_mask"]
     if branch == "fusion":
         cols += ["has_audio", "has_lyrics"]
     return cols
+
+
+def caches_lyrics_vectors(cache_uri: str) -> bool:
+    """Whether the cache holds a frozen lyrics encoder's window vectors (it was built with `lyrics_encoder`)."""
+    return LYRICS_VECTOR_COLUMNS[0] in storage.read_parquet_schema(cache_uri).names
 
 
 def branch_requirement(branch: str) -> str | None:

@@ -51,7 +51,7 @@ def _split_stats(cache_uri: str, scalars, train_folds: list[int], require: str |
 def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], k: int, mode: str,
                  search: dict[str, list], num_samples: int, branch_runs: dict) -> dict:
     """Train `branch` on `folds` as Tune trials; finalise each fold; return its report entry + bundles."""
-    from train.cache.feature_cache import branch_requirement, split_folds  # noqa: PLC0415
+    from train.cache.feature_cache import branch_requirement, caches_lyrics_vectors, split_folds  # noqa: PLC0415
 
     out_dir = storage.join(run["output_uri"], branch)
     from train.cache.feature_cache import scalar_columns  # noqa: PLC0415
@@ -59,6 +59,8 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
     scalars = scalar_columns(run["cache_uri"], mode)
     classes = run.get("classes")
     n_classes = num_classes(mode, classes)
+    # A frozen lyrics encoder's window vectors are in the cache (train.fit.run builds them): epochs read those, not text.
+    lyrics_vectors = branch == "lyrics" and preset.freeze_lyrics_encoder and caches_lyrics_vectors(run["cache_uri"])
     fold_configs: dict[int, dict] = {}
     for fold in folds:
         split = split_folds(fold, k)
@@ -73,7 +75,7 @@ def train_branch(branch: str, run: dict, preset: TrainPreset, folds: list[int], 
             "featurizer": run["featurizer"], "lyrics": run["lyrics"], "tokenizer_dir": run["tokenizer_dir"],
             "n_train": n_train, "class_counts": counts.tolist(), "descriptor_stats": desc,
             "class_weights": _weights(counts) if preset.class_weights else None,
-            "model_id": run["model_id"] + f"-{branch}",
+            "model_id": run["model_id"] + f"-{branch}", "lyrics_vectors": lyrics_vectors,
         }
         if branch == "fusion":
             cfg["audio_bundle"] = storage.join(branch_runs["audio"], f"fold{fold}", "bundle")

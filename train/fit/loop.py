@@ -91,6 +91,35 @@ def build_model(config: dict):
     return model
 
 
+class CachedLyricsModel(torch.nn.Module):
+    """A lyrics model whose encoder is frozen, trained on the feature cache's window vectors instead of text.
+
+    `forward(lyrics_windows, lyrics_window_used)` gives the `ModelOutput` that `model(input_ids, attention_mask)`
+    gives on the text those vectors came from (LyricsEncoder.window_vectors): the same pooling, dropout, head
+    and loss, without running the encoder. `model` (an EmotionModel of branch lyrics with `freeze_branches`) is
+    held, not copied: its weights are what training updates and what the checkpoint saves.
+    """
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        if model.config.branch != "lyrics" or not model.config.freeze_branches:
+            raise ValueError("cached lyrics vectors train only a lyrics model whose encoder is frozen "
+                             f"(branch {model.config.branch!r}, freeze_branches {model.config.freeze_branches})")
+        self.model = model
+
+    def forward(self, lyrics_windows: torch.Tensor, lyrics_window_used: torch.Tensor, labels: torch.Tensor | None = None,
+                class_weights: torch.Tensor | None = None):
+        from labeler.models.emotion import ModelOutput  # noqa: PLC0415
+
+        m = self.model
+        embedding = m.lyrics_encoder.from_window_vectors(lyrics_windows, lyrics_window_used.bool())
+        logits = m.head(embedding)
+        va = m.va_head(embedding) if m.va_head is not None else None
+        n = int(logits.shape[0])
+        return ModelOutput(logits=logits, embedding=embedding, loss=m._loss(logits, va, labels, None, class_weights),
+                           va=va, has_audio=torch.zeros(n, dtype=torch.bool), has_lyrics=torch.ones(n, dtype=torch.bool))
+
+
 def freeze_lyrics_layers(model, preset: TrainPreset) -> list[str]:
     """Freeze the lyrics encoder's embeddings and its lowest `freeze_lower_layers` layers.
 
@@ -172,7 +201,10 @@ def forward_kwargs(batch: dict, branch: str, device) -> dict:
             out["log_mel"] = batch["log_mel"].to(device, non_blocking=True).float()
         if "descriptors" in batch:
             out["descriptors"] = batch["descriptors"].to(device).float()
-    if branch in ("lyrics", "fusion"):
+    if "lyrics_windows" in batch:  # a frozen lyrics encoder's output, cached once per song (CachedLyricsModel)
+        out["lyrics_windows"] = batch["lyrics_windows"].to(device).float()
+        out["lyrics_window_used"] = batch["lyrics_window_used"].to(device).bool()
+    elif branch in ("lyrics", "fusion"):
         out["input_ids"] = batch["input_ids"].to(device).long()
         out["attention_mask"] = batch["attention_mask"].to(device).long()
     if branch == "fusion":
@@ -263,9 +295,9 @@ def train_loop_per_worker(config: dict) -> None:
         from labeler.lyrics.pretrained import load_tokenizer  # noqa: PLC0415
 
         tokenizer = load_tokenizer(config["tokenizer_dir"])
-    raw_model = model
+    raw_model = model  # what checkpoints save; the cached-vector wrapper only changes what a step reads
     model = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"find_unused_parameters": branch == "fusion"})
+        CachedLyricsModel(model) if config.get("lyrics_vectors") else model, parallel_strategy_kwargs={"find_unused_parameters": branch == "fusion"})
 
     batch_size = int(hparams.get("batch_size", preset.batch_size))
     epochs, patience = int(config["epochs"]), preset.patience  # the branch's epochs (TrainPreset.epochs_for)

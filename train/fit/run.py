@@ -46,7 +46,7 @@ import numpy as np
 from labeler.contracts.labels import class_names
 from labeler.io import storage
 from train.fit.branch import train_branch
-from train.fit.configs import branch_fields, featurizer_config, lyrics_config, parse_folds, parse_search
+from train.fit.configs import branch_fields, featurizer_config, lyrics_config, model_config, parse_folds, parse_search
 from train.fit.presets import check_branch_mode, get_preset
 from train.score.baselines import run_baselines
 from train.select.finalise import export_best
@@ -176,9 +176,12 @@ def train(manifest_uri: str, output_uri: str, branch: str = "all", mode: str = "
     needs_text = any(b in ("lyrics", "fusion") for b in branches)
     tokenizer_dir = resolve_encoder(p.lyrics_encoder) if needs_text else None
     cache_root = storage.absolute_uri(cache_uri) if cache_uri else storage.join(output_uri, "feature_cache")
+    frozen_lyrics = model_config(p, "lyrics", mode, classes)["lyrics"] if (
+        "lyrics" in branches and p.freeze_lyrics_encoder) else None  # its window vectors are cached once per song
     cache = build_feature_cache(manifest_uri, cache_root, featurizer, tokenizer_dir, lyrics,
                                 concurrency=p.featurise_concurrency, console=console,
-                                audio_encoder=p.musicnn_encoder if p.uses_musicnn and branch != "lyrics" else None)
+                                audio_encoder=p.musicnn_encoder if p.uses_musicnn and branch != "lyrics" else None,
+                                lyrics_encoder=frozen_lyrics)
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     provenance = {"manifest": storage.describe(manifest_uri), "preset": p.name, "preset_values": p.to_dict(),
                   "mode": mode, "folds": fold_list, "k": k, "created_at": created, "feature_cache": storage.describe(cache),

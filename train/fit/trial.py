@@ -57,7 +57,8 @@ def fold_trial(config: dict, fold_configs: dict, run: dict) -> None:
     preset: TrainPreset = loop_config["preset"]
     branch = loop_config["branch"]
     columns = branch_columns(branch, descriptors=bool(loop_config.get("descriptor_stats")), mode=loop_config["mode"],
-                             embeddings=caches_embeddings(loop_config["featurizer"]))
+                             embeddings=caches_embeddings(loop_config["featurizer"]),
+                             lyrics_vectors=bool(loop_config.get("lyrics_vectors")))
     require = branch_requirement(branch)
     # A cache under materialize_mb is read once per trial, in memory; a larger one streams every epoch.
     datasets = {role: read_split(run["cache_uri"], loop_config["split"][role], columns, require,
