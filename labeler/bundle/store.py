@@ -7,9 +7,8 @@
 <bundle>/tokenizer/...        the tokenizer files (when there is a lyrics branch)
 ```
 
-Why this shape: labelling must compute exactly the features training saw (the featuriser config is
-in the bundle, not in two places) and must never run code from a file it downloaded, so weights are
-safetensors, configs are JSON, the encoder is rebuilt from its config class (no `trust_remote_code`,
+Contract: labelling computes exactly the features training saw (the featuriser config is in the
+bundle, not in two places) and never runs code from a file it downloaded: weights are safetensors, configs are JSON, the encoder is rebuilt from its config class (no `trust_remote_code`,
 no hub access) and every file is checked against the sha256 recorded in config.json. `model_version`
 is a content hash of what changes predictions (weights, model/featuriser/lyrics configs, classes,
 temperature, encoder config and tokenizer files): the same model re-exported with new provenance or

@@ -1,9 +1,8 @@
 """A bundle's verified file set: the only way any process reads a bundle's files.
 
-Why a module of its own, free of torch: the labelling driver must check the whole bundle before it
-takes a lease or starts Ray work, without importing torch, and every process that loads a part of it
-(the driver, featurise tasks that tokenise lyrics, Serve replicas, Predictor actors) must read that
-part through the same checks. The rules:
+Contract: never imports torch, so the labelling driver checks the whole bundle before it takes a
+lease or starts Ray work; every process that loads a part of a bundle (the driver, featurise tasks that
+tokenise lyrics, Serve replicas, Predictor actors) reads that part through the same checks. The rules:
 
 - A bundle's files are exactly the names listed in config.json's `files`, each with its sha256.
   A listed name must look like one of the names a bundle holds (`model.safetensors`,

@@ -1,12 +1,11 @@
 """The lexical lyrics model: TF-IDF of word and character n-grams with a linear head, and the stacker
 that combines its logits with the encoder's.
 
-Why a lexical model beside the encoder: on MoodyLyrics4Q a TF-IDF + logistic regression is as good as
-a fine-tuned MiniLM (`bench/bench_real_lyrics.py`), and the two err differently (words like "baby",
-"kill", "tears" vs the sentence meaning), so a combination fitted on the validation fold beats both.
+The lexical model and the encoder err differently (words like "baby", "kill", "tears" vs the
+sentence meaning), so their combination is fitted on the validation fold (`bench/bench_real_lyrics.py`
+compares them).
 
-Why our own TF-IDF code: the bundle must load without unpickling anything, so the vocabulary, idf and
-weights are plain arrays (`lexical/vocab.json`, `lexical/model.safetensors`, both hash-checked with
+The bundle loads without unpickling anything: the vocabulary, idf and weights are plain arrays (`lexical/vocab.json`, `lexical/model.safetensors`, both hash-checked with
 the bundle) and the features are computed here. Training fits scikit-learn's `TfidfVectorizer` and
 `LogisticRegression` with *our* analysers and keeps only their arrays; `transform` reproduces
 `TfidfVectorizer` exactly (sublinear tf, smoothed idf, l2 norm per block; tested against it).
@@ -233,9 +232,8 @@ class LexicalModel:
         """A lexical model that learnt its words on a larger labelled corpus (`source_*`, its own classes,
         e.g. MoodyLyrics4Q's quadrants) and maps that corpus's class logits to this run's classes.
 
-        Why: a catalogue's own taxonomy often comes with a few hundred labelled songs, too few for a
-        vocabulary of mood words (TF-IDF + LR on MIREX's 120 training songs a fold: 0.33 macro-F1),
-        while a public lyrics corpus has thousands. Stage 1 is `fit` on the source; stage 2 a small
+        For a taxonomy with a few hundred labelled songs, too few for a vocabulary of mood words, while
+        a public lyrics corpus has thousands. Stage 1 is `fit` on the source; stage 2 a small
         balanced logistic regression from its `n_source` logits to `y` (n_source x n_classes weights,
         fitted on the training rows). Both stages are linear, so the result is stored as one ordinary
         lexical model: coef = W2 coef_source, intercept = W2 b_source + b2 (the bundle format and

@@ -240,9 +240,8 @@ def report_event(sink: ProgressSink | None, text: str) -> None:
 class ProgressSink:
     """Where Ray tasks and actors report to a driver's stage: keys in the cluster's GCS key-value store.
 
-    Why not an actor: an actor needs a worker process of its own, and on a small or busy cluster its
-    start competes with the job's own workers (Ray starts only as many at once as there are CPUs);
-    the GCS is already there. A report is one small put under a unique key (counts ride in the key,
+    No actor: an actor needs a worker process of its own, whose start competes with the job's own
+    workers on a small or busy cluster; the GCS is already there. A report is one small put under a unique key (counts ride in the key,
     so the driver need not read values); the driver lists the stage's keys, reads the events, and
     deletes what it read. Reporting never raises: progress must not break the work it watches.
     """

@@ -1,8 +1,8 @@
 """One requested song -> the one-row batch the Predictor takes, with the batch job's featuriser and tokenizer.
 
-Why a module of its own: it runs per request in a thread, decodes in a crash-isolation child and
-decides which audio failures are the client's (4xx) and which become a row's `audio_error`, as
-the batch job would write it.
+It runs per request in a thread, decodes in a crash-isolation child and decides which audio
+failures are the client's (4xx, RequestError) and which become a row's `audio_error`, as the batch
+job would write it.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ def child_source(source: Any) -> Iterator[Any]:
     """What the featurising child opens: a URI as it is; an upload as the path of a private temporary
     copy, written in 1-MiB chunks and removed afterwards.
 
-    Why a copy on disk and not the bytes: each featurise thread would otherwise hold an upload whole
-    in the replica (up to max_upload_mb) plus its pickled copy on the way to the child; 20 uploads of
-    50 MB took the replica to 1.59 GB that way (bench/bench_serve.py --upload-memory 20).
+    A copy on disk, not the bytes: the replica never holds an upload whole (up to max_upload_mb) plus
+    its pickled copy on the way to the child (bench/bench_serve.py --upload-memory measures it).
     """
     if not hasattr(source, "read"):
         yield source
