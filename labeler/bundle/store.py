@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     cfg: ModelConfig = model.config
     model_id = model_id or cfg.short_name()
     check_names({"model_id": model_id, "classes": cfg.class_names()}, "bundle to export")  # as every reader will
-    if cfg.uses_audio and cfg.audio.descriptor_dim > 0:
+    if cfg.uses_audio and cfg.audio is not None and cfg.audio.descriptor_dim > 0:
         if descriptor_stats is not None:
             model.audio_encoder.set_descriptor_stats(descriptor_stats["mean"], descriptor_stats["std"])
         descriptor_stats = {
@@ -254,7 +255,7 @@ def _stale_files(uri: str, new_names: set[str]) -> list[str]:
     return stale
 
 
-def _copy_local(src: Path, dst: Path, names: list[str], stale: list[str] = ()) -> None:
+def _copy_local(src: Path, dst: Path, names: list[str], stale: Sequence[str] = ()) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     config = dst / CONFIG_FILE
     if config.exists():

@@ -64,10 +64,15 @@ def coerce(name: str, raw: Any, annotation: Any) -> Any:
         raise ValueError(f"{name} expects {expects}, got {raw!r}") from None
 
 
-@cache
+_FIELD_TYPES: dict[Any, dict[str, Any]] = {}
+
+
 def field_types(owner: Any) -> dict[str, Any]:
     """A dataclass's or a function's resolved annotations, for `coerce` (string annotations resolved once)."""
-    return typing.get_type_hints(owner)
+    hints = _FIELD_TYPES.get(owner)
+    if hints is None:
+        hints = _FIELD_TYPES[owner] = typing.get_type_hints(owner)
+    return hints
 
 
 def config_from_dict(cls, d: dict):

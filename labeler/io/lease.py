@@ -186,7 +186,7 @@ class Lease:
     def acquire(self) -> Lease:
         """Take the lease or raise LeaseHeldError; starts renewing it in the background."""
         latest, record = self._latest()
-        if not self._is_free(record):
+        if record is not None and not self._is_free(record):
             raise LeaseHeldError(storage.describe(self.directory), record)
         if record is not None and not record.get("released"):
             log.warning("taking over the expired lease of run %s (expired at %s)", record.get("run_id"), record.get("expires_at"))

@@ -206,10 +206,10 @@ class LexicalModel:
         from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
         config = config or LexicalConfig()
-        y = np.asarray(y, dtype=np.int64)
+        labels = np.asarray(y, dtype=np.int64)
         texts = [t or "" for t in texts]
-        if len(np.unique(y)) < 2:
-            raise ValueError(f"the lexical model needs at least 2 classes in its training rows, got {np.unique(y).tolist()}")
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"the lexical model needs at least 2 classes in its training rows, got {np.unique(labels).tolist()}")
         vocabularies, idfs, mats = [], [], []
         for analyzer, lo, hi in config.blocks():
             vec = TfidfVectorizer(analyzer=lambda t, a=analyzer, lo=lo, hi=hi: analyze(t, a, lo, hi), sublinear_tf=True,
@@ -221,7 +221,7 @@ class LexicalModel:
             vocabularies.append({t: int(i) for t, i in vec.vocabulary_.items()})
             idfs.append(vec.idf_.astype(np.float32))
         lr = LogisticRegression(C=config.C, class_weight="balanced", max_iter=config.max_iter, random_state=seed)
-        lr.fit(hstack(mats, format="csr"), y)
+        lr.fit(hstack(mats, format="csr"), labels)
         coef, intercept = _full_linear(lr, n_classes)
         return cls(config, vocabularies, idfs, coef.astype(np.float32), intercept.astype(np.float32))
 
@@ -242,11 +242,11 @@ class LexicalModel:
         from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
         source = cls.fit(source_texts, source_y, n_source, config, seed=seed)
-        y = np.asarray(y, dtype=np.int64)
-        if len(np.unique(y)) < 2:
-            raise ValueError(f"the lexical model needs at least 2 classes in its training rows, got {np.unique(y).tolist()}")
+        labels = np.asarray(y, dtype=np.int64)
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"the lexical model needs at least 2 classes in its training rows, got {np.unique(labels).tolist()}")
         z = source.logits([t or "" for t in texts]).astype(np.float64)
-        lr = LogisticRegression(C=C_map, class_weight="balanced", max_iter=2000, random_state=seed).fit(z, y)
+        lr = LogisticRegression(C=C_map, class_weight="balanced", max_iter=2000, random_state=seed).fit(z, labels)
         w2, b2 = _full_linear(lr, n_classes)
         coef = w2 @ source.coef.astype(np.float64)
         intercept = w2 @ source.intercept.astype(np.float64) + b2

@@ -93,9 +93,12 @@ class ChildProcess:
         """target(**kwargs)(batch) in the child; raises WorkerCrash if the child dies, re-raises its exceptions."""
         if self._proc is None or self._proc.poll() is not None:
             self._start()
+        conn = self._conn
+        if conn is None:  # never: _start() connects; narrows the type
+            raise RuntimeError("the isolation child did not connect")
         try:
-            self._conn.send((target, json.dumps(kwargs, sort_keys=True), batch))
-            status, payload = self._conn.recv()
+            conn.send((target, json.dumps(kwargs, sort_keys=True), batch))
+            status, payload = conn.recv()
         except (EOFError, OSError) as exc:
             reason = describe_exit(self._reap())
             raise WorkerCrash(reason) from exc
@@ -117,7 +120,7 @@ class ChildProcess:
             return proc.wait()
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None and self._conn is not None:
             self._conn.close()  # the child reads EOF and exits
             self._conn = None
         self._reap()
@@ -193,8 +196,8 @@ class IsolatedFeaturizer:
 
     def _crashed(self, rows: Batch, reason: str) -> Batch:
         """The row as Featurizer returns a track it cannot use: built from a null URI, so nothing is decoded here."""
-        from labeler.io import storage  # noqa: PLC0415
         from labeler.audio import Featurizer  # noqa: PLC0415
+        from labeler.io import storage  # noqa: PLC0415
 
         uri = rows["audio_uri"][0]
         out = Featurizer(self.config)({**rows, "audio_uri": np.array([None], dtype=object)})
@@ -212,8 +215,8 @@ class TrackFeaturiser:
     """
 
     def __init__(self, config: dict, max_audio_seconds: float | None = None):
-        from labeler.runtime import jit_cache  # noqa: PLC0415
         from labeler.audio import MAX_AUDIO_SECONDS, FeaturizerConfig, warm_up_jit  # noqa: PLC0415
+        from labeler.runtime import jit_cache  # noqa: PLC0415
 
         self.config = FeaturizerConfig.from_dict(config)
         self.max_seconds = MAX_AUDIO_SECONDS if max_audio_seconds is None else max_audio_seconds

@@ -92,7 +92,7 @@ def session(options: SessionOptions) -> Iterator[Console]:
     own_levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if options.verbose else logging.NOTSET)
-    redirected: list[tuple[int, int]] = []
+    redirected: list[tuple[int, int, TextIO]] = []
     if options.verbose:
         console_handler = logging.StreamHandler(sys.stderr)
         console_handler.setFormatter(logging.Formatter(LOG_FORMAT))

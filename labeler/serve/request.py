@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.types import Message
 
 from labeler.io import storage
 from labeler.serve.options import ServeConfig
@@ -71,7 +72,7 @@ def _limited_receive(request: Request, limit: int):
     """
     seen = 0
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         nonlocal seen
         message = await request.receive()
         if message.get("type") == "http.request":

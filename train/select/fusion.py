@@ -317,8 +317,8 @@ def finalise_fusion_fold(fold_config: dict, run: dict, head_metrics: dict, head_
     metrics}, "metrics" and "calibration" (the winner's)}. Rows with neither modality are left out, as
     labelling leaves them unlabelled.
     """
-    from labeler.io import storage  # noqa: PLC0415
     from labeler.bundle.store import save_bundle  # noqa: PLC0415
+    from labeler.io import storage  # noqa: PLC0415
     from train.cache.feature_cache import caches_embeddings  # noqa: PLC0415
     from train.select.stacking import stack_and_calibrate, unstacked  # noqa: PLC0415
 
