@@ -8,7 +8,8 @@
 ```
 
 Contract: labelling computes exactly the features training saw (the featuriser config is in the
-bundle, not in two places) and never runs code from a file it downloaded: weights are safetensors, configs are JSON, the encoder is rebuilt from its config class (no `trust_remote_code`,
+bundle, not in two places) and never runs code from a file it downloaded: weights are safetensors, configs
+are JSON, the encoder is rebuilt from its config class (no `trust_remote_code`,
 no hub access) and every file is checked against the sha256 recorded in config.json. `model_version`
 is a content hash of what changes predictions (weights, model/featuriser/lyrics configs, classes,
 temperature, encoder config and tokenizer files): the same model re-exported with new provenance or

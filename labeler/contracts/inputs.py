@@ -7,7 +7,8 @@ spelling.
 
 The batch job's CPU stage (labeler.label_job.featurise) and Serve's per-request featuriser
 (labeler.serve.featuriser) decode audio differently (a crash-isolated batch featuriser in a Ray task;
-one song in a thread's child process), but from there on both hand the Predictor the same columns: an `audio_error` column even without an audio branch, the bundle's
+one song in a thread's child process), but from there on both hand the Predictor the same columns: an
+`audio_error` column even without an audio branch, the bundle's
 tokens when it has a lyrics branch, and no catalogue text or URIs it does not need. `model_inputs`
 is that shared step, and the column names the Predictor consumes live here, not in each caller.
 """

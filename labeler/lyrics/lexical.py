@@ -5,7 +5,8 @@ The lexical model and the encoder err differently (words like "baby", "kill", "t
 sentence meaning), so their combination is fitted on the validation fold (`bench/bench_real_lyrics.py`
 compares them).
 
-The bundle loads without unpickling anything: the vocabulary, idf and weights are plain arrays (`lexical/vocab.json`, `lexical/model.safetensors`, both hash-checked with
+The bundle loads without unpickling anything: the vocabulary, idf and weights are plain arrays
+(`lexical/vocab.json`, `lexical/model.safetensors`, both hash-checked with
 the bundle) and the features are computed here. Training fits scikit-learn's `TfidfVectorizer` and
 `LogisticRegression` with *our* analysers and keeps only their arrays; `transform` reproduces
 `TfidfVectorizer` exactly (sublinear tf, smoothed idf, l2 norm per block; tested against it).
@@ -232,8 +233,8 @@ class LexicalModel:
         """A lexical model that learnt its words on a larger labelled corpus (`source_*`, its own classes,
         e.g. MoodyLyrics4Q's quadrants) and maps that corpus's class logits to this run's classes.
 
-        For a taxonomy with a few hundred labelled songs, too few for a vocabulary of mood words, while
-        a public lyrics corpus has thousands. Stage 1 is `fit` on the source; stage 2 a small
+        It serves a taxonomy with a few hundred labelled songs (too few for a vocabulary of mood words)
+        from a public lyrics corpus of thousands. Stage 1 is `fit` on the source; stage 2 a small
         balanced logistic regression from its `n_source` logits to `y` (n_source x n_classes weights,
         fitted on the training rows). Both stages are linear, so the result is stored as one ordinary
         lexical model: coef = W2 coef_source, intercept = W2 b_source + b2 (the bundle format and

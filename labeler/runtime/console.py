@@ -244,7 +244,8 @@ class ProgressSink:
     """Where Ray tasks and actors report to a driver's stage: keys in the cluster's GCS key-value store.
 
     No actor: an actor needs a worker process of its own, whose start competes with the job's own
-    workers on a small or busy cluster; the GCS is already there. A report is one small put under a unique key (counts ride in the key,
+    workers on a small or busy cluster; the GCS is already there. A report is one small put under a unique
+    key (counts ride in the key,
     so the driver need not read values); the driver lists the stage's keys, reads the events, and
     deletes what it read. Reporting never raises: progress must not break the work it watches.
     """

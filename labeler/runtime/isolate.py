@@ -10,7 +10,8 @@ say a transient out-of-memory kill, must not be pinned on it), then handed to `o
 which returns its output row (IsolatedFeaturizer's: an `audio_error` of kind `worker_crash`). Every other
 row gets its normal output, in the original order.
 
-Cost: one child per process that uses it (a fresh interpreter: imports and JIT cache load, once), a pickle of each batch both ways (log-mels of a batch are small next to decoding), and,
+Cost: one child per process that uses it (a fresh interpreter: imports and JIT cache load, once), a pickle
+of each batch both ways (log-mels of a batch are small next to decoding), and,
 per poison row, about log2(batch) + 2 + retries child restarts.
 
 The child is `python -P -m labeler.runtime.isolate FD`, talking over a socket pair with

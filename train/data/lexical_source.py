@@ -1,7 +1,8 @@
 """The lyrics of a larger labelled corpus that the lexical model learns its words from (`--lexical-source`).
 
 A catalogue's own mood taxonomy usually comes with a few hundred labelled songs, too few for a
-vocabulary of mood words; a public lyrics corpus has thousands (`bench/README.md` compares the two). `labeler.lyrics.lexical.LexicalModel.fit_transfer` does the
+vocabulary of mood words; a public lyrics corpus has thousands (`bench/README.md` compares the two).
+`labeler.lyrics.lexical.LexicalModel.fit_transfer` does the
 fitting; this module reads the source manifest once per run and keeps it clean:
 
 * any `labeler prepare` manifest with lyrics: its classes are its `label`s, or its quadrants Q1..Q4;

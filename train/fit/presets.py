@@ -15,7 +15,8 @@ Cnn6 by default, with `--model MusiCNN` for real music (30-s clips, `musicnn_cli
 
 `becmer` reproduces the seed (sungbohsun/BECMER): full-width PANNs CNNs on 30 s clips at 32 kHz, Adam
 at 1e-4 (2e-5 for BERT), class-weighted cross-entropy, 5-fold CV with seed 8848. It is meant for GPU
-clusters. `cpu-small` trains a useful fused model on two CPU cores (the demo and the tests): shorter, lower-rate clips, a quarter-width CNN, a small frozen-bottom sentence encoder and
+clusters. `cpu-small` trains a useful fused model on two CPU cores (the demo and the tests):
+shorter, lower-rate clips, a quarter-width CNN, a small frozen-bottom sentence encoder and
 only two folds. Both use linear warmup then cosine decay, early stopping and checkpoint selection on
 the *validation* fold's macro-F1 (never the test fold).
 """
