@@ -1,8 +1,7 @@
 """Parsed flags to a typed config, by name: the one rule every `labeler` command follows.
 
-Why: a knob was written three times, as the config's dataclass field, as its `add_argument` and
-again in a constructor call listing every field. Here a flag whose argparse `dest` is a field's name
-reaches that field; the command passes only what it converts or computes. A new knob is then a field
+A flag whose argparse `dest` is a config dataclass field's name reaches that field; the command passes only
+what it converts or computes. A new knob is then a field
 and a flag (whose default is read from the dataclass), and a dest that drifts from its field's name
 is caught by the parser tests (tests/test_cli.py, tests/test_serve.py).
 """

@@ -1,8 +1,8 @@
 """What the drivers need from a bundle, read without torch: `BundleInfo`.
 
-Why a module of its own: the batch labelling driver (labeler.label_job) and Serve's deployment
-(labeler.serve) both plan work from a verified bundle's config.json before any model is loaded, and
-neither should import the other. The config is read once, by labeler.bundle.verified.read_config (through
+Contract: never imports torch. The batch labelling driver (labeler.label_job) and Serve's deployment
+(labeler.serve) both plan work from it before any model is loaded, and neither imports the other.
+The config is read once, by labeler.bundle.verified.read_config (through
 verify_bundle/open_bundle), which checks that `model`, `mode`, `classes` and `model_id` are present;
 this module fills no defaults of its own, so the driver sees exactly what the bundle says.
 """

@@ -7,9 +7,9 @@
 <bundle>/tokenizer/...        the tokenizer files (when there is a lyrics branch)
 ```
 
-Why this shape: labelling must compute exactly the features training saw (the featuriser config is
-in the bundle, not in two places) and must never run code from a file it downloaded, so weights are
-safetensors, configs are JSON, the encoder is rebuilt from its config class (no `trust_remote_code`,
+Contract: labelling computes exactly the features training saw (the featuriser config is in the
+bundle, not in two places) and never runs code from a file it downloaded: weights are safetensors, configs
+are JSON, the encoder is rebuilt from its config class (no `trust_remote_code`,
 no hub access) and every file is checked against the sha256 recorded in config.json. `model_version`
 is a content hash of what changes predictions (weights, model/featuriser/lyrics configs, classes,
 temperature, encoder config and tokenizer files): the same model re-exported with new provenance or
@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ def save_bundle(uri: str, model: EmotionModel, featurizer: Any, lyrics: Any, tok
     cfg: ModelConfig = model.config
     model_id = model_id or cfg.short_name()
     check_names({"model_id": model_id, "classes": cfg.class_names()}, "bundle to export")  # as every reader will
-    if cfg.uses_audio and cfg.audio.descriptor_dim > 0:
+    if cfg.uses_audio and cfg.audio is not None and cfg.audio.descriptor_dim > 0:
         if descriptor_stats is not None:
             model.audio_encoder.set_descriptor_stats(descriptor_stats["mean"], descriptor_stats["std"])
         descriptor_stats = {
@@ -255,7 +256,7 @@ def _stale_files(uri: str, new_names: set[str]) -> list[str]:
     return stale
 
 
-def _copy_local(src: Path, dst: Path, names: list[str], stale: list[str] = ()) -> None:
+def _copy_local(src: Path, dst: Path, names: list[str], stale: Sequence[str] = ()) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     config = dst / CONFIG_FILE
     if config.exists():

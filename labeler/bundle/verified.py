@@ -1,9 +1,8 @@
 """A bundle's verified file set: the only way any process reads a bundle's files.
 
-Why a module of its own, free of torch: the labelling driver must check the whole bundle before it
-takes a lease or starts Ray work, without importing torch, and every process that loads a part of it
-(the driver, featurise tasks that tokenise lyrics, Serve replicas, Predictor actors) must read that
-part through the same checks. The rules:
+Contract: never imports torch, so the labelling driver checks the whole bundle before it takes a
+lease or starts Ray work; every process that loads a part of a bundle (the driver, featurise tasks that
+tokenise lyrics, Serve replicas, Predictor actors) reads that part through the same checks. The rules:
 
 - A bundle's files are exactly the names listed in config.json's `files`, each with its sha256.
   A listed name must look like one of the names a bundle holds (`model.safetensors`,
@@ -181,7 +180,8 @@ class VerifiedBundle:
         for name in self.names():
             try:
                 with storage.open_file(storage.join(self.uri, name), "rb") as f:
-                    digest = hashlib.file_digest(f, "sha256").hexdigest()  # streamed, local or S3 (fsspec's readinto)
+                    # fsspec's files have the readinto() that file_digest needs; IO[bytes] does not declare it
+                    digest = hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[arg-type]  # see above
             except (FileNotFoundError, IsADirectoryError) as exc:
                 raise BundleError(f"{_where(self.uri)}: {name} is missing") from exc
             _check_digest(self.uri, name, digest, self.files[name])

@@ -1,9 +1,8 @@
 """A string from a command line to a typed field: one rule set for every `KEY=VALUE` knob.
 
-Why: `labeler train --set KEY=VALUE`, `labeler prepare --option NAME.key=value` and
-`serve run labeler.serve:app_builder key=value` all hand typed fields a string. They used to convert
-it three ways (by the current value's type, by the annotation, by the adapter's signature), each
-with its own spelling of true and false. Now all three call `coerce` with the field's annotation:
+`labeler train --set KEY=VALUE`, `labeler prepare --option NAME.key=value` and
+`serve run labeler.serve:app_builder key=value` all hand typed fields a string, and all three call
+`coerce` with the field's annotation, so true and false have one spelling:
 
 * a field that is optional (`X | None`) takes "", "none" or "null" as None;
 * a tuple field (`tuple[int, ...]`) takes a comma-separated list, each item stripped and converted by
@@ -65,10 +64,15 @@ def coerce(name: str, raw: Any, annotation: Any) -> Any:
         raise ValueError(f"{name} expects {expects}, got {raw!r}") from None
 
 
-@cache
+_FIELD_TYPES: dict[Any, dict[str, Any]] = {}
+
+
 def field_types(owner: Any) -> dict[str, Any]:
     """A dataclass's or a function's resolved annotations, for `coerce` (string annotations resolved once)."""
-    return typing.get_type_hints(owner)
+    hints = _FIELD_TYPES.get(owner)
+    if hints is None:
+        hints = _FIELD_TYPES[owner] = typing.get_type_hints(owner)
+    return hints
 
 
 def config_from_dict(cls, d: dict):

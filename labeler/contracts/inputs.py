@@ -5,10 +5,10 @@ evaluate`, `labeler featurise`, the crash-isolated featuriser and the training f
 the column names from here, so the implicit protocol between featuriser, tokenizer and model has one
 spelling.
 
-Why a module of its own: the batch job's CPU stage (labeler.label_job.featurise) and Serve's
-per-request featuriser (labeler.serve.featuriser) decode audio differently (a crash-isolated batch
-featuriser in a Ray task; one song in a thread's child process), but from there on they must hand
-the Predictor the same columns: an `audio_error` column even without an audio branch, the bundle's
+The batch job's CPU stage (labeler.label_job.featurise) and Serve's per-request featuriser
+(labeler.serve.featuriser) decode audio differently (a crash-isolated batch featuriser in a Ray task;
+one song in a thread's child process), but from there on both hand the Predictor the same columns: an
+`audio_error` column even without an audio branch, the bundle's
 tokens when it has a lyrics branch, and no catalogue text or URIs it does not need. `model_inputs`
 is that shared step, and the column names the Predictor consumes live here, not in each caller.
 """

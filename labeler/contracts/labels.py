@@ -15,6 +15,7 @@ have no quadrant or axis meaning.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Literal
 
 Mode = Literal["Ar", "Va", "4Q", "classes"]
@@ -117,7 +118,7 @@ def target_for_mode(quadrant: int, mode: str) -> int:
     return int(high)
 
 
-def quadrant_probs_to_axes(probs: list[float] | tuple[float, ...]) -> tuple[float, float]:
+def quadrant_probs_to_axes(probs: Collection[float]) -> tuple[float, float]:
     """(P(arousal high), P(valence high)) from the four quadrant probabilities Q1..Q4, within [0, 1]: float32
     softmax outputs of a confident model can sum to 1.0000001, which is not a probability."""
     if len(probs) != 4:

@@ -1,8 +1,7 @@
 """Predictor output -> label rows in the LABELS contract, and the kinds of row errors.
 
-Why a module of its own: the batch job's commits (labeler.label_job), Serve's single-song answers
-(labeler.serve) and the comparison tests all build the same LABELS rows; one builder keeps them equal.
-
+The batch job's commits (labeler.label_job), Serve's single-song answers (labeler.serve) and the
+comparison tests all build their LABELS rows here, so they are equal.
 
 Label columns by bundle mode: a 4Q bundle fills quadrant (argmax), prob_q1..q4 and both axes (their
 probabilities summed from the quadrants). An Ar or Va bundle fills only its axis (and its

@@ -1,9 +1,9 @@
 """An exclusive, expiring lease on one output and model version, so that two labelling runs never write it at once.
 
-Why: two runs into the same output and version (a job submitted twice, a retry racing the original)
-would each discard the other's staging files and commit the same songs in differently chunked parts,
-leaving duplicate label rows that no later run can certify. A run therefore takes the version's
-lease before it touches anything, and a second run fails at once with an error naming the holder.
+Two runs into the same output and version (a job submitted twice, a retry racing the original) would
+each discard the other's staging files and commit the same songs in differently chunked parts. A run
+therefore takes the version's lease before it touches anything, and a second run fails at once with
+an error naming the holder.
 
 How, with nothing but the storage the labels already live in (a local disk, S3, memory://):
 
@@ -186,7 +186,7 @@ class Lease:
     def acquire(self) -> Lease:
         """Take the lease or raise LeaseHeldError; starts renewing it in the background."""
         latest, record = self._latest()
-        if not self._is_free(record):
+        if record is not None and not self._is_free(record):
             raise LeaseHeldError(storage.describe(self.directory), record)
         if record is not None and not record.get("released"):
             log.warning("taking over the expired lease of run %s (expired at %s)", record.get("run_id"), record.get("expires_at"))

@@ -239,9 +239,8 @@ def _to_uri(base_uri: str, fs_path: str) -> str:
 def remove(uri: str, recursive: bool = False) -> None:
     """Delete a file (or a directory, with recursive); a no-op when it does not exist.
 
-    Local directories go through shutil, not fsspec: fsspec's local rm calls os.getcwd(), which fails
-    once a job's working directory is gone (Ray removed a `--working-dir` job's copy on the head after a
-    worker node died, and the finished job then failed with a bare '[Errno 2]', issue #22).
+    Local directories go through shutil, not fsspec: fsspec's local rm calls os.getcwd(), which raises
+    once the job's working directory is gone (Ray may remove a `--working-dir` job's copy).
     """
     if not is_remote(uri):
         path = strip_scheme(uri)

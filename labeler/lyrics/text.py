@@ -91,7 +91,7 @@ _ALLOWED_CONTROLS = {"\t", "\n", "\r", "\f", "\v"}
 
 
 def _looks_binary(text: str) -> str | None:
-    """Why decoded text is not text (NUL bytes, many control characters), or None when it looks fine."""
+    """The reason decoded text is not text (NUL bytes, many control characters), or None when it looks fine."""
     if "\x00" in text:
         return "contains NUL bytes (binary data, or UTF-16 without a byte-order mark)"
     controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS)

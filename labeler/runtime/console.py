@@ -76,7 +76,7 @@ class Console:
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None, tty: bool | None = None,
                  interval: float = 10.0, clock: Callable[[], float] = time.monotonic,
                  log_path: str | None = None, verbose: bool = False, silent: bool = False) -> None:
-        self.silent = silent
+        self.quiet = silent
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.tty = bool(tty if tty is not None else getattr(self.out, "isatty", lambda: False)())
@@ -110,7 +110,7 @@ class Console:
 
     def stage(self, label: str, total: int | None, unit: str = "songs", remote: bool = False) -> Stage:
         """A live progress line; with remote=True, `stage.sink` is an actor that Ray tasks report to."""
-        return Stage(self, label, total, unit, remote and not self.silent)
+        return Stage(self, label, total, unit, remote and not self.quiet)
 
     # live line (terminal)
     def _draw(self, line: str) -> None:
@@ -160,7 +160,7 @@ class Stage:
         self.started = console.clock()
         self._last_line_at = self.started
         self._closed = False
-        self.sink = None
+        self.sink: ProgressSink | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if remote:
@@ -185,6 +185,7 @@ class Stage:
             self._stop.set()
             self._thread.join(timeout=5)
             self._drain()
+        if self.sink is not None:
             self.sink.discard()
         elapsed = self.console.clock() - self.started
         self.console._end_live(format_progress(self.label, self.done, self.total, elapsed, self.unit, final=True,
@@ -208,6 +209,8 @@ class Stage:
             self.console.print(format_progress(self.label, self.done, self.total, elapsed, self.unit))
 
     def _drain(self) -> None:
+        if self.sink is None:
+            return
         count, events = self.sink.drain()
         for text in events:
             self.console.print(text)
@@ -240,9 +243,9 @@ def report_event(sink: ProgressSink | None, text: str) -> None:
 class ProgressSink:
     """Where Ray tasks and actors report to a driver's stage: keys in the cluster's GCS key-value store.
 
-    Why not an actor: an actor needs a worker process of its own, and on a small or busy cluster its
-    start competes with the job's own workers (Ray starts only as many at once as there are CPUs);
-    the GCS is already there. A report is one small put under a unique key (counts ride in the key,
+    No actor: an actor needs a worker process of its own, whose start competes with the job's own
+    workers on a small or busy cluster; the GCS is already there. A report is one small put under a unique
+    key (counts ride in the key,
     so the driver need not read values); the driver lists the stage's keys, reads the events, and
     deletes what it read. Reporting never raises: progress must not break the work it watches.
     """

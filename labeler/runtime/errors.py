@@ -13,6 +13,8 @@ first expected exception along that chain is the one explained.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_ENDPOINT_URL for "
                     "an S3-compatible store")
 _ACCESS_CODES = {"AccessDenied", "Forbidden", "403", "AllAccessDisabled", "AccountProblem"}
@@ -26,16 +28,14 @@ def _first_line(exc: BaseException) -> str:
     return line or type(exc).__name__
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     """exc, then what it wraps: Ray's `cause`, then __cause__/__context__ (each once)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         yield exc
         inner = getattr(exc, "cause", None)
-        if not isinstance(inner, BaseException):
-            inner = exc.__cause__ or exc.__context__
-        exc = inner
+        exc = inner if isinstance(inner, BaseException) else exc.__cause__ or exc.__context__
 
 
 def _botocore(exc: BaseException) -> str | None:

@@ -1,8 +1,8 @@
 """Crash isolation: run a batch callable in a child process, and pin a crash on the one row that caused it.
 
-Why: a track can kill the process that featurises it (a segfault in a decoder or in JIT-compiled code,
+A track can kill the process that featurises it (a segfault in a decoder or in JIT-compiled code,
 an abort, the kernel's out-of-memory kill). In a Ray task that means a dead worker, which Ray retries
-(forever, by default in Ray Data), and one poison track hangs or kills the whole job (issue #22). Here
+(forever, by default in Ray Data), so one poison track would hang or kill the whole job. Here
 the task's own process never runs the crash-prone code: a child process does, and when it dies the
 parent learns why (the signal or exit status), starts a fresh child and splits the batch in halves
 until the row that crashes is alone. That row is retried `retries` more times (a crash of a neighbour,
@@ -10,8 +10,8 @@ say a transient out-of-memory kill, must not be pinned on it), then handed to `o
 which returns its output row (IsolatedFeaturizer's: an `audio_error` of kind `worker_crash`). Every other
 row gets its normal output, in the original order.
 
-Cost: one child per process that uses it (a fresh interpreter: imports and JIT cache load, a few
-seconds, once), a pickle of each batch both ways (log-mels of a batch are small next to decoding), and,
+Cost: one child per process that uses it (a fresh interpreter: imports and JIT cache load, once), a pickle
+of each batch both ways (log-mels of a batch are small next to decoding), and,
 per poison row, about log2(batch) + 2 + retries child restarts.
 
 The child is `python -P -m labeler.runtime.isolate FD`, talking over a socket pair with
@@ -94,9 +94,12 @@ class ChildProcess:
         """target(**kwargs)(batch) in the child; raises WorkerCrash if the child dies, re-raises its exceptions."""
         if self._proc is None or self._proc.poll() is not None:
             self._start()
+        conn = self._conn
+        if conn is None:  # never: _start() connects; narrows the type
+            raise RuntimeError("the isolation child did not connect")
         try:
-            self._conn.send((target, json.dumps(kwargs, sort_keys=True), batch))
-            status, payload = self._conn.recv()
+            conn.send((target, json.dumps(kwargs, sort_keys=True), batch))
+            status, payload = conn.recv()
         except (EOFError, OSError) as exc:
             reason = describe_exit(self._reap())
             raise WorkerCrash(reason) from exc
@@ -118,7 +121,7 @@ class ChildProcess:
             return proc.wait()
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None and self._conn is not None:
             self._conn.close()  # the child reads EOF and exits
             self._conn = None
         self._reap()

@@ -1,10 +1,10 @@
 """A numba JIT cache that concurrent processes can never corrupt.
 
-Why: librosa compiles its numba functions with `cache=True`. Left alone, numba writes that cache
-into librosa's own `__pycache__` (or into one shared `NUMBA_CACHE_DIR`), and numba's cache is safe
-for one writer only: an index file and its data files are written separately. Many fresh Ray workers
-compiling at once (every new node, every first run) wrote two versions of one function's cache
-within a second, and from then on every process that loaded it died with SIGSEGV (issue #22).
+librosa compiles its numba functions with `cache=True`. Left alone, numba writes that cache into
+librosa's own `__pycache__` (or into one shared `NUMBA_CACHE_DIR`), and numba's cache is safe for one
+writer only: an index file and its data files are written separately, so fresh Ray workers compiling
+at once can leave two versions of one function's cache, and every process that loads it then dies
+with SIGSEGV. Contract: no two live processes ever write the same cache directory.
 
 How:
 
@@ -14,8 +14,8 @@ How:
   to this process, `<root>/<numba>-<librosa>/proc-<pid>`, so no two live processes ever write the
   same cache, and fills it from the seed below when there is one. A static environment variable (a runtime_env `env_vars` entry) cannot do this: every
   worker would get the same value.
-- Private alone would make every worker compile librosa again (70-110 s of CPU on a loaded 2-core
-  machine). So `ensure_compiled()` (called when a Featurizer is built) seeds the private directory
+- Private alone would make every worker compile librosa again (a cost bench/README.md records). So
+  `ensure_compiled()` (called when a Featurizer is built) seeds the private directory
   from `<root>/<numba>-<librosa>/seed`, a complete cache published once per machine: the first
   process to need it takes an exclusive file lock, compiles by featurising a synthetic track, copies
   its private cache to a temporary directory and renames it to `seed` (atomic); processes waiting on

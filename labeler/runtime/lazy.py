@@ -1,8 +1,8 @@
 """Lazy re-exports for a package (PEP 562), as transformers' lazy modules do.
 
-Why: `labeler.audio` and `labeler.models` re-export their public names so callers write
-`from labeler.audio import Featurizer`, but reading a config (the CLI, train.fit.presets, a driver)
-must not import librosa, numba or torch. The configuration names are imported eagerly; the heavy
+`labeler.audio` and `labeler.models` re-export their public names so callers write
+`from labeler.audio import Featurizer`; contract: reading a config (the CLI, train.fit.presets, a
+driver) never imports librosa, numba or torch. The configuration names are imported eagerly; the heavy
 ones are imported from their module on first use.
 """
 

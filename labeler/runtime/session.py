@@ -1,8 +1,8 @@
 """A command's session: its log file, where Ray's and the libraries' output goes, and how Ray starts.
 
 Ray, Ray Data, Ray Train and Tune each print their own progress and logs (progress bars of every
-internal dataset, experiment tables, C++ core-worker lines, worker output streamed to the driver).
-A run of `labeler demo` printed about 60,000 such lines. A command therefore runs inside `session()`:
+internal dataset, experiment tables, C++ core-worker lines, worker output streamed to the driver),
+tens of thousands of lines for one `labeler demo`. A command therefore runs inside `session()`:
 
 - Everything the process writes to stdout/stderr, and every Python log record, goes to a log file
   whose path is printed first (the file descriptors are redirected too, so C++ lines from Ray's core
@@ -17,8 +17,8 @@ A run of `labeler demo` printed about 60,000 such lines. A command therefore run
   log files unless verbose, a local Ray gets an explicit auth mode (token; Ray otherwise warns that
   it chose one) and no dashboard, and Ray Data's own progress bars are off.
 
-Why apart from labeler.runtime.console: this is process plumbing (file descriptors, logging handlers, Ray's
-start-up), while the console only draws lines; library code reports progress without touching it.
+This module is process plumbing (file descriptors, logging handlers, Ray's start-up);
+labeler.runtime.console only draws lines, and library code reports progress without touching either.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def session(options: SessionOptions) -> Iterator[Console]:
     own_levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if options.verbose else logging.NOTSET)
-    redirected: list[tuple[int, int]] = []
+    redirected: list[tuple[int, int, TextIO]] = []
     if options.verbose:
         console_handler = logging.StreamHandler(sys.stderr)
         console_handler.setFormatter(logging.Formatter(LOG_FORMAT))

@@ -116,8 +116,9 @@ class LabelService:
         self.featuriser = SongFeaturiser(self.info, config)
         self._featurise_pool = ThreadPoolExecutor(config.featurise_threads, thread_name_prefix="featurise")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
-        self._predict.set_max_batch_size(config.max_batch_size)
-        self._predict.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        # Ray's overloads type a @serve.batch method as a plain callable; its setters exist at run time.
+        self._predict.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]  # see above
+        self._predict.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]  # see above
         log.info("serving %s version %s (%s, %s)", self.info.model_id, self.info.model_version, self.info.mode, self.info.branch)
 
     @api.get("/healthz")
@@ -157,7 +158,8 @@ class LabelService:
 
 def build_app(config: ServeConfig):
     """The Serve application for `config` (pass to serve.run)."""
-    return LabelService.options(**config.deployment_options()).bind(config)
+    # @serve.deployment turns the class into a Deployment, but serve.ingress's annotation hands mypy the class back.
+    return LabelService.options(**config.deployment_options()).bind(config)  # type: ignore[attr-defined]  # see above
 
 
 def app_builder(args: dict[str, Any]):

@@ -1,8 +1,8 @@
 """One requested song -> the one-row batch the Predictor takes, with the batch job's featuriser and tokenizer.
 
-Why a module of its own: it runs per request in a thread, decodes in a crash-isolation child and
-decides which audio failures are the client's (4xx) and which become a row's `audio_error`, as
-the batch job would write it.
+It runs per request in a thread, decodes in a crash-isolation child and decides which audio
+failures are the client's (4xx, RequestError) and which become a row's `audio_error`, as the batch
+job would write it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from labeler.contracts.inputs import model_inputs
 from labeler.io import storage
 from labeler.serve.options import ServeConfig
 from labeler.serve.request import RequestError, SongRequest, check_uri_allowed
+
+if TYPE_CHECKING:  # labeler.audio imports librosa: loaded in __init__, when a bundle has an audio branch
+    from labeler.audio import FeaturizerConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +44,8 @@ def child_source(source: Any) -> Iterator[Any]:
     """What the featurising child opens: a URI as it is; an upload as the path of a private temporary
     copy, written in 1-MiB chunks and removed afterwards.
 
-    Why a copy on disk and not the bytes: each featurise thread would otherwise hold an upload whole
-    in the replica (up to max_upload_mb) plus its pickled copy on the way to the child; 20 uploads of
-    50 MB took the replica to 1.59 GB that way (bench/bench_serve.py --upload-memory 20).
+    A copy on disk, not the bytes: the replica never holds an upload whole (up to max_upload_mb) plus
+    its pickled copy on the way to the child (bench/bench_serve.py --upload-memory measures it).
     """
     if not hasattr(source, "read"):
         yield source
@@ -83,29 +85,30 @@ class SongFeaturiser:
             "lyrics": np.array([song.lyrics], dtype=object),
         }
         if self.featurizer is not None:
-            batch.update(self._audio_columns(song))
+            batch.update(self._audio_columns(song, self.featurizer))
         with self._tokenizer_lock:
             return model_inputs(batch, self.tokenizer, uses_audio=self.featurizer is not None)
 
-    def _audio_columns(self, song: SongRequest) -> dict[str, np.ndarray]:
+    def _audio_columns(self, song: SongRequest, cfg: FeaturizerConfig) -> dict[str, np.ndarray]:
         from labeler.audio import DESCRIPTOR_DIM  # noqa: PLC0415
 
-        cfg = self.featurizer
         mel = np.zeros((1, cfg.n_frames, cfg.n_mels), dtype=np.float16)
         descriptors = np.zeros((1, DESCRIPTOR_DIM), dtype=np.float32)
-        features, error = self._featurise(song)
+        features, error = self._featurise(song, cfg)
         if features is not None:
             mel[0] = features.log_mel
             if cfg.descriptors:
                 descriptors[0] = features.descriptors
         out = {"log_mel": mel, "audio_error": np.array([error], dtype=object)}
         if self.config.timeline_seconds is not None:  # what the Predictor decodes the timeline windows from
-            source = None
+            source: Any = None
             if features is not None:
                 # The upload itself (its spooled temporary file, which the Predictor seeks in window by window;
                 # the request closes it after the answer), never its bytes in memory; or the checked URI.
-                source = song.audio if song.audio is not None \
-                    else check_uri_allowed(song.audio_uri, self.config.allow_uri_prefixes)
+                if song.audio is not None:
+                    source = song.audio
+                elif song.audio_uri is not None:
+                    source = check_uri_allowed(song.audio_uri, self.config.allow_uri_prefixes)
             out["audio_source"] = np.array([source], dtype=object)
         if cfg.descriptors:
             out["descriptors"] = descriptors
@@ -118,7 +121,7 @@ class SongFeaturiser:
             self._children.child = ChildProcess()
         return self._children.child
 
-    def _featurise(self, song: SongRequest):
+    def _featurise(self, song: SongRequest, cfg: FeaturizerConfig):
         """(TrackFeatures, None), or (None, "<kind>: detail") for audio the batch job would also skip.
 
         Raises RequestError for uploaded bytes that do not decode (422) and for too-long audio (413): the
@@ -131,11 +134,13 @@ class SongFeaturiser:
         uploaded = song.audio is not None
         if uploaded:
             source: Any = song.audio
+            name = song.audio_name or "upload"
         elif song.audio_uri is not None:
             source = check_uri_allowed(song.audio_uri, self.config.allow_uri_prefixes)
+            name = song.audio_name or storage.describe(song.audio_uri)
         else:
             return None, "no_audio: audio_uri is null"
-        name = song.audio_name or ("upload" if uploaded else storage.describe(song.audio_uri))
+
         try:
             try:
                 with open_audio(rewound(source), self.config.max_audio_seconds, name=name):
@@ -147,7 +152,7 @@ class SongFeaturiser:
             try:
                 with child_source(source) as opened:
                     out = self._child().call("labeler.runtime.isolate:TrackFeaturiser",
-                                             {"config": self.featurizer.to_dict(),
+                                             {"config": cfg.to_dict(),
                                               "max_audio_seconds": self.config.max_audio_seconds},
                                              {"source": opened, "start": song.chorus_start_s, "end": song.chorus_end_s,
                                               "name": name})

@@ -1,8 +1,8 @@
 """One serving application's settings: `ServeConfig`, from flags or from `serve run` builder arguments.
 
-Why a module of its own: the same typed settings arrive two ways (the `labeler serve` flags and
-`serve run labeler.serve:app_builder key=value`, whose values are strings) and are checked in one
-place before any replica starts.
+The same typed settings arrive two ways (the `labeler serve` flags and `serve run
+labeler.serve:app_builder key=value`, whose values are strings) and are checked here before any
+replica starts; a bad value raises ValueError naming the field.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`POST /label`'s body -> one validated `SongRequest`, or a 4xx `RequestError` (see labeler.serve).
 
-Why a module of its own: this is the part of Serve that reads untrusted bytes (JSON, multipart
-uploads, URIs); its limits and refusals are tested on their own (tests/test_serve_security.py).
+Contract: this is the only part of Serve that reads untrusted bytes (JSON, multipart uploads, URIs);
+its limits and refusals raise RequestError with a 4xx status and an error kind.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.types import Message
 
 from labeler.io import storage
 from labeler.serve.options import ServeConfig
@@ -71,7 +72,7 @@ def _limited_receive(request: Request, limit: int):
     """
     seen = 0
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         nonlocal seen
         message = await request.receive()
         if message.get("type") == "http.request":

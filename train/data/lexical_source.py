@@ -1,9 +1,8 @@
 """The lyrics of a larger labelled corpus that the lexical model learns its words from (`--lexical-source`).
 
-Why: a catalogue's own mood taxonomy usually comes with a few hundred labelled songs. On MIREX's 120
-training songs a fold, TF-IDF + LR reaches 0.33 macro-F1 over five clusters, the MiniLM lyrics head 0.26;
-the same TF-IDF learnt on MoodyLyrics4Q's 1,341 songs (quadrant labels) and mapped to the clusters on
-the training folds reaches 0.38 (`bench/README.md`). `labeler.lyrics.lexical.LexicalModel.fit_transfer` does the
+A catalogue's own mood taxonomy usually comes with a few hundred labelled songs, too few for a
+vocabulary of mood words; a public lyrics corpus has thousands (`bench/README.md` compares the two).
+`labeler.lyrics.lexical.LexicalModel.fit_transfer` does the
 fitting; this module reads the source manifest once per run and keeps it clean:
 
 * any `labeler prepare` manifest with lyrics: its classes are its `label`s, or its quadrants Q1..Q4;

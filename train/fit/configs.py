@@ -63,7 +63,7 @@ _PANNS_GEOMETRY = ("sample_rate", "clip_seconds", "window_size", "hop_size", "n_
 def branch_fields(audio_bundle: dict, lyrics_bundle: dict) -> dict:
     """The TrainPreset fields a fusion run takes from its branches' bundles (their config.json).
 
-    Why: the fused model must see the features and tokens its branches were trained on, and a
+    The fused model must see the features and tokens its branches were trained on, and a
     bundle's typed configs (FeaturizerConfig, LyricsConfig, ModelConfig) are what labelling trusts,
     so fusion reads the same thing rather than another run's settings file. This is the inverse of
     `featurizer_config`, `lyrics_config` and `model_config` for the fields those configs record:

@@ -1,7 +1,7 @@
 """Named training presets: every knob of a training run in one typed dataclass.
 
-Why presets: a run is defined by ~30 numbers (feature geometry, network width, learning rates,
-epochs, folds, workers) that only make sense together. A preset fixes a coherent set; any field can
+A run is defined by about 30 numbers (feature geometry, network width, learning rates, epochs,
+folds, workers) that only make sense together. A preset fixes a coherent set; any field can
 still be overridden (`get_preset("cpu-small", epochs=2)`, or `--set epochs=2` on the CLI).
 
 | preset | features | audio CNN | lyrics encoder | optimiser | epochs (patience) | folds | workers |
@@ -9,14 +9,14 @@ still be overridden (`get_preset("cpu-small", epochs=2)`, or `--set epochs=2` on
 | `becmer` | 30 s chorus, 32 kHz, hop 320, 64 mels (3001 frames) | Cnn6 or Cnn10 (`--model`), width 1.0, emb 512 | `bert-base-uncased` (`BERT`), 512 tokens, nothing frozen | Adam; lr 1e-4 CNN, head and fusion; 2e-5 BERT; batch 16; class weights | 30 (8) | all 5 (seed 8848) | 1 GPU worker per fold, bf16 |
 | `cpu-small` | MusiCNN: 30 s chorus, musicnn front end (16 kHz, hop 256, 96 mels, 10 patches of 187 frames); Cnn6: 8 s chorus, 16 kHz, hop 320, 64 mels (401 frames) | MusiCNN (MSD_musicnn, trunk frozen, Dense 1506 -> 200 fine-tuned, mean+std pooled, emb 128); `--model Cnn6`: width 0.25, emb 128, no block dropout / SpecAugment | MiniLM-L6 (offline) frozen, whole lyric in <= 8 windows of 128 tokens, + lexical TF-IDF model, stacked on validation (fusion: lower 4 of 6 layers frozen) | AdamW; lr 1e-3 CNN/head/fusion; 5e-5 encoder; batch 16; class weights | 5, audio 3x (15) (4) | first 2 | 1 CPU worker per fold |
 
-The audio branch defaults to the pretrained MusiCNN in `cpu-small` (issue 17: on real music a CNN
-trained from scratch lost to a logistic regression on log-mel statistics); `becmer` keeps the seed's
+The audio branch defaults to the pretrained MusiCNN in `cpu-small` (on real music a CNN trained from
+scratch loses to a logistic regression on log-mel statistics, bench/README.md); `becmer` keeps the seed's
 Cnn6 by default, with `--model MusiCNN` for real music (30-s clips, `musicnn_clip_seconds`).
 
 `becmer` reproduces the seed (sungbohsun/BECMER): full-width PANNs CNNs on 30 s clips at 32 kHz, Adam
 at 1e-4 (2e-5 for BERT), class-weighted cross-entropy, 5-fold CV with seed 8848. It is meant for GPU
-clusters. `cpu-small` trains a useful fused model on two CPU cores in minutes (the demo and the
-tests): shorter, lower-rate clips, a quarter-width CNN, a small frozen-bottom sentence encoder and
+clusters. `cpu-small` trains a useful fused model on two CPU cores (the demo and the tests):
+shorter, lower-rate clips, a quarter-width CNN, a small frozen-bottom sentence encoder and
 only two folds. Both use linear warmup then cosine decay, early stopping and checkpoint selection on
 the *validation* fold's macro-F1 (never the test fold).
 """

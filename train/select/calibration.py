@@ -1,8 +1,8 @@
 """Temperature scaling and expected calibration error.
 
-Why: class-weighted cross-entropy and early stopping on macro-F1 give good rankings but over- or
-under-confident probabilities, and the labels' per-quadrant probabilities are read by the
-recommender as probabilities. One scalar temperature T, fitted on the *validation* split after
+Class-weighted cross-entropy and early stopping on macro-F1 give good rankings but over- or
+under-confident probabilities, while the recommender reads the labels' per-quadrant probabilities as
+probabilities. One scalar temperature T, fitted on the *validation* split after
 training (Guo et al. 2017), rescales logits (softmax(z / T)) without changing any argmax, so accuracy
 and F1 are untouched. T is stored in the bundle and applied by the Predictor.
 """
@@ -103,7 +103,7 @@ AMBIGUOUS_TARGET = 0.5  # a label is "ambiguous" where its top class is estimate
 def ambiguity_threshold(probs: np.ndarray, y: np.ndarray, target: float = AMBIGUOUS_TARGET) -> float:
     """The top-probability threshold below which the top class is right less than `target` of the time.
 
-    Why a fitted curve and not the probability itself: even after temperature scaling, the top
+    A fitted curve, not the probability itself: even after temperature scaling, the top
     probability is an estimate of P(correct) only on average. Here P(correct | top probability) is
     estimated on the *validation* fold by isotonic regression (non-decreasing in the top
     probability), and the threshold is the smallest top probability at which that estimate reaches

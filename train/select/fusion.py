@@ -1,7 +1,7 @@
 """Which fusion a fold keeps: the trained head, late fusion or gated fusion, chosen on the validation fold.
 
-Why: the fusion head is trained on the training fold, where both branches have already fitted the
-songs, and on the synthetic catalogue it scored below the audio branch alone. Late fusion keeps both
+The fusion head is trained on the training fold, where both branches have already fitted the songs,
+so it can score below a single branch. Late fusion keeps both
 branches as trained, calibrates each network on the *validation* fold (its own temperature: a lyrics
 bundle's temperature belongs to its stacked logits, not to its network alone), and fits only a few
 parameters over their calibrated log-probabilities there, where neither branch trained:
@@ -163,7 +163,7 @@ def choose(log_a: np.ndarray, log_l: np.ndarray, y: np.ndarray, n_classes: int,
 def one_standard_error(score: float, n: int) -> float:
     """The standard error of a score near `score` measured on `n` songs, as for a proportion.
 
-    Why: a validation fold of 40 songs measures macro-F1 to about +-0.08, and the candidates' scores
+    A validation fold of 40 songs estimates macro-F1 only to about +-0.08, and the candidates' scores
     are not equally honest (the head's is the best of its epochs on that same fold, the late ones
     are cross-fitted), so the highest score alone rewards the most flexible candidate. The
     one-standard-error rule (Hastie, Tibshirani & Friedman, ESL 7.10) keeps the simplest candidate

@@ -1,8 +1,8 @@
 """The stacked lyrics branch at training time: fit the lexical model on the training folds, then the
 stacker (network logits + lexical logits -> logits) on the validation fold.
 
-Why here and not in the Ray Train loop: the lexical model is a convex fit on a few thousand texts
-(seconds on one CPU) and the stacker must see the *finished* network's validation logits, so both
+Both fits run outside the Ray Train loop: the lexical model is a small convex fit on one CPU and the
+stacker must see the *finished* network's validation logits, so both
 run in `train.select.finalise.finalise_fold`, after checkpoint selection and before temperature scaling. The test
 fold plays no part in either fit.
 
@@ -93,9 +93,9 @@ def fit_equal_stack(lexical, val_logits: np.ndarray, val_texts: list[str], val_y
     """Set the stacker to a fixed product of experts: logits = network_share x network + (1 - network_share)
     x lexical / T_lex, with T_lex the lexical model's own temperature fitted on the validation rows with lyrics.
 
-    Why: the fitted stacker (`fit_stack`, 2 n_classes^2 + n_classes weights) needs more validation songs
-    than a small catalogue has (55 weights on MIREX's 40 a fold; its cross-fitted validation macro-F1 fell
-    to 0.28-0.35), while calibrated log-probabilities added with fixed shares fit one number.
+    The fitted stacker (`fit_stack`, 2 n_classes^2 + n_classes weights) needs more validation songs than
+    a small catalogue has (bench/README.md), while calibrated log-probabilities added with fixed shares
+    fit one number.
     `network_share` is the network's share of the sources: 2/3 for a late fusion of two branches whose
     calibrated log-probabilities were averaged (each source then weighs 1/3). Returns the stacked
     validation logits (the temperature fitted there is the only number learnt, so no cross-fitting).
