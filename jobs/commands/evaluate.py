@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from train.score.evaluate import evaluate_bundle
 from train.score.report import jsonable, metrics_markdown
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", required=True, help="model bundle directory (local or s3://)")
+    parser.add_argument("--bundle", required=True, help="model bundle directory (local or s3://), or `builtin`")
     parser.add_argument("--manifest", required=True, help="training manifest Parquet (local or s3://)")
     parser.add_argument("--fold", type=int, default=None, help="score only this test fold (default: all rows)")
     parser.add_argument("--format", choices=("json", "markdown"), default="json", help="output format on stdout")
@@ -23,7 +24,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    metrics = evaluate_bundle(args.bundle, args.manifest, fold=args.fold, batch_size=args.batch_size)
+    from labeler.builtin.assemble import resolve_bundle  # noqa: PLC0415
+
+    bundle, line = resolve_bundle(args.bundle)
+    if line:  # stdout is only the metrics
+        print(line, file=sys.stderr)
+    metrics = evaluate_bundle(bundle, args.manifest, fold=args.fold, batch_size=args.batch_size)
     if args.format == "json":
         print(json.dumps(jsonable(metrics), indent=2))
     else:
