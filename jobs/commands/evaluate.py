@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from train.score.evaluate import evaluate_bundle
 from train.score.report import jsonable, metrics_markdown
@@ -23,17 +22,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="rows featurised and scored at a time")
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run_cli(args: argparse.Namespace, console=None) -> int:
     from labeler.builtin.assemble import resolve_bundle  # noqa: PLC0415
+    from labeler.runtime.console import Console  # noqa: PLC0415
 
+    console = console or Console()
     bundle, line = resolve_bundle(args.bundle)
     if line:  # stdout is only the metrics
-        print(line, file=sys.stderr)
+        console.error(line)
     metrics = evaluate_bundle(bundle, args.manifest, fold=args.fold, batch_size=args.batch_size)
     if args.format == "json":
-        print(json.dumps(jsonable(metrics), indent=2))
+        console.print(json.dumps(jsonable(metrics), indent=2))
     else:
         where = f"fold {args.fold}" if args.fold is not None else "all rows"
         text = metrics_markdown(metrics, metrics["classes"], title=f"{args.bundle} on {args.manifest} ({where})")
-        print(text + f"\nskipped rows: {metrics['skipped']} {metrics['skipped_by_kind'] or ''}")
+        console.print(text + f"\nskipped rows: {metrics['skipped']} {metrics['skipped_by_kind'] or ''}")
     return 0
