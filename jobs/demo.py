@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DemoConfig:
     workdir: str = "demo_output"
-    songs: int = 200  # 300 took 339 s on two idle cores; 200 fit the 5-minute target (bench/bench_demo.py)
+    songs: int = 150  # with the real-music step, 150 leave room in the 5-minute target (bench/bench_demo.py)
     seconds: float = 12.0  # length of each synthetic song
     folds: str = "0"  # cross-validation folds to train ("all" for every fold of k=5)
     epochs: int | None = None  # None: the cpu-small preset's epochs

@@ -17,7 +17,7 @@ run="${1:-build/builtin-run}"
 for d in 4q moodylyrics4q; do
     [ -d "$data/$d" ] || { echo "build_builtin: no $data/$d (set MOOD_LABELER_DATA to the folder holding 4q/ and moodylyrics4q/)" >&2; exit 2; }
 done
-max_songs="${BUILTIN_MAX_SONGS:-60}"
+max_songs="${BUILTIN_MAX_SONGS:-160}"
 cap=()
 [ "$max_songs" != "0" ] && cap=(--max-songs "$max_songs")
 command_line="bash scripts/build_builtin.sh  # = labeler recipe --dataset 4q=DATA/4q --dataset moodylyrics4q=DATA/moodylyrics4q --folds 0 ${cap[*]} --set featurise_concurrency=2"
