@@ -21,7 +21,8 @@ def test_demo_leaves_catalogue_bundle_and_labels_and_a_short_console(tmp_path):
     """
     workdir = tmp_path / "demo"
     result = labeler_process("demo", "--workdir", str(workdir), "--songs", "40", "--seconds", "6", "--epochs", "1",
-                      env={"MOOD_LABELER_LOG_DIR": str(tmp_path / "logs")}, timeout=1500)
+                      env={"MOOD_LABELER_LOG_DIR": str(tmp_path / "logs"), "XDG_CACHE_HOME": str(tmp_path / "cache")},
+                      timeout=1500)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     lines = out.splitlines()
@@ -46,6 +47,12 @@ def test_demo_leaves_catalogue_bundle_and_labels_and_a_short_console(tmp_path):
                  str(workdir / "bundle"), "songs/s", "labeler recipe --data", "docs/real-music.md"):
         assert text in out, text
     assert lines[-1].startswith("  labeler label --catalogue")
+    # it ends on real music: every shipped recording with its quadrant and confidence from the built-in model
+    from labeler.builtin.examples import recordings
+
+    assert "model: built-in mood-4q-builtin" in out
+    for rec in recordings():
+        assert any(line.strip().startswith(rec.name) and " confidence " in line for line in lines), rec.name
     # the label line counts songs labelled (by the Predictor), and ends with every catalogue row
     n = catalogue.num_rows
     assert any(line.startswith("label ") and f" {n}/{n} songs" in line for line in lines), out

@@ -16,7 +16,8 @@ from labeler.models.configuration import ENGINES
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", required=True, metavar="URI", help="catalogue Parquet file or directory (local or s3://)")
-    parser.add_argument("--bundle", required=True, metavar="URI", help="model bundle directory (local or s3://)")
+    parser.add_argument("--bundle", default="builtin", metavar="URI",
+                        help="model bundle directory (local or s3://); default: the built-in real-music 4Q model")
     parser.add_argument("--output", required=True, metavar="URI", help="labels root; writes <output>/version=<model_version>/")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--featurise-batch-size", type=int, default=None, help="songs per featurise batch (default 16)")
@@ -66,9 +67,13 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
 
 
 def run_cli(args: argparse.Namespace, console=None) -> int:
+    from labeler.builtin.assemble import resolve_bundle  # noqa: PLC0415
     from labeler.runtime.console import Console  # noqa: PLC0415
 
     console = console or Console()
-    summary = label_catalogue(args.catalogue, args.bundle, args.output, config_from_args(args), console=console)
+    bundle, line = resolve_bundle(args.bundle)
+    if line:
+        console.print(line)
+    summary = label_catalogue(args.catalogue, bundle, args.output, config_from_args(args), console=console)
     console.print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.to_text())
     return 0

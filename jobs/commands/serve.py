@@ -20,7 +20,8 @@ from labeler.serve import ServeConfig, start
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     d = ServeConfig(bundle="-")
-    parser.add_argument("--bundle", required=True, metavar="URI", help="model bundle directory (local or s3://)")
+    parser.add_argument("--bundle", default="builtin", metavar="URI",
+                        help="model bundle directory (local or s3://); default: the built-in real-music 4Q model")
     parser.add_argument("--host", default=d.host, help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=d.port, help="port (default %(default)s)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -51,9 +52,13 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from labeler.builtin.assemble import resolve_bundle  # noqa: PLC0415
     from labeler.bundle.info import read_bundle_info  # noqa: PLC0415
     from labeler.runtime.session import ensure_ray  # noqa: PLC0415
 
+    args.bundle, line = resolve_bundle(args.bundle)
+    if line:
+        print(line, flush=True)
     config = config_from_args(args)
     # The whole bundle is verified here (one line on failure, not inside a replica), and the replicas
     # are pinned to the version checked.
