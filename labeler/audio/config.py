@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,9 @@ DEFAULT_STFT_BACKEND = "torch"
 # 10000 * float16 stays float16 and overflows to inf in ~0.6% of bins), in patches of 187 frames.
 FRONTENDS = ("panns", "musicnn")
 # musicnn's fixed geometry (the wheel's configuration.py): anything else feeds the pretrained
-# network a spectrogram it never saw, so FeaturizerConfig refuses it.
-MUSICNN_GEOMETRY = {"sample_rate": 16000, "window_size": 512, "hop_size": 256, "n_mels": 96, "fmin": 0.0, "fmax": 8000.0}
+# network a spectrogram it never saw, so FeaturizerConfig refuses it. Typed Any: int and float fields by name.
+MUSICNN_GEOMETRY: dict[str, Any] = {"sample_rate": 16000, "window_size": 512, "hop_size": 256, "n_mels": 96,
+                                    "fmin": 0.0, "fmax": 8000.0}
 MUSICNN_PATCH_FRAMES = 187  # 3 s
 
 

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -151,7 +151,7 @@ def _require_ffmpeg(name: str) -> None:
 
 
 @contextmanager
-def _ffmpeg_reader(fobj: BinaryIO, name: str, local_path: str | None, max_seconds: float | None) -> Iterator[_Reader]:
+def _ffmpeg_reader(fobj: IO[bytes], name: str, local_path: str | None, max_seconds: float | None) -> Iterator[_Reader]:
     _require_ffmpeg(name)
     if local_path is not None:
         yield _FfmpegReader(local_path, name, max_seconds)

@@ -59,7 +59,8 @@ def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.
     unit area (2 / its width in Hz). Read-only: the cached array is shared by every caller.
     """
     fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
-    edges = _mel_to_hz(np.linspace(*_hz_to_mel(np.array([fmin, fmax])), n_mels + 2))
+    mel_min, mel_max = _hz_to_mel(np.array([fmin, fmax]))
+    edges = _mel_to_hz(np.linspace(mel_min, mel_max, n_mels + 2))
     widths = np.diff(edges)
     ramps = np.subtract.outer(edges, fft_hz)
     weights = np.zeros((n_mels, len(fft_hz)), dtype=np.float32)
@@ -97,9 +98,9 @@ def power_spectrogram(samples: np.ndarray, cfg: FeaturizerConfig, backend: str =
 
         with torch.inference_mode():
             window = torch.hann_window(cfg.window_size, periodic=True)
-            stft = torch.stft(torch.from_numpy(samples), cfg.window_size, cfg.hop_size, win_length=cfg.window_size,
+            spec = torch.stft(torch.from_numpy(samples), cfg.window_size, cfg.hop_size, win_length=cfg.window_size,
                               window=window, center=True, pad_mode="reflect", return_complex=True)
-            return (stft.real ** 2 + stft.imag ** 2).numpy()
+            return (spec.real ** 2 + spec.imag ** 2).numpy()
     raise ValueError(f"unknown STFT backend {backend!r}; expected one of {STFT_BACKENDS}")
 
 

@@ -213,9 +213,9 @@ class Predictor:
         timelines = None
         if self.timeline_seconds is not None:
             timelines, refused = self._timelines(batch, n, audio_ok)
-            for i, reason in refused.items():  # a header past the limits: the row is an error, as in featurising
-                errors[i] = audio_why[i] = reason
-                probs[i], va[i], embedding[i], tags[i], modalities[i] = np.nan, np.nan, np.nan, np.nan, None
+            for row, reason in refused.items():  # a header past the limits: the row is an error, as in featurising
+                errors[row] = audio_why[row] = reason
+                probs[row], va[row], embedding[row], tags[row], modalities[row] = np.nan, np.nan, np.nan, np.nan, None
 
         out: dict[str, np.ndarray] = {k: v for k, v in batch.items() if k not in FEATURE_COLUMNS}
         out.update(
@@ -327,6 +327,8 @@ class Predictor:
         if texts is not None:
             rows = np.array([t is not None for t in texts], dtype=bool)
             lexical = self.bundle.lexical
+            if lexical is None:
+                raise RuntimeError("lyrics texts were passed for a bundle without a lexical model")
             logits[rows] = lexical.stacked(logits[rows], lexical.logits([t for t in texts if t is not None]))
         probs = torch.softmax(torch.from_numpy(logits) / self.temperature, dim=-1).numpy().astype(np.float32)
         va = out.va.float().cpu().numpy() if out.va is not None else np.full((n, 2), np.nan, np.float32)
@@ -343,6 +345,8 @@ class Predictor:
         n = len(log_mel)
         has_audio = kwargs.get("has_audio")
         rows = torch.arange(n, device=log_mel.device) if has_audio is None else has_audio.nonzero(as_tuple=True)[0]
+        if self.tag_names is None:
+            raise RuntimeError("a taggram was asked of a Predictor built without tags")
         taggram = np.full((n, len(self.tag_names)), np.nan, dtype=np.float32)
         if len(rows) == 0:
             return taggram  # a fused model's lyrics-only rows: no audio to run, log_mel stays unread

@@ -144,7 +144,8 @@ def compare(old: Partition, new: Partition, top: int = 20) -> dict:
     n = int(both.sum())
     agreement = float(np.trace(matrix) / n) if n else None
     expected = float((matrix.sum(1) @ matrix.sum(0)) / n**2) if n else None
-    kappa = (agreement - expected) / (1 - expected) if n and expected is not None and expected < 1 else None
+    kappa = ((agreement - expected) / (1 - expected)
+             if agreement is not None and expected is not None and expected < 1 else None)
 
     comparable = old.prob_names == new.prob_names and old.probs.shape[1] > 0
     distance = np.full(len(pairs), np.nan)

@@ -17,6 +17,7 @@ import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -113,7 +114,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     """
     import ray  # noqa: PLC0415
 
-    retry = {"max_retries": max_retries}
+    retry: dict[str, Any] = {"max_retries": max_retries}
     fs, path = storage.filesystem(catalogue_uri)
     # ray_remote_args (deprecated in Ray 2.60, no named equivalent for max_retries yet): read tasks fuse with the
     # maps after them and take these args, so without it the fused read+featurise would retry forever.
@@ -121,11 +122,12 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=0.25, ray_remote_args=retry).select_columns(columns)
     ids, keep = id_filter
     if ids is not None:
-        ds = ds.map_batches(filter_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": [ray.put(ids)], "keep": keep},
-                            batch_size=None, **retry)
+        ds = ds.map_batches(
+            filter_ids,  # type: ignore[arg-type]  # Ray types a map function as batch -> batch; the rest is fn_kwargs
+            batch_format="pyarrow", fn_kwargs={"ids_ref": [ray.put(ids)], "keep": keep}, batch_size=None, **retry)
     ds = ds.repartition(target_num_rows_per_block=res.featurise_batch_size)
     ds = ds.map_batches(
-        featurise_batch,
+        featurise_batch,  # type: ignore[arg-type]  # Ray types a map function as batch -> batch; the rest is fn_kwargs
         batch_format="numpy",
         batch_size=res.featurise_batch_size,
         num_cpus=res.featurise_cpus,
@@ -140,7 +142,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
         },
         **retry,
     )
-    actor_resources = {"num_gpus": 1, "num_cpus": res.actor_cpus} if res.use_gpu else {"num_cpus": res.actor_cpus}
+    actor_resources: dict[str, Any] = {"num_gpus": 1, "num_cpus": res.actor_cpus} if res.use_gpu else {"num_cpus": res.actor_cpus}
     ds = ds.map_batches(
         PredictorStage,
         fn_constructor_kwargs={"bundle_uri": info.uri, "batch_size": res.predict_batch_size, "num_threads": res.predictor_threads,
@@ -157,7 +159,7 @@ def build_dataset(catalogue_uri: str, columns: list[str], id_filter: tuple[pa.Ar
     # Committing a part is one small write and a rename: it reserves no CPU, so it never waits behind
     # featurise tasks that hold every CPU (Ray Data otherwise warns that the job may hang).
     return ds.map_batches(
-        commit_part,
+        commit_part,  # type: ignore[arg-type]  # Ray types a map function as batch -> batch; the rest is fn_kwargs
         batch_format="numpy",
         batch_size=rows_per_part,
         num_cpus=0,
@@ -183,10 +185,10 @@ def alive_resources() -> list[dict[str, float]]:
 def still_to_label(layout: OutputLayout, ids: pa.Array) -> tuple[int, tuple[pa.Array | None, bool]]:
     """(songs already labelled by this version, the id filter of those still to label): see plan.todo_filter."""
     done = read_partition(layout, ["song_id"]).column("song_id")  # chunked: is_in hashes it without a copy
-    already, *id_filter = todo_filter(ids, done)
+    already, todo_ids, keep = todo_filter(ids, done)
     del done
     release_memory()
-    return already, tuple(id_filter)
+    return already, (todo_ids, keep)
 
 
 def label_catalogue(catalogue_uri: str, bundle_uri: str, output_uri: str,

@@ -8,11 +8,16 @@ them with `load_panns_checkpoint`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from labeler.models.configuration import AudioCnnConfig
+
+if TYPE_CHECKING:
+    from labeler.musicnn.encoder import MusicnnEncoder
 
 
 def spec_augment(x: torch.Tensor, time_masks: int, time_width: int, freq_masks: int, freq_width: int) -> torch.Tensor:
@@ -114,9 +119,13 @@ class AudioEncoder(nn.Module):
     values become the mean (0 after standardisation).
     """
 
+    descriptor_mean: torch.Tensor  # buffers, present when config.descriptor_dim > 0
+    descriptor_std: torch.Tensor
+
     def __init__(self, config: AudioCnnConfig) -> None:
         super().__init__()
         self.config = config
+        self.cnn: MusicnnEncoder | PannsCnn
         if config.arch == "MusiCNN":
             from labeler.musicnn.encoder import MusicnnEncoder  # noqa: PLC0415
 

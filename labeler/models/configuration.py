@@ -168,6 +168,18 @@ class ModelConfig:
     def uses_lyrics(self) -> bool:
         return self.branch in ("lyrics", "fusion")
 
+    def audio_config(self) -> AudioCnnConfig:
+        """`audio`, typed as present: set whenever `uses_audio` (checked at construction); ValueError if None."""
+        if self.audio is None:
+            raise ValueError(f"this {self.branch!r} model has no audio config")
+        return self.audio
+
+    def lyrics_config(self) -> LyricsEncoderConfig:
+        """`lyrics`, typed as present: set whenever `uses_lyrics` (checked at construction); ValueError if None."""
+        if self.lyrics is None:
+            raise ValueError(f"this {self.branch!r} model has no lyrics config")
+        return self.lyrics
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if not self.uses_audio:
@@ -186,9 +198,10 @@ class ModelConfig:
         """Human-readable model id part, e.g. 'mood-4q-fusion-cnn6-minilm'."""
         parts = ["mood", self.mode.lower(), self.branch]
         if self.uses_audio:
-            parts.append(self.audio.arch.lower() + ("-hybrid" if self.audio.descriptor_dim else ""))
+            audio = self.audio_config()
+            parts.append(audio.arch.lower() + ("-hybrid" if audio.descriptor_dim else ""))
         if self.uses_lyrics:
-            name = self.lyrics.name_or_path.rstrip("/").split("/")[-1]
+            name = self.lyrics_config().name_or_path.rstrip("/").split("/")[-1]
             parts.append("".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "encoder")
         return "-".join(parts)
 

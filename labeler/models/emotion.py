@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from labeler.contracts.labels import check_mode, num_classes
-from labeler.models.audio_encoder import AudioEncoder
+from labeler.models.audio_encoder import AudioEncoder, PannsCnn
 from labeler.models.configuration import ModelConfig
 from labeler.models.fusion import LateFusion
 from labeler.models.lyrics_encoder import LyricsEncoder
@@ -71,9 +71,9 @@ class EmotionModel(nn.Module):
         check_mode(config.mode)
         self.config = config
         self.n_classes = num_classes(config.mode, config.classes)
-        self.audio_encoder = AudioEncoder(config.audio) if config.uses_audio else None
+        self.audio_encoder = AudioEncoder(config.audio_config()) if config.uses_audio else None
         self.lyrics_encoder = (
-            LyricsEncoder(config.lyrics, encoder_config, pretrained=_pretrained_lyrics) if config.uses_lyrics else None
+            LyricsEncoder(config.lyrics_config(), encoder_config, pretrained=_pretrained_lyrics) if config.uses_lyrics else None
         )
         dims = []
         if self.audio_encoder is not None:
@@ -109,7 +109,7 @@ class EmotionModel(nn.Module):
         from scratch (call `load_panns_checkpoint(model, path)` for AudioSet weights).
         """
         model = cls(config, _pretrained_lyrics=bool(config.uses_lyrics))
-        if model.audio_encoder is not None and config.audio.arch == "MusiCNN":
+        if model.audio_encoder is not None and not isinstance(model.audio_encoder.cnn, PannsCnn):  # a MusiCNN branch
             model.audio_encoder.cnn.load_pretrained()
         return model
 
@@ -130,8 +130,8 @@ class EmotionModel(nn.Module):
         fused_config = replace(config, audio=copy.deepcopy(audio_model.config.audio),
                                lyrics=copy.deepcopy(lyrics_model.config.lyrics))
         model = cls(fused_config, encoder_config=lyrics_model.encoder_config)
-        model.audio_encoder.load_state_dict(audio_model.audio_encoder.state_dict())
-        model.lyrics_encoder.load_state_dict(lyrics_model.lyrics_encoder.state_dict())
+        _present(model.audio_encoder, "audio encoder").load_state_dict(audio_model.audio_encoder.state_dict())
+        _present(model.lyrics_encoder, "lyrics encoder").load_state_dict(lyrics_model.lyrics_encoder.state_dict())
         if config.freeze_branches:
             model.freeze_branches()
         return model
@@ -149,8 +149,8 @@ class EmotionModel(nn.Module):
         if config.fusion == "head":
             raise ValueError("late_from_branches builds fusion='late' or 'gated'; use fusion_from_branches for 'head'")
         model = cls.fusion_from_branches(audio_model, lyrics_model, config)
-        model.late.audio_head.load_state_dict(audio_model.head.state_dict())
-        model.late.lyrics_head.load_state_dict(lyrics_model.head.state_dict())
+        model.late.audio_head.load_state_dict(_present(audio_model.head, "head").state_dict())
+        model.late.lyrics_head.load_state_dict(_present(lyrics_model.head, "head").state_dict())
         model.late.temperature.copy_(torch.tensor([audio_temperature, lyrics_temperature], dtype=torch.float32))
         return model
 
@@ -200,14 +200,14 @@ class EmotionModel(nn.Module):
         elif self.config.branch == "audio":
             if log_mel is None and patch_features is None:
                 raise ValueError("the audio model needs log_mel")
-            embedding = self.audio_encoder(log_mel, descriptors, patch_features)
+            embedding = _present(self.audio_encoder, "audio encoder")(log_mel, descriptors, patch_features)
             has_audio, has_lyrics = torch.ones(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)
         else:
             if input_ids is None:
                 raise ValueError("the lyrics model needs input_ids and attention_mask")
-            embedding = self.lyrics_encoder(input_ids, attention_mask)
+            embedding = _present(self.lyrics_encoder, "lyrics encoder")(input_ids, attention_mask)
             has_audio, has_lyrics = torch.zeros(batch, dtype=torch.bool), torch.ones(batch, dtype=torch.bool)
-        logits = self.head(embedding)
+        logits = _present(self.head, "head")(embedding)  # only late and gated fusion (returned above) have none
         va = self.va_head(embedding) if self.va_head is not None else None
         loss = self._loss(logits, va, labels, va_targets, class_weights)
         return ModelOutput(logits=logits, embedding=embedding, loss=loss, va=va,
@@ -256,6 +256,17 @@ class EmotionModel(nn.Module):
                 loss = loss + F.mse_loss(va.float()[finite], targets[finite])
         return loss
 
+
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _present(module: _M | None, what: str) -> _M:
+    """`module`, typed as present: what the model's branch and fusion always build; RuntimeError naming
+    `what` if it is None (a model whose config and modules disagree)."""
+    if module is None:
+        raise RuntimeError(f"this model has no {what}")
+    return module
 
 
 def _batch_size(log_mel, input_ids) -> int:

@@ -87,7 +87,8 @@ def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], input_nam
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes: one log line says what happened
-        torch.onnx.export(module, example, buffer, input_names=list(input_names), output_names=["out"],
+        torch.onnx.export(module, example, buffer,  # type: ignore[arg-type]  # dynamo=False takes a BytesIO; typed as paths
+                          input_names=list(input_names), output_names=["out"],
                           dynamic_axes=dynamic_axes, opset_version=_OPSET, dynamo=False)
     return buffer.getvalue()
 

@@ -28,6 +28,8 @@ class LateFusion(nn.Module):
     A row with one modality gets that branch's calibrated log-probabilities.
     """
 
+    temperature: torch.Tensor  # buffer: the (audio, lyrics) calibration temperatures
+
     def __init__(self, audio_dim: int, lyrics_dim: int, n_classes: int, kind: str, dropout: float = 0.0) -> None:
         super().__init__()
         if kind not in ("late", "gated"):

@@ -99,11 +99,12 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 def _proto_fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     """(field number, value) of a protobuf message: varints as int, length-delimited as bytes."""
-    out = []
+    out: list[tuple[int, int | bytes]] = []
     pos = 0
     while pos < len(buf):
         tag, pos = _varint(buf, pos)
         number, wire = tag >> 3, tag & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 2:
@@ -124,6 +125,13 @@ def _proto_fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     return out
 
 
+def _message(value: int | bytes) -> bytes:
+    """A length-delimited field's bytes (a nested message); ValueError when the field was written as a number."""
+    if not isinstance(value, bytes):
+        raise ValueError(f"expected a nested message, found the number {value}")
+    return value
+
+
 def _entry(value: bytes) -> dict:
     """A BundleEntryProto -> {dtype, shape, shard_id, offset, size, crc32c}."""
     entry = {"dtype": 0, "shape": (), "shard_id": 0, "offset": 0, "size": 0, "crc32c": None, "slices": False}
@@ -132,9 +140,9 @@ def _entry(value: bytes) -> dict:
             entry["dtype"] = v
         elif number == 2:
             dims = []
-            for n, dim in _proto_fields(v):
+            for n, dim in _proto_fields(_message(v)):
                 if n == 2:
-                    size = next((s for k, s in _proto_fields(dim) if k == 1), 0)
+                    size = next((s for k, s in _proto_fields(_message(dim)) if k == 1), 0)
                     dims.append(int(size))
             entry["shape"] = tuple(dims)
         elif number in (3, 4, 5):

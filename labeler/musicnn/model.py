@@ -42,16 +42,18 @@ def _bn(n: int, dims: int) -> nn.Module:
     return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(n, eps=_EPS)
 
 
-def _bn_relu_max(z: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+def _bn_relu_max(z: torch.Tensor, bn: nn.Module) -> torch.Tensor:
     """max over mel of BN(ReLU(z)), for z (b, c, t, mel) -> (b, c, t).
 
     In eval mode BN is a per-channel affine a*x + b and ReLU is monotonic, so the max over mel is
     a*relu(max z) + b where a >= 0 and a*relu(min z) + b where a < 0: the same numbers without running
     ReLU and BN over the whole (c, t, mel) map (most of the front end's memory traffic). In training
-    mode (batch statistics) the plain order is used.
+    mode (batch statistics) the plain order is used. `bn` is one of the front end's BatchNorm2d (`_bn`).
     """
     if bn.training:
         return bn(F.relu(z)).amax(dim=3)
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None or bn.running_var is None:
+        raise TypeError(f"expected a BatchNorm2d with running statistics, got {bn}")
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias - bn.running_mean * scale
     top = torch.where((scale >= 0).view(1, -1, 1), z.amax(dim=3), z.amin(dim=3))
