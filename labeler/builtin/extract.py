@@ -56,7 +56,7 @@ def _scores(run: Path) -> dict:
     """Test-fold accuracy and macro-F1 of every trained branch and baseline in the run's report."""
     report = json.loads((run / "report.json").read_text())
 
-    def pick(folds: dict) -> dict:
+    def pick(folds: dict | None) -> dict:
         return {str(f): {k: round(float(m[k]), 4) for k in ("accuracy", "macro_f1", "n") if k in m}
                 for f, m in (folds or {}).items() if isinstance(m, dict)}
 
