@@ -90,7 +90,8 @@ def test_predictor_tags_are_musicnns_taggram_from_one_backbone_run(musicnn_bundl
     log_mel = (torch.rand(3, 2 * PATCH_FRAMES, 96) * 4).numpy()
     batch = {"song_id": np.array(["a", "b", "c"], dtype=object), "log_mel": log_mel,
              "audio_error": np.array([None, None, "missing_file: c.wav"], dtype=object)}
-    predictor = Predictor(musicnn_bundle, device="cpu", batch_size=8, tags=True)
+    # The reference engine: the hook counts PyTorch runs (ONNX Runtime's trunk bypasses the module's hooks).
+    predictor = Predictor(musicnn_bundle, device="cpu", batch_size=8, tags=True, engine="torch")
     assert predictor.tag_names == MSD_MUSICNN_TAGS
     runs = _backbone_runs(predictor)
     out = predictor(batch)
@@ -105,9 +106,12 @@ def test_predictor_tags_are_musicnns_taggram_from_one_backbone_run(musicnn_bundl
     assert np.isnan(out["tags"][2]).all() and out["error"][2].startswith("missing_file")
     assert expected.std() > 0.01  # a taggram that says something, not a constant
 
-    plain = Predictor(musicnn_bundle, device="cpu", batch_size=8)(batch)  # the labels do not change with --tags
+    plain = Predictor(musicnn_bundle, device="cpu", batch_size=8, engine="torch")(batch)  # --tags changes no label
     assert "tags" not in plain
     np.testing.assert_allclose(out["probs"][:2], plain["probs"][:2], rtol=1e-5, atol=1e-6)
+    fast = Predictor(musicnn_bundle, device="cpu", batch_size=8, tags=True)(batch)  # the default CPU engine
+    np.testing.assert_allclose(fast["tags"][:2], out["tags"][:2], atol=1e-4)
+    np.testing.assert_allclose(fast["probs"][:2], out["probs"][:2], atol=1e-4)
 
 
 def test_fused_model_tags_rows_with_audio_and_leaves_lyrics_only_rows_null(tmp_path):
@@ -128,12 +132,12 @@ def test_fused_model_tags_rows_with_audio_and_leaves_lyrics_only_rows_null(tmp_p
              "input_ids": np.array([[2, 7, 3, 0], [2, 8, 9, 3], [0, 0, 0, 0]]),
              "attention_mask": np.array([[1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0]]),
              "has_lyrics": np.array([True, True, False])}
-    predictor = Predictor(uri, device="cpu", batch_size=8, tags=True)
+    predictor = Predictor(uri, device="cpu", batch_size=8, tags=True, engine="torch")  # hooks count PyTorch runs
     runs = _backbone_runs(predictor)
     out = predictor(batch)
     assert list(out["modalities"]) == ["audio+lyrics", "lyrics", "audio"] and len(runs) == 1
     assert np.isfinite(out["tags"][[0, 2]]).all() and np.isnan(out["tags"][1]).all()
-    plain = Predictor(uri, device="cpu", batch_size=8)(batch)
+    plain = Predictor(uri, device="cpu", batch_size=8, engine="torch")(batch)
     np.testing.assert_allclose(out["probs"], plain["probs"], rtol=1e-5, atol=1e-6)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from labeler.io import storage
 from labeler.lyrics.pretrained import EncoderError, load_encoder, minilm_dir, resolve_encoder
-from labeler.lyrics.text import pretrained
+from labeler.lyrics import pretrained
 from tiny_models import tiny_bert_dir
 
 
