@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from labeler.io import storage
-from labeler.lyrics.pretrained import EncoderError, load_encoder, minilm_dir, resolve_encoder
 from labeler.lyrics import pretrained
+from labeler.lyrics.pretrained import EncoderError, load_encoder, minilm_dir, resolve_encoder
 from tiny_models import tiny_bert_dir
 
 
